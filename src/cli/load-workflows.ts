@@ -1,0 +1,28 @@
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { FlowdError, errorMessage } from "../errors.ts";
+import type { WorkflowDefinition } from "../workflows/definition.ts";
+
+/** Loads a module whose default export is a workflow or a list of them (TypeScript loads as-is). */
+export async function loadWorkflows(path: string): Promise<WorkflowDefinition[]> {
+  const absolute = resolve(path);
+  if (!existsSync(absolute)) {
+    throw new FlowdError("INVALID_CONFIG", `Workflows module "${path}" does not exist (looked at ${absolute}).`);
+  }
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(absolute).href)) as { default?: unknown };
+  } catch (error) {
+    throw new FlowdError("INVALID_WORKFLOW", `Cannot load workflows module "${path}": ${errorMessage(error)}`, { cause: error });
+  }
+  const exported = module.default;
+  const list = Array.isArray(exported) ? exported : [exported];
+  if (exported === undefined || list.some((w) => (w as { kind?: unknown } | null)?.kind !== "workflow")) {
+    throw new FlowdError(
+      "INVALID_WORKFLOW",
+      `Workflows module "${path}" must default-export a Workflow({ id, name, steps }) or an array of them.`,
+    );
+  }
+  return list as WorkflowDefinition[];
+}

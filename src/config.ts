@@ -1,0 +1,69 @@
+import { FlowdError } from "./errors.ts";
+
+/** The server's settings, resolved once and frozen. */
+export interface FlowdConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly dbPath: string;
+  /** Clients must authenticate with this key when set. */
+  readonly securityKey: string | null;
+  /** A module whose default export is a workflow or a list of them; null serves the built-ins. */
+  readonly workflowsPath: string | null;
+  /** Delay between chunks of the built-in offline demo content. */
+  readonly demoPaceMs: number;
+  readonly logLevel: string;
+}
+
+/** Settings given as flags (or `serve()` options); each wins over its environment variable. */
+export interface ConfigFlags {
+  port?: number | string | undefined;
+  host?: string | undefined;
+  db?: string | undefined;
+  securityKey?: string | null | undefined;
+  workflows?: string | undefined;
+  demoPaceMs?: number | string | undefined;
+  logLevel?: string | undefined;
+}
+
+/** Defaults, as documented in README and DESIGN §7. */
+export const DEFAULTS = {
+  port: 7777,
+  host: "127.0.0.1",
+  dbPath: "./data/flowd.db",
+  demoPaceMs: 110,
+  logLevel: "info",
+} as const;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function wholeNumber(name: string, raw: number | string, min: number, max: number): number {
+  const value = typeof raw === "number" ? raw : Number(raw.trim());
+  if (!Number.isInteger(value) || value < min || value > max || (typeof raw === "string" && raw.trim() === "")) {
+    throw new FlowdError("INVALID_CONFIG", `${name} must be a whole number from ${min} to ${max}; got "${raw}".`);
+  }
+  return value;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === "" ? undefined : value;
+}
+
+/** Resolves flags over environment variables over defaults. The only reader of the environment. */
+export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): FlowdConfig {
+  const port = flags.port ?? nonEmpty(env.PORT);
+  const demoPace = flags.demoPaceMs ?? nonEmpty(env.FLOWD_DEMO_PACE_MS);
+  const logLevel = flags.logLevel ?? nonEmpty(env.FLOWD_LOG_LEVEL) ?? DEFAULTS.logLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new FlowdError("INVALID_CONFIG", `FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
+  }
+  const securityKey = flags.securityKey !== undefined ? flags.securityKey : nonEmpty(env.FLOWD_SECURITY_KEY) ?? null;
+  return Object.freeze({
+    port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
+    host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
+    dbPath: flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath,
+    securityKey: securityKey === "" ? null : securityKey,
+    workflowsPath: flags.workflows ?? null,
+    demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),
+    logLevel,
+  });
+}

@@ -1,0 +1,317 @@
+import { performance } from "node:perf_hooks";
+import { FlowdError, errorMessage } from "../errors.ts";
+import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
+import type {
+  ConditionNode,
+  LoopNode,
+  ParallelNode,
+  RouterNode,
+  StepInput,
+  StepNode,
+  StepsNode,
+  WorkflowNode,
+} from "../workflows/definition.ts";
+import { RunInterrupted, StepFailed } from "./interruption.ts";
+
+/** What the step runner needs from the run it executes. */
+export interface RunContext {
+  readonly runId: string;
+  readonly sessionId: string;
+  readonly message: string;
+  readonly additionalData: unknown;
+  readonly signal: AbortSignal;
+  /** Outputs of completed steps by name; the runner fills it. */
+  readonly outputs: Record<string, unknown>;
+  /** Appends an event to the run's log. */
+  emit(body: RunEventBody): void;
+}
+
+/** Converts a step's output to something JSON can carry, so a strange value cannot break the log. */
+export function toJsonSafe(value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") return value;
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? null : (JSON.parse(text) as unknown);
+  } catch {
+    return String(value);
+  }
+}
+
+function throwIfStopped(ctx: RunContext): void {
+  if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
+}
+
+function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unknown, undefined> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as AsyncGenerator).next === "function" &&
+    typeof (value as AsyncGenerator)[Symbol.asyncIterator] === "function"
+  );
+}
+
+function elapsedMs(since: number): number {
+  return Math.round((performance.now() - since) * 1000) / 1000;
+}
+
+function stepInput(ctx: RunContext, previousOutput: unknown): StepInput {
+  return {
+    message: ctx.message,
+    previousOutput,
+    outputs: ctx.outputs,
+    additionalData: ctx.additionalData,
+    runId: ctx.runId,
+    sessionId: ctx.sessionId,
+    signal: ctx.signal,
+  };
+}
+
+/**
+ * Turns an error thrown by user code into the right thing: the interruption if the run
+ * was stopped (an executor that honours the signal throws AbortError), else a StepError
+ * event and a StepFailed that ends the run.
+ */
+function failStep(ctx: RunContext, loc: StepLocation, started: number, error: unknown): never {
+  if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
+  if (error instanceof StepFailed || error instanceof RunInterrupted) throw error;
+  const message = errorMessage(error);
+  ctx.emit({ event: "StepError", ...loc, error: message, duration_ms: elapsedMs(started) });
+  throw new StepFailed(loc.step_name, `Step "${loc.step_name}" failed: ${message}`, { cause: error });
+}
+
+/** Runs a list of nodes in order, each fed the previous one's output; returns the last output. */
+export async function runSequence(
+  ctx: RunContext,
+  nodes: readonly WorkflowNode[],
+  parentPath: string | null,
+  previousOutput: unknown,
+): Promise<unknown> {
+  let output = previousOutput;
+  for (const [index, node] of nodes.entries()) {
+    const path = parentPath === null ? String(index) : `${parentPath}.${index}`;
+    output = await runNode(ctx, node, { step_name: node.name, step_index: index, step_path: path }, output);
+  }
+  return output;
+}
+
+/** Runs one node of the tree and returns its output. */
+export async function runNode(
+  ctx: RunContext,
+  node: WorkflowNode,
+  loc: StepLocation,
+  previousOutput: unknown,
+): Promise<unknown> {
+  throwIfStopped(ctx);
+  let output: unknown;
+  switch (node.kind) {
+    case "step":
+      output = await runStep(ctx, node, loc, previousOutput);
+      break;
+    case "steps":
+      output = await runSteps(ctx, node, loc, previousOutput);
+      break;
+    case "parallel":
+      output = await runParallel(ctx, node, loc, previousOutput);
+      break;
+    case "condition":
+      output = await runCondition(ctx, node, loc, previousOutput);
+      break;
+    case "loop":
+      output = await runLoop(ctx, node, loc, previousOutput);
+      break;
+    case "router":
+      output = await runRouter(ctx, node, loc, previousOutput);
+      break;
+    default: {
+      const unreachable: never = node;
+      throw new FlowdError("INVALID_WORKFLOW", `Unknown workflow node: ${JSON.stringify(unreachable)}`);
+    }
+  }
+  ctx.outputs[node.name] = output;
+  return output;
+}
+
+async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
+  ctx.emit({ event: "StepStarted", ...loc });
+  const started = performance.now();
+  let output: unknown;
+  try {
+    const result = node.executor(stepInput(ctx, previousOutput));
+    if (isAsyncGenerator(result)) {
+      output = await drainGenerator(ctx, loc, result);
+    } else {
+      output = await result;
+    }
+  } catch (error) {
+    failStep(ctx, loc, started, error);
+  }
+  output = toJsonSafe(output);
+  ctx.emit({ event: "StepCompleted", ...loc, content: output, duration_ms: elapsedMs(started) });
+  return output;
+}
+
+/** Streams a generator step's chunks as events; stops at the next chunk once the run is stopped. */
+async function drainGenerator(
+  ctx: RunContext,
+  loc: StepLocation,
+  generator: AsyncGenerator<unknown, unknown, undefined>,
+): Promise<unknown> {
+  const text: string[] = [];
+  try {
+    for (;;) {
+      const next = await generator.next();
+      throwIfStopped(ctx);
+      if (next.done) return next.value === undefined ? text.join("") : next.value;
+      const chunk = next.value;
+      if (typeof chunk === "string") {
+        text.push(chunk);
+        ctx.emit({ event: "RunContent", ...loc, content: chunk });
+      } else if (typeof chunk === "object" && chunk !== null && (chunk as { kind?: unknown }).kind === "custom") {
+        const custom = chunk as { name: unknown; data: unknown };
+        ctx.emit({ event: "CustomEvent", ...loc, name: String(custom.name), data: toJsonSafe(custom.data) });
+      } else {
+        throw new Error(
+          `it yielded ${JSON.stringify(chunk) ?? typeof chunk}; a step may yield only text or customEvent(name, data)`,
+        );
+      }
+    }
+  } finally {
+    // Lets the generator run its own finally blocks when we stop early.
+    await generator.return(undefined).catch(() => {});
+  }
+}
+
+async function runSteps(ctx: RunContext, node: StepsNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
+  const started = performance.now();
+  ctx.emit({ event: "StepsExecutionStarted", ...loc, steps_count: node.steps.length });
+  const output = await runSequence(ctx, node.steps, loc.step_path, previousOutput);
+  ctx.emit({
+    event: "StepsExecutionCompleted",
+    ...loc,
+    steps_executed: node.steps.length,
+    duration_ms: elapsedMs(started),
+  });
+  return output;
+}
+
+async function runParallel(
+  ctx: RunContext,
+  node: ParallelNode,
+  loc: StepLocation,
+  previousOutput: unknown,
+): Promise<unknown> {
+  const started = performance.now();
+  const count = node.steps.length;
+  ctx.emit({ event: "ParallelExecutionStarted", ...loc, parallel_step_count: count });
+  const settled = await Promise.allSettled(
+    node.steps.map((child, index) =>
+      runNode(ctx, child, { step_name: child.name, step_index: index, step_path: `${loc.step_path}.${index}` }, previousOutput),
+    ),
+  );
+  // Every branch is allowed to finish before the first failure (or the interruption) ends the run.
+  const interrupted = settled.find((s) => s.status === "rejected" && s.reason instanceof RunInterrupted);
+  if (interrupted?.status === "rejected") throw interrupted.reason;
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed?.status === "rejected") throw failed.reason;
+  const output: Record<string, unknown> = {};
+  node.steps.forEach((child, index) => {
+    const result = settled[index];
+    if (result?.status === "fulfilled") output[child.name] = result.value;
+  });
+  ctx.emit({ event: "ParallelExecutionCompleted", ...loc, parallel_step_count: count, duration_ms: elapsedMs(started) });
+  return output;
+}
+
+async function decide<T>(ctx: RunContext, loc: StepLocation, started: number, decision: () => T | Promise<T>): Promise<T> {
+  try {
+    return await decision();
+  } catch (error) {
+    failStep(ctx, loc, started, error);
+  }
+}
+
+async function runCondition(
+  ctx: RunContext,
+  node: ConditionNode,
+  loc: StepLocation,
+  previousOutput: unknown,
+): Promise<unknown> {
+  const started = performance.now();
+  const result = Boolean(await decide(ctx, loc, started, () => node.evaluator(stepInput(ctx, previousOutput))));
+  ctx.emit({ event: "ConditionExecutionStarted", ...loc, condition_result: result });
+  const branch = result ? node.steps : node.elseSteps;
+  const branchPath = result ? loc.step_path : `${loc.step_path}.else`;
+  const output = await runSequence(ctx, branch, branchPath, previousOutput);
+  ctx.emit({
+    event: "ConditionExecutionCompleted",
+    ...loc,
+    condition_result: result,
+    executed_steps: branch.length,
+    duration_ms: elapsedMs(started),
+  });
+  return output;
+}
+
+async function runLoop(ctx: RunContext, node: LoopNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
+  const started = performance.now();
+  const max = node.maxIterations;
+  ctx.emit({ event: "LoopExecutionStarted", ...loc, max_iterations: max });
+  let output = previousOutput;
+  let iteration = 0;
+  while (iteration < max) {
+    iteration += 1;
+    throwIfStopped(ctx);
+    ctx.emit({ event: "LoopIterationStarted", ...loc, iteration, max_iterations: max });
+    const iterationOutputs: unknown[] = [];
+    for (const [index, child] of node.steps.entries()) {
+      const childLoc = { step_name: child.name, step_index: index, step_path: `${loc.step_path}[${iteration}].${index}` };
+      output = await runNode(ctx, child, childLoc, output);
+      iterationOutputs.push(output);
+    }
+    ctx.emit({ event: "LoopIterationCompleted", ...loc, iteration, max_iterations: max, content: toJsonSafe(output) });
+    const endCondition = node.endCondition;
+    if (endCondition && (await decide(ctx, loc, started, () => endCondition(iterationOutputs, stepInput(ctx, output))))) {
+      break;
+    }
+  }
+  ctx.emit({
+    event: "LoopExecutionCompleted",
+    ...loc,
+    total_iterations: iteration,
+    max_iterations: max,
+    duration_ms: elapsedMs(started),
+  });
+  return output;
+}
+
+async function runRouter(ctx: RunContext, node: RouterNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
+  const started = performance.now();
+  const selected = await decide(ctx, loc, started, async () => {
+    const picked = await node.selector(stepInput(ctx, previousOutput));
+    const names = typeof picked === "string" ? [picked] : [...picked];
+    for (const name of names) {
+      if (!node.choices.some((choice) => choice.name === name)) {
+        const known = node.choices.map((choice) => choice.name).join(", ");
+        throw new Error(`selector chose "${name}", which is not one of its choices (${known})`);
+      }
+    }
+    return names;
+  });
+  ctx.emit({ event: "RouterExecutionStarted", ...loc, selected_steps: selected });
+  let output = previousOutput;
+  for (const name of selected) {
+    const index = node.choices.findIndex((choice) => choice.name === name);
+    const choice = node.choices[index];
+    if (!choice) continue;
+    output = await runNode(ctx, choice, { step_name: name, step_index: index, step_path: `${loc.step_path}.${index}` }, output);
+  }
+  ctx.emit({
+    event: "RouterExecutionCompleted",
+    ...loc,
+    selected_steps: selected,
+    executed_steps: selected.length,
+    duration_ms: elapsedMs(started),
+  });
+  return output;
+}

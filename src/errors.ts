@@ -1,0 +1,39 @@
+/** Every error code flowd reports, with the HTTP status it maps to at the HTTP edge. */
+export const ERROR_CODES = {
+  INVALID_JSON: 400,
+  INVALID_MESSAGE: 400,
+  UNKNOWN_ACTION: 400,
+  AUTH_REQUIRED: 401,
+  AUTH_FAILED: 401,
+  NOT_FOUND: 404,
+  WORKFLOW_NOT_FOUND: 404,
+  RUN_NOT_FOUND: 404,
+  RUN_FINISHED: 409,
+  DUPLICATE_WORKFLOW: 500,
+  INVALID_WORKFLOW: 500,
+  INVALID_CONFIG: 500,
+  SHUTTING_DOWN: 503,
+  INTERNAL: 500,
+} as const;
+
+/** A stable, machine-readable error code; tests and clients match on this, not on message text. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The one error class flowd throws on purpose; translated to a frame, a response or an exit code at the edges. */
+export class FlowdError extends Error {
+  override readonly name = "FlowdError";
+  readonly code: ErrorCode;
+  readonly httpStatus: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.httpStatus = ERROR_CODES[code];
+  }
+}
+
+/** A readable message for anything thrown, FlowdError or not. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}

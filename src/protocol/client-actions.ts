@@ -1,0 +1,79 @@
+import { z } from "zod";
+
+const optionalId = z.string().min(1).max(256).optional();
+
+/** Every action a WebSocket client may send, keyed on `action` (AgentOS protocol). */
+export const ClientAction = z.discriminatedUnion("action", [
+  z.object({ action: z.literal("authenticate"), token: z.string() }),
+  z.object({ action: z.literal("ping") }),
+  z.object({
+    action: z.literal("start-workflow"),
+    workflow_id: z.string().min(1).max(256),
+    message: z.string().default(""),
+    session_id: optionalId,
+    user_id: optionalId,
+    additional_data: z.record(z.string(), z.unknown()).optional(),
+  }),
+  z.object({
+    action: z.literal("reconnect"),
+    run_id: z.string().min(1).max(256),
+    last_event_index: z.number().int().min(-1).nullable().default(null),
+    workflow_id: optionalId,
+    session_id: optionalId,
+  }),
+  z.object({ action: z.literal("cancel-workflow"), run_id: z.string().min(1).max(256) }),
+]);
+
+/** A validated client action. */
+export type ClientAction = z.infer<typeof ClientAction>;
+
+/** The action names, for error messages. */
+export const CLIENT_ACTION_NAMES = ClientAction.options.map((option) => option.shape.action.value);
+
+/** Result of parsing one frame: the action, or a sentence saying what is wrong with it. */
+export type ParsedAction =
+  | { ok: true; action: ClientAction }
+  | { ok: false; code: "INVALID_JSON" | "INVALID_MESSAGE" | "UNKNOWN_ACTION"; error: string };
+
+function describeIssues(action: string, issues: readonly z.core.$ZodIssue[]): string {
+  const parts = issues.map((issue) => {
+    const field = issue.path.length > 0 ? issue.path.join(".") : "message";
+    return `${field}: ${issue.message}`;
+  });
+  return `Invalid "${action}" message: ${parts.join("; ")}.`;
+}
+
+/** Parses and validates one text frame; never throws. */
+export function parseClientAction(text: string): ParsedAction {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    return {
+      ok: false,
+      code: "INVALID_JSON",
+      error: `Message is not valid JSON (${error instanceof Error ? error.message : String(error)}). Send a JSON object like {"action":"ping"}.`,
+    };
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { ok: false, code: "INVALID_MESSAGE", error: `Message must be a JSON object with an "action" field, like {"action":"ping"}.` };
+  }
+  const action = (value as { action?: unknown }).action;
+  if (typeof action !== "string") {
+    return {
+      ok: false,
+      code: "INVALID_MESSAGE",
+      error: `Message needs a string "action" field; one of: ${CLIENT_ACTION_NAMES.join(", ")}.`,
+    };
+  }
+  if (!(CLIENT_ACTION_NAMES as readonly string[]).includes(action)) {
+    return {
+      ok: false,
+      code: "UNKNOWN_ACTION",
+      error: `Unknown action: ${action}. Known actions: ${CLIENT_ACTION_NAMES.join(", ")}.`,
+    };
+  }
+  const parsed = ClientAction.safeParse(value);
+  if (!parsed.success) return { ok: false, code: "INVALID_MESSAGE", error: describeIssues(action, parsed.error.issues) };
+  return { ok: true, action: parsed.data };
+}

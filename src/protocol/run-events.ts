@@ -1,0 +1,63 @@
+/**
+ * Run events: what the engine emits and the log stores, named as in AgentOS.
+ * The body is what the engine supplies; the event log adds the envelope
+ * (event_index, run_id, workflow_id, workflow_name, session_id, created_at).
+ */
+
+/** Where a step sits in the workflow tree, shared by every step-scoped event. */
+export interface StepLocation {
+  step_name: string;
+  /** Index of the step within its parent (top-level steps: position in the workflow). */
+  step_index: number;
+  /** Stable path from the workflow root, e.g. "1", "2.0", "3[1].0" (loop iteration 1). */
+  step_path: string;
+}
+
+/** Every run event body the engine can emit, keyed on `event`. */
+export type RunEventBody =
+  | { event: "WorkflowStarted"; input: string }
+  | { event: "WorkflowCompleted"; content: unknown; duration_ms: number }
+  | { event: "WorkflowError"; error: string; step_name?: string }
+  | { event: "WorkflowCancelled"; reason: string }
+  | ({ event: "StepStarted" } & StepLocation)
+  | ({ event: "StepCompleted"; content: unknown; duration_ms: number } & StepLocation)
+  | ({ event: "StepError"; error: string; duration_ms: number } & StepLocation)
+  | ({ event: "StepOutput"; content: unknown } & StepLocation)
+  | ({ event: "RunContent"; content: string } & StepLocation)
+  | ({ event: "CustomEvent"; name: string; data: unknown } & StepLocation)
+  | ({ event: "StepsExecutionStarted"; steps_count: number } & StepLocation)
+  | ({ event: "StepsExecutionCompleted"; steps_executed: number; duration_ms: number } & StepLocation)
+  | ({ event: "ParallelExecutionStarted"; parallel_step_count: number } & StepLocation)
+  | ({ event: "ParallelExecutionCompleted"; parallel_step_count: number; duration_ms: number } & StepLocation)
+  | ({ event: "ConditionExecutionStarted"; condition_result: boolean } & StepLocation)
+  | ({ event: "ConditionExecutionCompleted"; condition_result: boolean; executed_steps: number; duration_ms: number } & StepLocation)
+  | ({ event: "LoopExecutionStarted"; max_iterations: number } & StepLocation)
+  | ({ event: "LoopIterationStarted"; iteration: number; max_iterations: number } & StepLocation)
+  | ({ event: "LoopIterationCompleted"; iteration: number; max_iterations: number; content: unknown } & StepLocation)
+  | ({ event: "LoopExecutionCompleted"; total_iterations: number; max_iterations: number; duration_ms: number } & StepLocation)
+  | ({ event: "RouterExecutionStarted"; selected_steps: string[] } & StepLocation)
+  | ({ event: "RouterExecutionCompleted"; selected_steps: string[]; executed_steps: number; duration_ms: number } & StepLocation);
+
+/** The name of a run event. */
+export type RunEventName = RunEventBody["event"];
+
+/** Events that end a run; exactly one per run. */
+export const TERMINAL_EVENTS: ReadonlySet<RunEventName> = new Set([
+  "WorkflowCompleted",
+  "WorkflowError",
+  "WorkflowCancelled",
+]);
+
+/** True for WorkflowCompleted, WorkflowError and WorkflowCancelled. */
+export function isTerminalEvent(name: string): boolean {
+  return TERMINAL_EVENTS.has(name as RunEventName);
+}
+
+/** A committed event as the log hands it out: the frame is serialized once and sent as-is. */
+export interface CommittedEvent {
+  runId: string;
+  index: number;
+  event: RunEventName;
+  /** The JSON text of the frame: stored in `events.payload` and sent to every subscriber. */
+  frame: string;
+}

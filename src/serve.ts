@@ -1,0 +1,95 @@
+import type { Logger } from "pino";
+import { resolveConfig, type ConfigFlags, type FlowdConfig } from "./config.ts";
+import { Engine } from "./engine/engine.ts";
+import { createLogger } from "./log.ts";
+import { openDb } from "./store/db.ts";
+import { EventLog } from "./store/event-log.ts";
+import { RunStore } from "./store/run-store.ts";
+import { createTransport } from "./transport/server.ts";
+import { CONTENT_CREATION_WORKFLOW_ID, contentCreationWorkflow } from "./workflows/content-creation.ts";
+import type { WorkflowDefinition } from "./workflows/definition.ts";
+import { WorkflowRegistry } from "./workflows/registry.ts";
+
+/** Options for `serve()`: each wins over its environment variable, which wins over the default. */
+export interface ServeOptions extends Omit<ConfigFlags, "workflows"> {
+  /** The workflows to serve; the built-in ones when omitted. */
+  workflows?: readonly WorkflowDefinition[];
+  /** A logger to use instead of the default JSON logger on stdout. */
+  logger?: Logger;
+}
+
+/** A running flowd server. */
+export interface FlowdServer {
+  readonly config: FlowdConfig;
+  /** `http://host:port` */
+  readonly url: string;
+  /** `ws://host:port/workflows/ws` */
+  readonly wsUrl: string;
+  readonly port: number;
+  readonly logger: Logger;
+  /** Stops accepting, closes sockets, stops runs at their next boundary (resumable), closes the database. */
+  close(): Promise<void>;
+}
+
+/** The workflows served when none are given. */
+export function builtinWorkflows(config: FlowdConfig): WorkflowDefinition[] {
+  return [contentCreationWorkflow({ paceMs: config.demoPaceMs })];
+}
+
+/** Close code sent to WebSocket clients when the server stops. */
+const SHUTDOWN_CLOSE_CODE = 1001;
+/** How long runs get to reach a step boundary on shutdown. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+/**
+ * Starts flowd: opens and migrates the database, then serves HTTP and the workflow
+ * WebSocket on one port. `AgentOS(workflows=[...]).serve()`, in TypeScript.
+ */
+export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
+  const { workflows: given, logger: givenLogger, ...flags } = options;
+  const config = resolveConfig(flags);
+  const logger = givenLogger ?? createLogger(config.logLevel);
+  const workflows = given ? [...given] : builtinWorkflows(config);
+  const registry = new WorkflowRegistry(workflows);
+
+  const db = openDb(config.dbPath);
+  const eventLog = new EventLog(db, (error, runId) => logger.error({ err: error, runId }, "live listener failed"));
+  const runStore = new RunStore(db);
+  const engine = new Engine(registry, runStore, eventLog, logger);
+  const transport = createTransport({ engine, runStore, eventLog, securityKey: config.securityKey, logger });
+
+  let address;
+  try {
+    address = await transport.listen(config.port, config.host);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  const hostForUrl = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${hostForUrl}:${address.port}`;
+  if (!given) {
+    logger.info({ workflowId: CONTENT_CREATION_WORKFLOW_ID, paceMs: config.demoPaceMs }, "offline demo content in use: no model is configured");
+  }
+  logger.info(
+    { url, port: address.port, db: config.dbPath, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },
+    "flowd listening",
+  );
+
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    url,
+    wsUrl: `ws://${hostForUrl}:${address.port}/workflows/ws`,
+    port: address.port,
+    logger,
+    close: () => {
+      closing ??= (async () => {
+        await transport.close(SHUTDOWN_CLOSE_CODE, "server shutting down; reconnect with your last event index");
+        await engine.shutdown(SHUTDOWN_GRACE_MS);
+        db.close();
+        logger.info("flowd stopped");
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,49 @@
+import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
+
+/** Receives committed events of one run, in index order. Must not throw. */
+export type EventListener = (event: CommittedEvent) => void;
+
+/**
+ * The in-process live feed, keyed by run id. It holds no history: the log is the
+ * buffer, so anything a listener needs from the past it reads from the database.
+ */
+export class Notifier {
+  private readonly listeners = new Map<string, Set<EventListener>>();
+
+  constructor(private readonly onListenerError: (error: unknown, runId: string) => void) {}
+
+  /** Registers `listener` for events of `runId` committed from now on; returns the unsubscribe function. */
+  subscribe(runId: string, listener: EventListener): () => void {
+    let set = this.listeners.get(runId);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(runId, set);
+    }
+    set.add(listener);
+    return () => {
+      const current = this.listeners.get(runId);
+      if (!current) return;
+      current.delete(listener);
+      if (current.size === 0) this.listeners.delete(runId);
+    };
+  }
+
+  /** Hands a committed event to every listener of its run; after a terminal event the run has none left. */
+  publish(event: CommittedEvent): void {
+    const set = this.listeners.get(event.runId);
+    if (!set) return;
+    for (const listener of set) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.onListenerError(error, event.runId);
+      }
+    }
+    if (isTerminalEvent(event.event)) this.listeners.delete(event.runId);
+  }
+
+  /** How many listeners follow `runId` live. */
+  listenerCount(runId: string): number {
+    return this.listeners.get(runId)?.size ?? 0;
+  }
+}

@@ -1,0 +1,66 @@
+import { and, desc, eq, type SQL } from "drizzle-orm";
+import type { RunStatus } from "../protocol/run-status.ts";
+import type { Db } from "./db.ts";
+import { runs, type RunRow } from "./schema.ts";
+
+/** What creating a run needs. */
+export interface NewRun {
+  runId: string;
+  workflowId: string;
+  workflowName: string;
+  sessionId: string;
+  userId: string | null;
+  input: string;
+  additionalData: unknown;
+}
+
+/** Filters for listing runs. */
+export interface RunFilter {
+  workflowId?: string;
+  sessionId?: string;
+  status?: RunStatus;
+  limit?: number;
+  offset?: number;
+}
+
+/** Run rows: creation, lookup, listing and cancel requests. Events go through EventLog only. */
+export class RunStore {
+  constructor(private readonly db: Db) {}
+
+  /** Inserts a run in `pending` with no events. */
+  create(run: NewRun): RunRow {
+    const now = Date.now();
+    return this.db.orm
+      .insert(runs)
+      .values({ ...run, additionalData: run.additionalData ?? null, createdAt: now, updatedAt: now })
+      .returning()
+      .get();
+  }
+
+  /** The run row, or undefined for an unknown id. */
+  get(runId: string): RunRow | undefined {
+    return this.db.orm.select().from(runs).where(eq(runs.runId, runId)).get();
+  }
+
+  /** Newest first. */
+  list(filter: RunFilter = {}): RunRow[] {
+    const conditions: SQL[] = [];
+    if (filter.workflowId) conditions.push(eq(runs.workflowId, filter.workflowId));
+    if (filter.sessionId) conditions.push(eq(runs.sessionId, filter.sessionId));
+    if (filter.status) conditions.push(eq(runs.status, filter.status));
+    return this.db.orm
+      .select()
+      .from(runs)
+      .where(and(...conditions))
+      .orderBy(desc(runs.createdAt))
+      .limit(filter.limit ?? 100)
+      .offset(filter.offset ?? 0)
+      .all();
+  }
+
+  /** Records that a cancel was asked for, so it is honoured even if the process dies first. */
+  markCancelRequested(runId: string): void {
+    const now = Date.now();
+    this.db.orm.update(runs).set({ cancelRequestedAt: now, updatedAt: now }).where(eq(runs.runId, runId)).run();
+  }
+}

@@ -1,0 +1,54 @@
+import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { RUN_STATUSES } from "../protocol/run-status.ts";
+
+// Column names are snake_case on purpose: people query these tables by hand, so they are API.
+// Times are integer epoch milliseconds.
+
+/** One row per workflow run; `last_event_index` is -1 until the first event. */
+export const runs = sqliteTable(
+  "runs",
+  {
+    runId: text("run_id").primaryKey(),
+    workflowId: text("workflow_id").notNull(),
+    workflowName: text("workflow_name").notNull(),
+    sessionId: text("session_id").notNull(),
+    userId: text("user_id"),
+    status: text("status", { enum: RUN_STATUSES }).notNull().default("pending"),
+    input: text("input").notNull().default(""),
+    additionalData: text("additional_data", { mode: "json" }).$type<unknown>(),
+    output: text("output", { mode: "json" }).$type<unknown>(),
+    error: text("error"),
+    lastEventIndex: integer("last_event_index").notNull().default(-1),
+    attempt: integer("attempt").notNull().default(1),
+    cancelRequestedAt: integer("cancel_requested_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    startedAt: integer("started_at"),
+    finishedAt: integer("finished_at"),
+  },
+  (t) => [
+    index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
+    index("runs_status_idx").on(t.status),
+    index("runs_session_idx").on(t.sessionId),
+  ],
+);
+
+/** The run event log: `(run_id, event_index)` is the key, indices are 0..N-1 per run (I1). */
+export const events = sqliteTable(
+  "events",
+  {
+    runId: text("run_id")
+      .notNull()
+      .references(() => runs.runId, { onDelete: "cascade" }),
+    eventIndex: integer("event_index").notNull(),
+    event: text("event").notNull(),
+    stepPath: text("step_path"),
+    payload: text("payload").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.eventIndex] })],
+);
+
+/** A run row as the rest of the code sees it. */
+export type RunRow = typeof runs.$inferSelect;
+

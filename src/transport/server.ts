@@ -1,0 +1,72 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { WebSocketServer } from "ws";
+import type { Engine } from "../engine/engine.ts";
+import type { EventLog } from "../store/event-log.ts";
+import type { RunStore } from "../store/run-store.ts";
+import { handleHttpRequest } from "./http/routes.ts";
+import { WorkflowSocket } from "./ws/workflow-socket.ts";
+
+/** The WebSocket path of the AgentOS workflow protocol. */
+export const WORKFLOW_WS_PATH = "/workflows/ws";
+
+/** Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (message too big). */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+/** What the transports need. */
+export interface TransportDeps {
+  engine: Engine;
+  runStore: RunStore;
+  eventLog: EventLog;
+  securityKey: string | null;
+  logger: Logger;
+}
+
+/** HTTP and WebSocket on one port. */
+export interface Transport {
+  readonly http: Server;
+  readonly wss: WebSocketServer;
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** Stops accepting, closes every socket with `closeCode`, and waits for the listener to close. */
+  close(closeCode: number, reason: string): Promise<void>;
+}
+
+/** Builds the HTTP server with the workflow WebSocket on the same port. */
+export function createTransport(deps: TransportDeps): Transport {
+  const http = createServer((req, res) => handleHttpRequest(deps, req, res));
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  wss.on("connection", (socket) => new WorkflowSocket(socket, deps));
+  http.on("upgrade", (req, socket, head) => {
+    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    if (path !== WORKFLOW_WS_PATH) {
+      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\nNo WebSocket at ${path}; use ${WORKFLOW_WS_PATH}.\n`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
+  });
+  return {
+    http,
+    wss,
+    listen: (port, host) =>
+      new Promise((resolve, reject) => {
+        http.once("error", reject);
+        http.listen(port, host, () => {
+          http.off("error", reject);
+          resolve(http.address() as AddressInfo);
+        });
+      }),
+    close: async (closeCode, reason) => {
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      for (const client of wss.clients) client.close(closeCode, reason);
+      http.closeIdleConnections();
+      // Sockets that do not finish the closing handshake in time are cut.
+      const cut = setTimeout(() => {
+        for (const client of wss.clients) client.terminate();
+        http.closeAllConnections();
+      }, 2000);
+      await closed;
+      clearTimeout(cut);
+    },
+  };
+}

@@ -1,0 +1,206 @@
+import { timingSafeEqual } from "node:crypto";
+import type { Logger } from "pino";
+import type { RawData, WebSocket } from "ws";
+import type { Engine } from "../../engine/engine.ts";
+import { FlowdError, errorMessage } from "../../errors.ts";
+import { parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
+import { isTerminalEvent, type CommittedEvent } from "../../protocol/run-events.ts";
+import { isFinished } from "../../protocol/run-status.ts";
+import type { ServerFrame } from "../../protocol/server-frames.ts";
+import type { EventLog } from "../../store/event-log.ts";
+import type { RunStore } from "../../store/run-store.ts";
+
+/** What a workflow socket needs from the rest of the server. */
+export interface WorkflowSocketDeps {
+  engine: Engine;
+  runStore: RunStore;
+  eventLog: EventLog;
+  securityKey: string | null;
+  logger: Logger;
+}
+
+function tokenMatches(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * One client connection on /workflows/ws: parse → validate → dispatch. A socket may
+ * follow many runs; closing it only stops delivery, never the runs (I4).
+ */
+export class WorkflowSocket {
+  private authenticated: boolean;
+  /** Runs this socket follows live, with the function that stops following. */
+  private readonly following = new Map<string, () => void>();
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly deps: WorkflowSocketDeps,
+  ) {
+    this.authenticated = deps.securityKey === null;
+    socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
+    socket.on("close", () => this.stopFollowingAll());
+    socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
+    this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.securityKey !== null });
+  }
+
+  private send(frame: ServerFrame): void {
+    this.sendText(JSON.stringify(frame));
+  }
+
+  private sendText(text: string): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(text);
+  }
+
+  private sendError(error: unknown): void {
+    if (error instanceof FlowdError) {
+      this.send({ event: "error", error: error.message, code: error.code });
+      return;
+    }
+    this.deps.logger.error({ err: error }, "unexpected error handling a websocket message");
+    this.send({ event: "error", error: `Internal error: ${errorMessage(error)}. The server log has details.`, code: "INTERNAL" });
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (isBinary) {
+      this.send({ event: "error", error: "Binary frames are not supported; send JSON text frames.", code: "INVALID_MESSAGE" });
+      return;
+    }
+    const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data as ArrayBuffer).toString("utf8");
+    const parsed = parseClientAction(text);
+    if (!parsed.ok) {
+      this.send({ event: "error", error: parsed.error, code: parsed.code });
+      return;
+    }
+    try {
+      this.dispatch(parsed.action);
+    } catch (error) {
+      this.sendError(error);
+    }
+  }
+
+  private dispatch(msg: ClientAction): void {
+    if (!this.authenticated && msg.action !== "authenticate" && msg.action !== "ping") {
+      this.send({
+        event: "auth_required",
+        error: `Authenticate first: send {"action":"authenticate","token":"<security key>"} before "${msg.action}".`,
+        code: "AUTH_REQUIRED",
+      });
+      return;
+    }
+    switch (msg.action) {
+      case "authenticate":
+        return this.authenticate(msg.token);
+      case "ping":
+        return this.send({ event: "pong" });
+      case "start-workflow": {
+        const run = this.deps.engine.start({
+          workflowId: msg.workflow_id,
+          message: msg.message,
+          sessionId: msg.session_id,
+          userId: msg.user_id,
+          additionalData: msg.additional_data,
+        });
+        this.follow(run.runId, -1);
+        return;
+      }
+      case "reconnect":
+        return this.reconnect(msg.run_id, msg.last_event_index ?? -1);
+      case "cancel-workflow": {
+        const run = this.deps.engine.cancel(msg.run_id);
+        this.send({
+          event: "cancel_requested",
+          run_id: run.runId,
+          message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary.",
+        });
+        return;
+      }
+      default: {
+        const unreachable: never = msg;
+        throw new FlowdError("UNKNOWN_ACTION", `Unknown action: ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  private authenticate(token: string): void {
+    const key = this.deps.securityKey;
+    if (key === null) {
+      this.authenticated = true;
+      this.send({ event: "authenticated", message: "No security key is configured; no authentication is needed." });
+      return;
+    }
+    if (!tokenMatches(token, key)) {
+      this.send({ event: "auth_error", error: "Invalid token: it does not match the server's security key.", code: "AUTH_FAILED" });
+      return;
+    }
+    this.authenticated = true;
+    this.send({ event: "authenticated", message: "Authenticated." });
+  }
+
+  /**
+   * AgentOS reconnect: a finished run is replayed whole; an active one gets what was
+   * missed after `lastEventIndex` (catch_up), then `subscribed`, then live events.
+   * Everything from reading the run row to registering the live listener happens in
+   * one synchronous block, so no append can slip in between (see EventLog.follow).
+   */
+  private reconnect(runId: string, lastEventIndex: number): void {
+    const run = this.deps.runStore.get(runId);
+    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+    const eventCount = run.lastEventIndex + 1;
+    if (isFinished(run.status)) {
+      this.send({
+        event: "replay",
+        run_id: runId,
+        status: run.status,
+        total_events: eventCount,
+        message: `Run already ${run.status}; replaying all ${eventCount} events.`,
+      });
+      for (const event of this.deps.eventLog.readAfter(runId, -1)) this.sendText(event.frame);
+      return;
+    }
+    const after = Math.min(lastEventIndex, run.lastEventIndex);
+    const missed = run.lastEventIndex - after;
+    if (missed > 0) {
+      this.send({
+        event: "catch_up",
+        run_id: runId,
+        status: run.status,
+        missed_events: missed,
+        current_event_count: eventCount,
+        message: `Sending ${missed} missed events, then live events.`,
+      });
+    }
+    this.follow(runId, after, () =>
+      this.send({
+        event: "subscribed",
+        run_id: runId,
+        status: run.status,
+        current_event_count: eventCount,
+        message: "Subscribed: new events follow as the run continues.",
+      }),
+    );
+  }
+
+  /**
+   * Sends the run's events after `afterIndex`, calls `onCaughtUp`, then streams live
+   * events. `onCaughtUp` runs in the same synchronous block as the backlog, so its frame
+   * lands between the last missed event and the first live one.
+   */
+  private follow(runId: string, afterIndex: number, onCaughtUp?: () => void): void {
+    this.following.get(runId)?.();
+    const deliver = (event: CommittedEvent): void => {
+      this.sendText(event.frame);
+      if (isTerminalEvent(event.event)) this.following.delete(runId);
+    };
+    const stop = this.deps.eventLog.follow(runId, afterIndex, deliver);
+    this.following.set(runId, stop);
+    onCaughtUp?.();
+  }
+
+  private stopFollowingAll(): void {
+    for (const stop of this.following.values()) stop();
+    this.following.clear();
+  }
+}

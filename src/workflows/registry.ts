@@ -1,0 +1,41 @@
+import { FlowdError } from "../errors.ts";
+import type { WorkflowDefinition } from "./definition.ts";
+
+/** The workflows a server runs, by id. Ids are unique: a duplicate is a start-up error naming both. */
+export class WorkflowRegistry {
+  private readonly byId = new Map<string, WorkflowDefinition>();
+
+  constructor(workflows: readonly WorkflowDefinition[]) {
+    for (const workflow of workflows) {
+      if (workflow?.kind !== "workflow") {
+        throw new FlowdError(
+          "INVALID_WORKFLOW",
+          `Expected workflows made with Workflow({ id, name, steps }), got ${JSON.stringify(workflow) ?? String(workflow)}.`,
+        );
+      }
+      const existing = this.byId.get(workflow.id);
+      if (existing) {
+        throw new FlowdError(
+          "DUPLICATE_WORKFLOW",
+          `Duplicate workflow id "${workflow.id}": both "${existing.name}" and "${workflow.name}" use it. Give each workflow its own id.`,
+        );
+      }
+      this.byId.set(workflow.id, workflow);
+    }
+  }
+
+  /** The workflow, or a WORKFLOW_NOT_FOUND error that lists what exists. */
+  get(id: string): WorkflowDefinition {
+    const workflow = this.byId.get(id);
+    if (!workflow) {
+      const known = [...this.byId.keys()].join(", ") || "none";
+      throw new FlowdError("WORKFLOW_NOT_FOUND", `Workflow ${id} not found. Available workflows: ${known}.`);
+    }
+    return workflow;
+  }
+
+  /** All workflows, in the order given. */
+  list(): WorkflowDefinition[] {
+    return [...this.byId.values()];
+  }
+}
