@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { tsImport } from "tsx/esm/api";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 
@@ -12,11 +12,14 @@ export async function loadWorkflows(path: string): Promise<WorkflowDefinition[]>
   }
   let module: { default?: unknown };
   try {
-    module = (await import(pathToFileURL(absolute).href)) as { default?: unknown };
+    // tsImport loads .ts as-is whether its folder's package.json says ESM or CommonJS.
+    module = (await tsImport(absolute, import.meta.url)) as { default?: unknown };
   } catch (error) {
     throw new FlowdError("INVALID_WORKFLOW", `Cannot load workflows module "${path}": ${errorMessage(error)}`, { cause: error });
   }
-  const exported = module.default;
+  // A CommonJS-compiled module arrives as { default: module.exports }.
+  const outer = module.default as { kind?: unknown; default?: unknown } | undefined;
+  const exported = outer && !Array.isArray(outer) && outer.kind === undefined && "default" in outer ? outer.default : outer;
   const list = Array.isArray(exported) ? exported : [exported];
   if (exported === undefined || list.some((w) => (w as { kind?: unknown } | null)?.kind !== "workflow")) {
     throw new FlowdError(

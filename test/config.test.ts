@@ -1,0 +1,36 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULTS, resolveConfig } from "../src/config.ts";
+
+describe("configuration: flags over environment over defaults", () => {
+  it("uses the documented defaults when nothing is given", () => {
+    expect(resolveConfig({}, {})).toMatchObject({
+      port: 7777,
+      host: "127.0.0.1",
+      dbPath: "./data/flowd.db",
+      securityKey: null,
+      demoPaceMs: DEFAULTS.demoPaceMs,
+    });
+  });
+
+  it("takes environment variables over defaults, and flags over both", () => {
+    const env = { PORT: "8080", HOST: "0.0.0.0", FLOWD_DB: "/tmp/env.db", FLOWD_SECURITY_KEY: "k" };
+    expect(resolveConfig({}, env)).toMatchObject({ port: 8080, host: "0.0.0.0", dbPath: "/tmp/env.db", securityKey: "k" });
+    expect(resolveConfig({ port: "9090", host: "::1", db: "/tmp/flag.db" }, env)).toMatchObject({
+      port: 9090,
+      host: "::1",
+      dbPath: "/tmp/flag.db",
+    });
+  });
+
+  it("treats an empty security key as no key", () => {
+    expect(resolveConfig({}, { FLOWD_SECURITY_KEY: "" }).securityKey).toBeNull();
+  });
+
+  it.each(["abc", "-1", "65536", "80.5", " "])("rejects PORT=%j with a message that says what is allowed", (port) => {
+    expect(() => resolveConfig({}, { PORT: port })).toThrow(/PORT must be a whole number from 0 to 65535/);
+  });
+
+  it("rejects an unknown log level, listing the valid ones", () => {
+    expect(() => resolveConfig({}, { FLOWD_LOG_LEVEL: "loud" })).toThrow(/one of fatal, error, warn, info/);
+  });
+});

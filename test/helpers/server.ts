@@ -1,0 +1,82 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { pino } from "pino";
+import { serve, type FlowdServer } from "../../src/serve.ts";
+import type { WorkflowDefinition } from "../../src/workflows/definition.ts";
+import { testWorkflows } from "../fixtures/workflows.ts";
+
+/** A real flowd server on an ephemeral port with its own temp database file. */
+export interface TestServer {
+  server: FlowdServer;
+  wsUrl: string;
+  url: string;
+  dbPath: string;
+  /** A separate read-only connection to the server's file, as a `sqlite3` shell would open it. */
+  openReader(): Database.Database;
+  close(): Promise<void>;
+}
+
+/** A fresh temp folder, removed by the returned function. */
+export function tempDir(prefix = "flowd-test-"): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Starts flowd in this process (real sockets, real SQLite file) with the test workflows by default. */
+export async function startServer(
+  options: { workflows?: readonly WorkflowDefinition[]; securityKey?: string; dbPath?: string } = {},
+): Promise<TestServer> {
+  const temp = tempDir();
+  const dbPath = options.dbPath ?? join(temp.dir, "flowd.db");
+  const server = await serve({
+    port: 0,
+    host: "127.0.0.1",
+    db: dbPath,
+    securityKey: options.securityKey ?? null,
+    workflows: options.workflows ?? testWorkflows,
+    logger: pino({ level: "silent" }),
+  });
+  const readers: Database.Database[] = [];
+  return {
+    server,
+    wsUrl: server.wsUrl,
+    url: server.url,
+    dbPath,
+    openReader: () => {
+      const reader = new Database(dbPath, { readonly: true, fileMustExist: true });
+      readers.push(reader);
+      return reader;
+    },
+    close: async () => {
+      for (const reader of readers) reader.close();
+      await server.close();
+      temp.remove();
+    },
+  };
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The stored event indices of a run, in order. */
+export function storedIndices(db: Database.Database, runId: string): number[] {
+  return db
+    .prepare<[string], { event_index: number }>("SELECT event_index FROM events WHERE run_id = ? ORDER BY event_index")
+    .all(runId)
+    .map((row) => row.event_index);
+}
+
+/** 0..n-1 */
+export function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}

@@ -1,0 +1,124 @@
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { CommittedEvent } from "../../src/protocol/run-events.ts";
+import { openDb, type Db } from "../../src/store/db.ts";
+import { EventLog } from "../../src/store/event-log.ts";
+import { RunStore } from "../../src/store/run-store.ts";
+import { range, storedIndices, tempDir } from "../helpers/server.ts";
+
+let temp: ReturnType<typeof tempDir>;
+let db: Db;
+let log: EventLog;
+let runs: RunStore;
+let reader: Database.Database;
+
+function newRun(runId: string): void {
+  runs.create({
+    runId,
+    workflowId: "wf",
+    workflowName: "Workflow",
+    sessionId: "session",
+    userId: null,
+    input: "in",
+    additionalData: null,
+  });
+}
+
+beforeEach(() => {
+  temp = tempDir();
+  const path = join(temp.dir, "nested", "dir", "flowd.db");
+  db = openDb(path);
+  log = new EventLog(db, (error) => {
+    throw error;
+  });
+  runs = new RunStore(db);
+  reader = new Database(path, { readonly: true });
+});
+afterEach(() => {
+  reader.close();
+  db.close();
+  temp.remove();
+});
+
+describe("the event log", () => {
+  it("opens the file in WAL mode with foreign keys on, creating its folder", () => {
+    expect(db.sqlite.pragma("journal_mode", { simple: true })).toBe("wal");
+    expect(db.sqlite.pragma("foreign_keys", { simple: true })).toBe(1);
+    expect(Number(db.sqlite.pragma("busy_timeout", { simple: true }))).toBeGreaterThan(0);
+  });
+
+  it("gives each run its own gap-free indices 0..N-1, interleaved appends included (I1)", () => {
+    newRun("a");
+    newRun("b");
+    for (let i = 0; i < 50; i++) {
+      log.append("a", { event: "WorkflowStarted", input: `a${i}` });
+      if (i % 2 === 0) log.append("b", { event: "WorkflowStarted", input: `b${i}` });
+    }
+    expect(storedIndices(reader, "a")).toEqual(range(50));
+    expect(storedIndices(reader, "b")).toEqual(range(25));
+    expect(runs.get("a")?.lastEventIndex).toBe(49);
+  });
+
+  it("stores the frame it delivers, byte for byte, with the envelope fields", () => {
+    newRun("r");
+    const delivered: CommittedEvent[] = [];
+    log.notifier.subscribe("r", (e) => delivered.push(e));
+    const committed = log.append("r", { event: "WorkflowStarted", input: "hello" });
+    const row = reader.prepare("SELECT event, payload FROM events WHERE run_id = 'r'").get() as { event: string; payload: string };
+    expect(row.event).toBe("WorkflowStarted");
+    expect(row.payload).toBe(committed.frame);
+    expect(delivered[0]?.frame).toBe(committed.frame);
+    expect(JSON.parse(row.payload)).toMatchObject({
+      event: "WorkflowStarted",
+      event_index: 0,
+      run_id: "r",
+      workflow_id: "wf",
+      workflow_name: "Workflow",
+      session_id: "session",
+      input: "hello",
+    });
+  });
+
+  it("tells live listeners only about events another connection can already read (I2)", () => {
+    newRun("r");
+    const visibleWhenDelivered: boolean[] = [];
+    const check = reader.prepare("SELECT 1 FROM events WHERE run_id = 'r' AND event_index = ?");
+    log.notifier.subscribe("r", (e) => visibleWhenDelivered.push(check.get(e.index) !== undefined));
+    for (let i = 0; i < 20; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    expect(visibleWhenDelivered).toEqual(range(20).map(() => true));
+  });
+
+  it("updates the run row on the terminal event and refuses anything after it", () => {
+    newRun("r");
+    log.append("r", { event: "WorkflowStarted", input: "x" });
+    log.append("r", { event: "WorkflowCompleted", content: { answer: 42 }, duration_ms: 5 });
+    const row = runs.get("r");
+    expect(row).toMatchObject({ status: "completed", output: { answer: 42 }, lastEventIndex: 1 });
+    expect(row?.startedAt).not.toBeNull();
+    expect(row?.finishedAt).not.toBeNull();
+    expect(() => log.append("r", { event: "WorkflowStarted", input: "again" })).toThrow(
+      expect.objectContaining({ code: "RUN_FINISHED" }),
+    );
+    expect(storedIndices(reader, "r")).toEqual([0, 1]);
+  });
+
+  it("refuses events for an unknown run without writing anything", () => {
+    expect(() => log.append("ghost", { event: "WorkflowStarted", input: "" })).toThrow(
+      expect.objectContaining({ code: "RUN_NOT_FOUND" }),
+    );
+    expect(reader.prepare("SELECT count(*) AS n FROM events").get()).toEqual({ n: 0 });
+  });
+
+  it("follow() hands over the backlog then live events, each once, and drops listeners after the terminal event", () => {
+    newRun("r");
+    for (let i = 0; i < 5; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    const seen: number[] = [];
+    log.follow("r", 1, (e) => seen.push(e.index));
+    expect(seen).toEqual([2, 3, 4]);
+    log.append("r", { event: "WorkflowStarted", input: "5" });
+    log.append("r", { event: "WorkflowCancelled", reason: "test" });
+    expect(seen).toEqual([2, 3, 4, 5, 6]);
+    expect(log.notifier.listenerCount("r")).toBe(0);
+  });
+});
