@@ -11,6 +11,8 @@ export interface FlowdConfig {
   readonly workflowsPath: string | null;
   /** Delay between chunks of the built-in offline demo content. */
   readonly demoPaceMs: number;
+  /** Resumes after a crash a run gets before it ends with WorkflowError (crash loop guard). */
+  readonly maxCrashResumes: number;
   readonly logLevel: string;
 }
 
@@ -22,6 +24,7 @@ export interface ConfigFlags {
   securityKey?: string | null | undefined;
   workflows?: string | undefined;
   demoPaceMs?: number | string | undefined;
+  maxCrashResumes?: number | string | undefined;
   logLevel?: string | undefined;
 }
 
@@ -31,6 +34,7 @@ export const DEFAULTS = {
   host: "127.0.0.1",
   dbPath: "./data/flowd.db",
   demoPaceMs: 110,
+  maxCrashResumes: 3,
   logLevel: "info",
 } as const;
 
@@ -52,6 +56,7 @@ function nonEmpty(value: string | undefined): string | undefined {
 export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): FlowdConfig {
   const port = flags.port ?? nonEmpty(env.PORT);
   const demoPace = flags.demoPaceMs ?? nonEmpty(env.FLOWD_DEMO_PACE_MS);
+  const maxResumes = flags.maxCrashResumes ?? nonEmpty(env.FLOWD_MAX_RESUMES);
   const logLevel = flags.logLevel ?? nonEmpty(env.FLOWD_LOG_LEVEL) ?? DEFAULTS.logLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new FlowdError("INVALID_CONFIG", `FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
@@ -64,6 +69,8 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     securityKey: securityKey === "" ? null : securityKey,
     workflowsPath: flags.workflows ?? null,
     demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),
+    maxCrashResumes:
+      maxResumes === undefined ? DEFAULTS.maxCrashResumes : wholeNumber("FLOWD_MAX_RESUMES", maxResumes, 0, 1000),
     logLevel,
   });
 }

@@ -4,6 +4,7 @@ import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openDb } from "./store/db.ts";
 import { EventLog } from "./store/event-log.ts";
+import { ResumeStateReader } from "./store/resume-state.ts";
 import { RunStore } from "./store/run-store.ts";
 import { createTransport } from "./transport/server.ts";
 import { CONTENT_CREATION_WORKFLOW_ID, contentCreationWorkflow } from "./workflows/content-creation.ts";
@@ -36,10 +37,11 @@ export function builtinWorkflows(config: FlowdConfig): WorkflowDefinition[] {
   return [contentCreationWorkflow({ paceMs: config.demoPaceMs })];
 }
 
-/** Close code sent to WebSocket clients when the server stops. */
-const SHUTDOWN_CLOSE_CODE = 1001;
-/** How long runs get to reach a step boundary on shutdown. */
-const SHUTDOWN_GRACE_MS = 5000;
+/** Close code sent to WebSocket clients when the server stops: 1012 "service restart" tells them to reconnect. */
+export const SHUTDOWN_CLOSE_CODE = 1012;
+/** How long runs get to reach a step boundary on shutdown, then a content boundary; with the socket close, well under 10 s. */
+const SHUTDOWN_DRAIN_MS = 4000;
+const SHUTDOWN_ABORT_MS = 2000;
 
 /**
  * Starts flowd: opens and migrates the database, then serves HTTP and the workflow
@@ -52,16 +54,25 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const workflows = given ? [...given] : builtinWorkflows(config);
   const registry = new WorkflowRegistry(workflows);
 
-  const db = openDb(config.dbPath);
+  const db = openDb(config.dbPath, { exclusive: true });
   const eventLog = new EventLog(db, (error, runId) => logger.error({ err: error, runId }, "live listener failed"));
   const runStore = new RunStore(db);
-  const engine = new Engine(registry, runStore, eventLog, logger);
+  const engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
+    maxCrashResumes: config.maxCrashResumes,
+  });
   const transport = createTransport({ engine, runStore, eventLog, securityKey: config.securityKey, logger });
 
   let address;
   try {
-    address = await transport.listen(config.port, config.host);
+    // Binding first means a second server on a busy port fails before touching any run;
+    // recovery then runs before the first connection is served, so /health answers only after it.
+    address = await transport.listen(config.port, config.host, () => {
+      const recovered = engine.recover();
+      const total = Object.values(recovered).reduce((n, ids) => n + ids.length, 0);
+      if (total > 0) logger.info(recovered, `recovered ${total} unfinished runs`);
+    });
   } catch (error) {
+    await engine.shutdown(0, 0);
     db.close();
     throw error;
   }
@@ -85,7 +96,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     close: () => {
       closing ??= (async () => {
         await transport.close(SHUTDOWN_CLOSE_CODE, "server shutting down; reconnect with your last event index");
-        await engine.shutdown(SHUTDOWN_GRACE_MS);
+        await engine.shutdown(SHUTDOWN_DRAIN_MS, SHUTDOWN_ABORT_MS);
         db.close();
         logger.info("flowd stopped");
       })();

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
-import type { EventLog } from "../store/event-log.ts";
+import type { Checkpoint, EventLog } from "../store/event-log.ts";
+import type { ResumeState, ResumeStateReader } from "../store/resume-state.ts";
 import type { RunStore } from "../store/run-store.ts";
 import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
@@ -21,6 +21,21 @@ export interface StartRunRequest {
   additionalData?: unknown;
 }
 
+/** Engine settings. */
+export interface EngineOptions {
+  /** How many times a run may be resumed after a crash before it ends with WorkflowError. */
+  maxCrashResumes: number;
+}
+
+/** What recovery did at start-up. */
+export interface RecoverySummary {
+  resumed: string[];
+  restarted: string[];
+  cancelled: string[];
+  failed: string[];
+  skipped: string[];
+}
+
 interface ActiveRun {
   controller: AbortController;
   done: Promise<void>;
@@ -32,13 +47,17 @@ interface ActiveRun {
  */
 export class Engine {
   private readonly active = new Map<string, ActiveRun>();
-  private stopping = false;
+  private draining = false;
+  /** Set once shutdown gave up waiting: late events from runs that ignored their signal are dropped. */
+  private closed = false;
 
   constructor(
     private readonly workflows: WorkflowRegistry,
     private readonly runStore: RunStore,
     private readonly eventLog: EventLog,
+    private readonly resumeState: ResumeStateReader,
     private readonly logger: Logger,
+    private readonly options: EngineOptions,
   ) {}
 
   /**
@@ -46,7 +65,9 @@ export class Engine {
    * returns, so a caller that then follows the run from index -1 sees it.
    */
   start(request: StartRunRequest): RunRow {
-    if (this.stopping) throw new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back.");
+    if (this.draining) {
+      throw new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back.");
+    }
     const workflow = this.workflows.get(request.workflowId);
     const run = this.runStore.create({
       runId: randomUUID(),
@@ -57,9 +78,7 @@ export class Engine {
       input: request.message,
       additionalData: request.additionalData ?? null,
     });
-    const controller = new AbortController();
-    const done = this.execute(workflow, run, controller.signal).finally(() => this.active.delete(run.runId));
-    this.active.set(run.runId, { controller, done });
+    this.launch(workflow, run, null);
     this.logger.info({ runId: run.runId, workflowId: workflow.id }, "run started");
     return run;
   }
@@ -71,6 +90,7 @@ export class Engine {
     if (isFinished(run.status)) {
       throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${run.status}; there is nothing to cancel.`);
     }
+    // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
     this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled"));
     this.logger.info({ runId }, "run cancel requested");
@@ -83,43 +103,137 @@ export class Engine {
   }
 
   /**
-   * Stops every run at its next boundary without ending it in the log (it is resumable),
-   * and waits for them up to `graceMs`.
+   * Picks up every run the previous process left unfinished: honours stored cancel
+   * requests, ends runs that keep crashing the server, and resumes the rest from their
+   * checkpoints. Synchronous up to the point where the runs execute, so it finishes
+   * before the server accepts connections.
    */
-  async shutdown(graceMs: number): Promise<void> {
-    this.stopping = true;
-    const running = [...this.active.values()];
-    for (const run of running) run.controller.abort(new RunInterrupted("shutdown"));
+  recover(): RecoverySummary {
+    const summary: RecoverySummary = { resumed: [], restarted: [], cancelled: [], failed: [], skipped: [] };
+    for (const run of this.resumeState.unfinishedRuns()) {
+      try {
+        summary[this.recoverRun(run)].push(run.runId);
+      } catch (error) {
+        this.logger.error({ runId: run.runId, err: error }, "could not recover run");
+        summary.skipped.push(run.runId);
+      }
+    }
+    return summary;
+  }
+
+  private recoverRun(run: RunRow): keyof RecoverySummary {
+    const log = this.logger.child({ runId: run.runId, workflowId: run.workflowId });
+    if (run.cancelRequestedAt !== null) {
+      this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
+      log.info("run cancelled on recovery: its cancel request was stored before the restart");
+      return "cancelled";
+    }
+    let workflow: WorkflowDefinition;
+    try {
+      workflow = this.workflows.get(run.workflowId);
+    } catch {
+      log.warn("run not resumed: its workflow is not served by this process; serve it again to resume the run");
+      return "skipped";
+    }
+    if (run.lastEventIndex < 0) {
+      // The process died between creating the run and its first event: start it afresh.
+      this.launch(workflow, run, null);
+      log.info("run restarted: it had not begun before the restart");
+      return "restarted";
+    }
+    const afterCrash = run.pausedAt === null;
+    if (afterCrash && run.crashResumes >= this.options.maxCrashResumes) {
+      const error =
+        `Run gave up after the server stopped unexpectedly ${run.crashResumes + 1} times while running it ` +
+        `(resumed ${run.crashResumes} times; the limit is FLOWD_MAX_RESUMES=${this.options.maxCrashResumes}). ` +
+        "A step may be crashing the server; check the server log.";
+      this.eventLog.append(run.runId, { event: "WorkflowError", error });
+      log.error({ crashResumes: run.crashResumes }, "run failed on recovery: crash loop guard");
+      return "failed";
+    }
+    const state = this.resumeState.read(run.runId);
+    const first = state.interruptedSteps[0];
+    const attempt = run.attempt + 1;
+    this.eventLog.append(run.runId, {
+      event: "WorkflowResumed",
+      attempt,
+      after_crash: afterCrash,
+      resume_step_name: first?.name ?? null,
+      resume_step_path: first?.path ?? null,
+      restored_steps: state.checkpoints.filter((c) => c.stepName !== null).length,
+      superseded_from_index: first ? first.index : null,
+      superseded_to_index: first ? run.lastEventIndex : null,
+    });
+    this.launch(workflow, { ...run, attempt }, state);
+    log.info({ attempt, afterCrash, resumeStep: first?.path ?? null, restored: state.checkpoints.length }, "run resumed");
+    return "resumed";
+  }
+
+  /**
+   * Stops every run without ending it in the log (it resumes at the next start): first
+   * at its next step boundary, waiting up to `drainMs`; then at its next content
+   * boundary, waiting up to `abortMs`. Stopped runs are marked paused, not crashed.
+   */
+  async shutdown(drainMs: number, abortMs: number): Promise<void> {
+    this.draining = true;
+    await this.waitForRuns(drainMs);
+    for (const run of this.active.values()) run.controller.abort(new RunInterrupted("shutdown"));
+    await this.waitForRuns(abortMs);
+    this.closed = true;
+    if (this.active.size > 0) {
+      this.logger.warn({ runs: [...this.active.keys()] }, "runs still busy at shutdown; they resume as crashed at next start");
+    }
+  }
+
+  private async waitForRuns(ms: number): Promise<void> {
+    if (this.active.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, graceMs);
+      timer = setTimeout(resolve, ms);
     });
-    await Promise.race([Promise.allSettled(running.map((r) => r.done)), timeout]);
+    await Promise.race([Promise.allSettled([...this.active.values()].map((r) => r.done)), timeout]);
     clearTimeout(timer);
   }
 
-  private async execute(workflow: WorkflowDefinition, run: RunRow, signal: AbortSignal): Promise<void> {
-    const started = performance.now();
+  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null): void {
+    const controller = new AbortController();
+    const done = this.execute(workflow, run, controller.signal, resume).finally(() => this.active.delete(run.runId));
+    this.active.set(run.runId, { controller, done });
+  }
+
+  private async execute(
+    workflow: WorkflowDefinition,
+    run: RunRow,
+    signal: AbortSignal,
+    resume: ResumeState | null,
+  ): Promise<void> {
+    const outputs: Record<string, unknown> = {};
+    const restored = new Map<string, unknown>();
+    for (const checkpoint of resume?.checkpoints ?? []) {
+      restored.set(checkpoint.path, checkpoint.output);
+      if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
+    }
     const ctx: RunContext = {
       runId: run.runId,
       sessionId: run.sessionId,
       message: run.input,
       additionalData: run.additionalData,
+      attempt: run.attempt,
       signal,
-      outputs: {},
-      emit: (body: RunEventBody) => {
-        this.eventLog.append(run.runId, body);
+      isDraining: () => this.draining,
+      outputs,
+      restored,
+      emit: (body: RunEventBody, checkpoint?: Checkpoint) => {
+        if (this.closed) throw new RunInterrupted("shutdown");
+        this.eventLog.append(run.runId, body, checkpoint);
       },
     };
     try {
-      ctx.emit({ event: "WorkflowStarted", input: run.input });
+      if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
-      ctx.emit({
-        event: "WorkflowCompleted",
-        content: toJsonSafe(output),
-        duration_ms: Math.round(performance.now() - started),
-      });
+      const startedAt = this.runStore.get(run.runId)?.startedAt ?? Date.now();
+      ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });
       this.logger.info({ runId: run.runId }, "run completed");
     } catch (error) {
       this.finishAfterError(ctx, error);
@@ -132,8 +246,9 @@ export class Engine {
         if (error.reason === "cancelled") {
           ctx.emit({ event: "WorkflowCancelled", reason: "Cancelled by request" });
           this.logger.info({ runId: ctx.runId }, "run cancelled");
-        } else {
-          this.logger.info({ runId: ctx.runId }, "run interrupted by shutdown; it stays resumable");
+        } else if (!this.closed) {
+          this.runStore.markPaused(ctx.runId);
+          this.logger.info({ runId: ctx.runId }, "run paused by shutdown; it resumes at the next start");
         }
         return;
       }

@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
+import type { Checkpoint } from "../store/event-log.ts";
 import type {
   ConditionNode,
   LoopNode,
@@ -19,11 +20,18 @@ export interface RunContext {
   readonly sessionId: string;
   readonly message: string;
   readonly additionalData: unknown;
+  /** 1 for a fresh run, 2 after the first resume, … */
+  readonly attempt: number;
+  /** Aborted to stop the run at its next content boundary (cancel, or a shutdown that ran out of patience). */
   readonly signal: AbortSignal;
+  /** True while the server drains: the run stops at its next step boundary. */
+  isDraining(): boolean;
   /** Outputs of completed steps by name; the runner fills it. */
   readonly outputs: Record<string, unknown>;
-  /** Appends an event to the run's log. */
-  emit(body: RunEventBody): void;
+  /** Checkpoints of an earlier attempt, by path: those nodes are not run again. */
+  readonly restored: ReadonlyMap<string, unknown>;
+  /** Appends an event to the run's log, with the checkpoint it completes, if any. */
+  emit(body: RunEventBody, checkpoint?: Checkpoint): void;
 }
 
 /** Converts a step's output to something JSON can carry, so a strange value cannot break the log. */
@@ -38,8 +46,27 @@ export function toJsonSafe(value: unknown): unknown {
   }
 }
 
-function throwIfStopped(ctx: RunContext): void {
+/** Between steps: stop if the run was cancelled or the server is draining. */
+function stepBoundary(ctx: RunContext): void {
   if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
+  if (ctx.isDraining()) throw new RunInterrupted("shutdown");
+}
+
+/** Between chunks of a streaming step: stop only if the run must stop now. */
+function contentBoundary(ctx: RunContext): void {
+  if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
+}
+
+/** The checkpoint path of a node's decision (a Condition's result, a Router's choice). */
+const decisionPath = (path: string): string => `${path}#decision`;
+
+/** The checkpoint path of one loop iteration. */
+const iterationPath = (path: string, iteration: number): string => `${path}[${iteration}]`;
+
+/** What a loop iteration's checkpoint holds. */
+interface IterationCheckpoint {
+  output: unknown;
+  ended: boolean;
 }
 
 function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unknown, undefined> {
@@ -55,7 +82,7 @@ function elapsedMs(since: number): number {
   return Math.round((performance.now() - since) * 1000) / 1000;
 }
 
-function stepInput(ctx: RunContext, previousOutput: unknown): StepInput {
+function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown): StepInput {
   return {
     message: ctx.message,
     previousOutput,
@@ -63,6 +90,8 @@ function stepInput(ctx: RunContext, previousOutput: unknown): StepInput {
     additionalData: ctx.additionalData,
     runId: ctx.runId,
     sessionId: ctx.sessionId,
+    stepPath: loc.step_path,
+    attempt: ctx.attempt,
     signal: ctx.signal,
   };
 }
@@ -102,7 +131,13 @@ export async function runNode(
   loc: StepLocation,
   previousOutput: unknown,
 ): Promise<unknown> {
-  throwIfStopped(ctx);
+  if (ctx.restored.has(loc.step_path)) {
+    // Completed in an earlier attempt: reuse its output, run nothing, emit nothing.
+    const restored = ctx.restored.get(loc.step_path);
+    ctx.outputs[node.name] = restored;
+    return restored;
+  }
+  stepBoundary(ctx);
   let output: unknown;
   switch (node.kind) {
     case "step":
@@ -137,7 +172,7 @@ async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previ
   const started = performance.now();
   let output: unknown;
   try {
-    const result = node.executor(stepInput(ctx, previousOutput));
+    const result = node.executor(stepInput(ctx, loc, previousOutput));
     if (isAsyncGenerator(result)) {
       output = await drainGenerator(ctx, loc, result);
     } else {
@@ -147,7 +182,10 @@ async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previ
     failStep(ctx, loc, started, error);
   }
   output = toJsonSafe(output);
-  ctx.emit({ event: "StepCompleted", ...loc, content: output, duration_ms: elapsedMs(started) });
+  ctx.emit(
+    { event: "StepCompleted", ...loc, content: output, duration_ms: elapsedMs(started) },
+    { path: loc.step_path, stepName: loc.step_name, output },
+  );
   return output;
 }
 
@@ -161,7 +199,7 @@ async function drainGenerator(
   try {
     for (;;) {
       const next = await generator.next();
-      throwIfStopped(ctx);
+      contentBoundary(ctx);
       if (next.done) return next.value === undefined ? text.join("") : next.value;
       const chunk = next.value;
       if (typeof chunk === "string") {
@@ -186,12 +224,10 @@ async function runSteps(ctx: RunContext, node: StepsNode, loc: StepLocation, pre
   const started = performance.now();
   ctx.emit({ event: "StepsExecutionStarted", ...loc, steps_count: node.steps.length });
   const output = await runSequence(ctx, node.steps, loc.step_path, previousOutput);
-  ctx.emit({
-    event: "StepsExecutionCompleted",
-    ...loc,
-    steps_executed: node.steps.length,
-    duration_ms: elapsedMs(started),
-  });
+  ctx.emit(
+    { event: "StepsExecutionCompleted", ...loc, steps_executed: node.steps.length, duration_ms: elapsedMs(started) },
+    { path: loc.step_path, stepName: node.name, output },
+  );
   return output;
 }
 
@@ -219,7 +255,10 @@ async function runParallel(
     const result = settled[index];
     if (result?.status === "fulfilled") output[child.name] = result.value;
   });
-  ctx.emit({ event: "ParallelExecutionCompleted", ...loc, parallel_step_count: count, duration_ms: elapsedMs(started) });
+  ctx.emit(
+    { event: "ParallelExecutionCompleted", ...loc, parallel_step_count: count, duration_ms: elapsedMs(started) },
+    { path: loc.step_path, stepName: node.name, output },
+  );
   return output;
 }
 
@@ -238,18 +277,30 @@ async function runCondition(
   previousOutput: unknown,
 ): Promise<unknown> {
   const started = performance.now();
-  const result = Boolean(await decide(ctx, loc, started, () => node.evaluator(stepInput(ctx, previousOutput))));
-  ctx.emit({ event: "ConditionExecutionStarted", ...loc, condition_result: result });
+  const decided = decisionPath(loc.step_path);
+  // A resumed run takes the branch the first attempt chose, even if the evaluator would now say otherwise.
+  const earlier = ctx.restored.get(decided);
+  const result =
+    earlier === undefined
+      ? Boolean(await decide(ctx, loc, started, () => node.evaluator(stepInput(ctx, loc, previousOutput))))
+      : earlier === true;
+  ctx.emit(
+    { event: "ConditionExecutionStarted", ...loc, condition_result: result },
+    earlier === undefined ? { path: decided, stepName: null, output: result } : undefined,
+  );
   const branch = result ? node.steps : node.elseSteps;
   const branchPath = result ? loc.step_path : `${loc.step_path}.else`;
   const output = await runSequence(ctx, branch, branchPath, previousOutput);
-  ctx.emit({
-    event: "ConditionExecutionCompleted",
-    ...loc,
-    condition_result: result,
-    executed_steps: branch.length,
-    duration_ms: elapsedMs(started),
-  });
+  ctx.emit(
+    {
+      event: "ConditionExecutionCompleted",
+      ...loc,
+      condition_result: result,
+      executed_steps: branch.length,
+      duration_ms: elapsedMs(started),
+    },
+    { path: loc.step_path, stepName: node.name, output },
+  );
   return output;
 }
 
@@ -261,34 +312,44 @@ async function runLoop(ctx: RunContext, node: LoopNode, loc: StepLocation, previ
   let iteration = 0;
   while (iteration < max) {
     iteration += 1;
-    throwIfStopped(ctx);
+    const path = iterationPath(loc.step_path, iteration);
+    const restored = ctx.restored.get(path) as IterationCheckpoint | undefined;
+    if (restored) {
+      output = restored.output;
+      if (restored.ended) break;
+      continue;
+    }
+    stepBoundary(ctx);
     ctx.emit({ event: "LoopIterationStarted", ...loc, iteration, max_iterations: max });
     const iterationOutputs: unknown[] = [];
     for (const [index, child] of node.steps.entries()) {
-      const childLoc = { step_name: child.name, step_index: index, step_path: `${loc.step_path}[${iteration}].${index}` };
+      const childLoc = { step_name: child.name, step_index: index, step_path: `${path}.${index}` };
       output = await runNode(ctx, child, childLoc, output);
       iterationOutputs.push(output);
     }
-    ctx.emit({ event: "LoopIterationCompleted", ...loc, iteration, max_iterations: max, content: toJsonSafe(output) });
     const endCondition = node.endCondition;
-    if (endCondition && (await decide(ctx, loc, started, () => endCondition(iterationOutputs, stepInput(ctx, output))))) {
-      break;
-    }
+    const ended =
+      endCondition !== undefined &&
+      Boolean(await decide(ctx, loc, started, () => endCondition(iterationOutputs, stepInput(ctx, loc, output))));
+    ctx.emit(
+      { event: "LoopIterationCompleted", ...loc, iteration, max_iterations: max, content: toJsonSafe(output) },
+      { path, stepName: null, output: { output: toJsonSafe(output), ended } satisfies IterationCheckpoint },
+    );
+    if (ended) break;
   }
-  ctx.emit({
-    event: "LoopExecutionCompleted",
-    ...loc,
-    total_iterations: iteration,
-    max_iterations: max,
-    duration_ms: elapsedMs(started),
-  });
+  ctx.emit(
+    { event: "LoopExecutionCompleted", ...loc, total_iterations: iteration, max_iterations: max, duration_ms: elapsedMs(started) },
+    { path: loc.step_path, stepName: node.name, output },
+  );
   return output;
 }
 
 async function runRouter(ctx: RunContext, node: RouterNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
   const started = performance.now();
-  const selected = await decide(ctx, loc, started, async () => {
-    const picked = await node.selector(stepInput(ctx, previousOutput));
+  const decided = decisionPath(loc.step_path);
+  const earlier = ctx.restored.get(decided) as string[] | undefined;
+  const selected = earlier ?? await decide(ctx, loc, started, async () => {
+    const picked = await node.selector(stepInput(ctx, loc, previousOutput));
     const names = typeof picked === "string" ? [picked] : [...picked];
     for (const name of names) {
       if (!node.choices.some((choice) => choice.name === name)) {
@@ -298,7 +359,10 @@ async function runRouter(ctx: RunContext, node: RouterNode, loc: StepLocation, p
     }
     return names;
   });
-  ctx.emit({ event: "RouterExecutionStarted", ...loc, selected_steps: selected });
+  ctx.emit(
+    { event: "RouterExecutionStarted", ...loc, selected_steps: selected },
+    earlier === undefined ? { path: decided, stepName: null, output: selected } : undefined,
+  );
   let output = previousOutput;
   for (const name of selected) {
     const index = node.choices.findIndex((choice) => choice.name === name);
@@ -306,12 +370,15 @@ async function runRouter(ctx: RunContext, node: RouterNode, loc: StepLocation, p
     if (!choice) continue;
     output = await runNode(ctx, choice, { step_name: name, step_index: index, step_path: `${loc.step_path}.${index}` }, output);
   }
-  ctx.emit({
-    event: "RouterExecutionCompleted",
-    ...loc,
-    selected_steps: selected,
-    executed_steps: selected.length,
-    duration_ms: elapsedMs(started),
-  });
+  ctx.emit(
+    {
+      event: "RouterExecutionCompleted",
+      ...loc,
+      selected_steps: selected,
+      executed_steps: selected.length,
+      duration_ms: elapsedMs(started),
+    },
+    { path: loc.step_path, stepName: node.name, output },
+  );
   return output;
 }

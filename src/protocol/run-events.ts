@@ -19,6 +19,21 @@ export type RunEventBody =
   | { event: "WorkflowCompleted"; content: unknown; duration_ms: number }
   | { event: "WorkflowError"; error: string; step_name?: string }
   | { event: "WorkflowCancelled"; reason: string }
+  | {
+      event: "WorkflowResumed";
+      /** 2 for the first resume, 3 for the second, … */
+      attempt: number;
+      /** False when a graceful shutdown paused the run; true after a crash. */
+      after_crash: boolean;
+      /** The step that runs again from its start (null if the run stopped between steps). */
+      resume_step_name: string | null;
+      resume_step_path: string | null;
+      /** Completed steps whose stored outputs are reused instead of running them again. */
+      restored_steps: number;
+      /** Index range of the interrupted step's partial events, which this attempt supersedes. */
+      superseded_from_index: number | null;
+      superseded_to_index: number | null;
+    }
   | ({ event: "StepStarted" } & StepLocation)
   | ({ event: "StepCompleted"; content: unknown; duration_ms: number } & StepLocation)
   | ({ event: "StepError"; error: string; duration_ms: number } & StepLocation)

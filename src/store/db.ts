@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -22,6 +22,50 @@ export interface Db {
 export interface OpenDbOptions {
   /** Open read-only (for inspection while a server owns the file); skips migrations. */
   readonly?: boolean;
+  /**
+   * Take the server lock (`<file>.lock` holding our pid): one process owns a database's
+   * runs, or two servers would both resume the same interrupted runs.
+   */
+  exclusive?: boolean;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Takes `<path>.lock`, replacing a stale one left by a dead process (kill -9); returns the release function. */
+function acquireServerLock(path: string): () => void {
+  const lockPath = `${path}.lock`;
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      const fd = openSync(lockPath, "wx");
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => {
+        try {
+          if (readFileSync(lockPath, "utf8").trim() === String(process.pid)) unlinkSync(lockPath);
+        } catch {
+          // Already gone: nothing to release.
+        }
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number(readFileSync(lockPath, "utf8").trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+        throw new FlowdError(
+          "DATABASE_LOCKED",
+          `Another flowd process (pid ${holder}) is serving "${path}". Stop it, or give this one its own --db.`,
+        );
+      }
+      unlinkSync(lockPath);
+    }
+  }
+  throw new FlowdError("DATABASE_LOCKED", `Could not take the lock ${lockPath}; remove it if no flowd is running.`);
 }
 
 /**
@@ -41,20 +85,36 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
       { cause: error },
     );
   }
-  sqlite.pragma("busy_timeout = 5000");
-  if (!options.readonly) {
-    sqlite.pragma("journal_mode = WAL");
-    sqlite.pragma("synchronous = NORMAL");
+  let releaseLock = (): void => {};
+  if (options.exclusive && path !== ":memory:") {
+    try {
+      releaseLock = acquireServerLock(path);
+    } catch (error) {
+      sqlite.close();
+      throw error;
+    }
   }
-  sqlite.pragma("foreign_keys = ON");
   const orm = drizzle(sqlite, { schema });
-  if (!options.readonly) migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
+  try {
+    sqlite.pragma("busy_timeout = 5000");
+    if (!options.readonly) {
+      sqlite.pragma("journal_mode = WAL");
+      sqlite.pragma("synchronous = NORMAL");
+    }
+    sqlite.pragma("foreign_keys = ON");
+    if (!options.readonly) migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
+  } catch (error) {
+    sqlite.close();
+    releaseLock();
+    throw new FlowdError("INVALID_CONFIG", `Cannot prepare database "${path}": ${errorMessage(error)}`, { cause: error });
+  }
   return {
     sqlite,
     orm,
     path,
     close: () => {
       if (sqlite.open) sqlite.close();
+      releaseLock();
     },
   };
 }

@@ -6,6 +6,7 @@ import type { Db } from "./db.ts";
 import { Notifier, type EventListener } from "./notifier.ts";
 
 interface RunEnvelopeRow {
+  attempt: number;
   workflow_id: string;
   workflow_name: string;
   session_id: string;
@@ -26,11 +27,22 @@ interface RunTransition {
   finished: boolean;
   output: string | null;
   error: string | null;
+  /** Set by WorkflowResumed: the new attempt, whether it follows a crash. */
+  resumed: { attempt: number; afterCrash: boolean } | null;
+}
+
+/** A node's completion (or a decision) to store with its event, for resume. */
+export interface Checkpoint {
+  path: string;
+  stepName: string | null;
+  output: unknown;
 }
 
 function transitionFor(body: RunEventBody): RunTransition {
-  const none: RunTransition = { status: null, started: false, finished: false, output: null, error: null };
+  const none: RunTransition = { status: null, started: false, finished: false, output: null, error: null, resumed: null };
   switch (body.event) {
+    case "WorkflowResumed":
+      return { ...none, status: "running", resumed: { attempt: body.attempt, afterCrash: body.after_crash } };
     case "WorkflowStarted":
       return { ...none, status: "running", started: true };
     case "WorkflowCompleted":
@@ -44,6 +56,19 @@ function transitionFor(body: RunEventBody): RunTransition {
   }
 }
 
+interface RunUpdate {
+  runId: string;
+  index: number;
+  now: number;
+  status: RunStatus | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  output: string | null;
+  error: string | null;
+  attempt: number | null;
+  crashIncrement: number;
+}
+
 /**
  * The run event log. `append` is the only code that writes events: one transaction
  * assigns the run's next index, inserts the event and updates the run row, and only
@@ -53,41 +78,52 @@ export class EventLog {
   readonly notifier: Notifier;
   private readonly selectEnvelope: Statement<[string], RunEnvelopeRow>;
   private readonly insertEvent: Statement<[string, number, string, string | null, string, number]>;
-  private readonly updateRun: Statement<
-    [number, number, RunStatus | null, number | null, number | null, string | null, string | null, string]
-  >;
+  private readonly updateRun: Statement<[RunUpdate]>;
+  private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly selectAfter: Statement<[string, number], EventRow>;
-  private readonly appendTx: (runId: string, body: RunEventBody) => CommittedEvent;
+  private readonly appendTx: (runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined) => CommittedEvent;
 
   constructor(db: Db, onListenerError: (error: unknown, runId: string) => void) {
     const { sqlite } = db;
     this.notifier = new Notifier(onListenerError);
     this.selectEnvelope = sqlite.prepare(
-      "SELECT workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
+      "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
     );
     this.insertEvent = sqlite.prepare(
       "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     );
     this.updateRun = sqlite.prepare(
-      `UPDATE runs SET last_event_index = ?, updated_at = ?, status = coalesce(?, status),
-         started_at = coalesce(started_at, ?), finished_at = coalesce(?, finished_at),
-         output = coalesce(?, output), error = coalesce(?, error)
-       WHERE run_id = ?`,
+      `UPDATE runs SET last_event_index = @index, updated_at = @now, status = coalesce(@status, status),
+         started_at = coalesce(started_at, @startedAt), finished_at = coalesce(@finishedAt, finished_at),
+         output = coalesce(@output, output), error = coalesce(@error, error),
+         attempt = coalesce(@attempt, attempt), crash_resumes = crash_resumes + @crashIncrement,
+         paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END
+       WHERE run_id = @runId`,
+    );
+    this.insertCheckpoint = sqlite.prepare(
+      `INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
     this.selectAfter = sqlite.prepare(
       "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index",
     );
-    this.appendTx = sqlite.transaction((runId: string, body: RunEventBody) => this.writeEvent(runId, body));
+    this.appendTx = sqlite.transaction((runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined) =>
+      this.writeEvent(runId, body, checkpoint),
+    );
   }
 
-  /** Appends one event to a run and, once committed, hands it to the run's live listeners. */
-  append(runId: string, body: RunEventBody): CommittedEvent {
-    const committed = this.appendTx(runId, body);
+  /**
+   * Appends one event to a run and, once committed, hands it to the run's live listeners.
+   * A checkpoint given with it is stored in the same transaction: an event that says a
+   * step completed and the output a resume reuses are never apart.
+   */
+  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): CommittedEvent {
+    const committed = this.appendTx(runId, body, checkpoint);
     this.notifier.publish(committed);
     return committed;
   }
 
-  private writeEvent(runId: string, body: RunEventBody): CommittedEvent {
+  private writeEvent(runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined): CommittedEvent {
     const run = this.selectEnvelope.get(runId);
     if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
     if (isFinished(run.status)) {
@@ -110,8 +146,23 @@ export class EventLog {
     });
     const stepPath = "step_path" in body ? body.step_path : null;
     this.insertEvent.run(runId, index, body.event, stepPath, frame, now);
+    if (checkpoint) {
+      const output = JSON.stringify(checkpoint.output ?? null);
+      this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, run.attempt, index, now);
+    }
     const t = transitionFor(body);
-    this.updateRun.run(index, now, t.status, t.started ? now : null, t.finished ? now : null, t.output, t.error, runId);
+    this.updateRun.run({
+      runId,
+      index,
+      now,
+      status: t.status,
+      startedAt: t.started ? now : null,
+      finishedAt: t.finished ? now : null,
+      output: t.output,
+      error: t.error,
+      attempt: t.resumed?.attempt ?? null,
+      crashIncrement: t.resumed?.afterCrash ? 1 : 0,
+    });
     return { runId, index, event: body.event, frame };
   }
 

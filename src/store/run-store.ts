@@ -58,6 +58,12 @@ export class RunStore {
       .all();
   }
 
+  /** Marks a run that a graceful shutdown stopped between steps: its resume is not a crash. */
+  markPaused(runId: string): void {
+    const now = Date.now();
+    this.db.orm.update(runs).set({ pausedAt: now, updatedAt: now }).where(eq(runs.runId, runId)).run();
+  }
+
   /** Records that a cancel was asked for, so it is honoured even if the process dies first. */
   markCancelRequested(runId: string): void {
     const now = Date.now();

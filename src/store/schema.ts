@@ -20,6 +20,10 @@ export const runs = sqliteTable(
     error: text("error"),
     lastEventIndex: integer("last_event_index").notNull().default(-1),
     attempt: integer("attempt").notNull().default(1),
+    /** Resumes after an unclean stop (crash, kill -9); the crash loop guard limits these. */
+    crashResumes: integer("crash_resumes").notNull().default(0),
+    /** Set when a graceful shutdown paused the run; such a resume does not count as a crash. */
+    pausedAt: integer("paused_at"),
     cancelRequestedAt: integer("cancel_requested_at"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
@@ -52,3 +56,27 @@ export const events = sqliteTable(
 /** A run row as the rest of the code sees it. */
 export type RunRow = typeof runs.$inferSelect;
 
+
+/**
+ * What a resumed run skips: a completed node's output (leaf step, composite, loop
+ * iteration) or a decision (`<path>#decision`: a Condition's result, a Router's choice),
+ * written in the same transaction as the event that reports it.
+ */
+export const stepCheckpoints = sqliteTable(
+  "step_checkpoints",
+  {
+    runId: text("run_id")
+      .notNull()
+      .references(() => runs.runId, { onDelete: "cascade" }),
+    stepPath: text("step_path").notNull(),
+    /** The step whose output this is; null for decisions and loop iterations. */
+    stepName: text("step_name"),
+    output: text("output", { mode: "json" }).$type<unknown>(),
+    /** The attempt that completed it. */
+    attempt: integer("attempt").notNull(),
+    /** The event written with it. */
+    eventIndex: integer("event_index").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.stepPath] })],
+);

@@ -27,7 +27,11 @@ export interface TransportDeps {
 export interface Transport {
   readonly http: Server;
   readonly wss: WebSocketServer;
-  listen(port: number, host: string): Promise<AddressInfo>;
+  /**
+   * Binds the port and runs `beforeAccepting` synchronously before any connection is
+   * served (connections wait in the listen backlog meanwhile).
+   */
+  listen(port: number, host: string, beforeAccepting: () => void): Promise<AddressInfo>;
   /** Stops accepting, closes every socket with `closeCode`, and waits for the listener to close. */
   close(closeCode: number, reason: string): Promise<void>;
 }
@@ -48,11 +52,18 @@ export function createTransport(deps: TransportDeps): Transport {
   return {
     http,
     wss,
-    listen: (port, host) =>
+    listen: (port, host, beforeAccepting) =>
       new Promise((resolve, reject) => {
         http.once("error", reject);
         http.listen(port, host, () => {
           http.off("error", reject);
+          try {
+            beforeAccepting();
+          } catch (error) {
+            http.close();
+            reject(error);
+            return;
+          }
           resolve(http.address() as AddressInfo);
         });
       }),

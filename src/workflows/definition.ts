@@ -16,6 +16,10 @@ export interface StepInput {
   readonly additionalData: unknown;
   readonly runId: string;
   readonly sessionId: string;
+  /** This step's stable path in the workflow tree, e.g. "2.0" (useful in idempotency keys). */
+  readonly stepPath: string;
+  /** 1 on the first execution; higher when the run was resumed after a restart and this step runs again. */
+  readonly attempt: number;
   /** Aborted when the run is cancelled or the server shuts down; pass it to fetch() and timers. */
   readonly signal: AbortSignal;
 }

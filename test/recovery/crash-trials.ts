@@ -1,0 +1,159 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
+import { expect } from "vitest";
+import { range, startServer } from "../helpers/server.ts";
+import { REPO_ROOT, startServerProcess } from "../helpers/server-process.ts";
+import { TestClient, indicesOf, isTerminal, type Frame } from "../helpers/ws-client.ts";
+
+const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
+const MESSAGE = "crash test";
+const TERMINAL = new Set(["WorkflowCompleted", "WorkflowError", "WorkflowCancelled"]);
+
+/** A small seeded PRNG (mulberry32), so a failing trial can be replayed from its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The output of `nested-crash` run start to finish with no crash (the reference a crashed run must match). */
+export async function referenceOutput(): Promise<unknown> {
+  const t = await startServer();
+  try {
+    const { client } = await TestClient.connect(t.wsUrl);
+    client.send({ action: "start-workflow", workflow_id: "nested-crash", message: MESSAGE, additional_data: { delayMs: 1 } });
+    const frames = await client.untilTerminal();
+    await client.close();
+    expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
+    return frames.at(-1)?.content;
+  } finally {
+    await t.close();
+  }
+}
+
+interface StoredEvent {
+  event_index: number;
+  event: string;
+  payload: string;
+}
+
+/**
+ * One crash trial: start a server process, start `runs` runs of `nested-crash` each
+ * watched by its own client, SIGKILL the server at a seeded random moment, restart it
+ * on the same file, reconnect every client from its last index, and check I1, I5, one
+ * terminal event per run, the final output, and that no checkpointed step ran again.
+ */
+/** What a trial exercised, so the suite can check that the crashes really hit running runs. */
+export interface TrialOutcome {
+  resumedRuns: number;
+  restoredSteps: number;
+  supersededEvents: number;
+}
+
+export async function crashTrial(seed: number, dir: string, expectedOutput: unknown, runs = 3): Promise<TrialOutcome> {
+  const outcome: TrialOutcome = { resumedRuns: 0, restoredSteps: 0, supersededEvents: 0 };
+  const random = seededRandom(seed);
+  const db = join(dir, `trial-${seed}.db`);
+  const effectsFile = join(dir, `effects-${seed}.txt`);
+  const delayMs = 5 + Math.floor(random() * 20);
+  // The workflow streams about 19 chunks delayMs apart: most kills land mid-run, a few after it ends.
+  const killAfterMs = Math.floor(random() * 22 * delayMs);
+  const context = `seed ${seed} (delay ${delayMs} ms, kill after ${killAfterMs} ms)`;
+
+  const first = await startServerProcess(["--workflows", FIXTURES, "--db", db]);
+  const watchers: { client: TestClient; runId: string }[] = [];
+  for (let i = 0; i < runs; i++) {
+    const { client } = await TestClient.connect(first.wsUrl);
+    client.send({
+      action: "start-workflow",
+      workflow_id: "nested-crash",
+      message: MESSAGE,
+      additional_data: { delayMs, effectsFile },
+    });
+    const started = await client.next();
+    watchers.push({ client, runId: started.run_id as string });
+  }
+  await sleep(killAfterMs);
+  first.child.kill("SIGKILL");
+  expect(await first.exited, context).toBe("SIGKILL");
+  await Promise.all(watchers.map((w) => w.client.closed));
+
+  const second = await startServerProcess(["--workflows", FIXTURES, "--db", db]);
+  try {
+    const afterRestart = new Map<string, Frame[]>();
+    for (const { client, runId } of watchers) {
+      const seen = indicesOf(client.received);
+      const last = seen.length > 0 ? Math.max(...seen) : null;
+      const { client: again } = await TestClient.connect(second.wsUrl);
+      again.send({ action: "reconnect", run_id: runId, last_event_index: last });
+      const frames = await again.untilTerminal(20_000);
+      afterRestart.set(runId, frames);
+      await again.close();
+    }
+
+    const reader = new Database(db, { readonly: true });
+    const effects = existsSync(effectsFile)
+      ? readFileSync(effectsFile, "utf8").trim().split("\n").filter(Boolean).map((line) => line.split(" "))
+      : [];
+    for (const { client, runId } of watchers) {
+      const stored = reader
+        .prepare<[string], StoredEvent>("SELECT event_index, event, payload FROM events WHERE run_id = ? ORDER BY event_index")
+        .all(runId);
+      // I1: indices 0..N-1.
+      expect(stored.map((e) => e.event_index), context).toEqual(range(stored.length));
+      // I5: everything a client saw before the crash is stored, same index, same payload.
+      const beforeCrash = client.received.filter((f) => typeof f.event_index === "number");
+      for (const frame of beforeCrash) {
+        expect(JSON.parse(stored[frame.event_index as number]?.payload ?? "null"), context).toEqual(frame);
+      }
+      // Exactly one terminal event, last, and the same result as an uninterrupted run.
+      const terminals = stored.filter((e) => TERMINAL.has(e.event));
+      expect(terminals.map((e) => e.event), context).toEqual(["WorkflowCompleted"]);
+      expect(stored.at(-1)?.event, context).toBe("WorkflowCompleted");
+      expect(JSON.parse(stored.at(-1)?.payload ?? "{}").content, context).toEqual(expectedOutput);
+      // The client, before and after the crash, has seen every index.
+      const frames = afterRestart.get(runId) ?? [];
+      const union = new Set([...indicesOf(beforeCrash), ...indicesOf(frames)]);
+      expect(union.size, context).toBe(stored.length);
+      expect(frames.filter(isTerminal).length, context).toBe(1);
+      // Resumed runs say so, and take up the index sequence where it stopped.
+      const resumed = stored.filter((e) => e.event === "WorkflowResumed");
+      if (resumed.length > 0) {
+        const body = JSON.parse(resumed[0]?.payload ?? "{}") as Record<string, unknown>;
+        expect(body, context).toMatchObject({ attempt: 2, after_crash: true });
+        outcome.resumedRuns += 1;
+        outcome.restoredSteps += body.restored_steps as number;
+        if (typeof body.superseded_from_index === "number") {
+          expect(body.superseded_to_index, context).toBe(resumed[0]!.event_index - 1);
+          expect(stored[body.superseded_from_index]?.event, context).toBe("StepStarted");
+          outcome.supersededEvents += (body.superseded_to_index as number) - body.superseded_from_index + 1;
+        }
+      }
+
+      // No step with a checkpoint ran again after the attempt that completed it.
+      const checkpoints = reader
+        .prepare<[string], { step_path: string; attempt: number }>(
+          "SELECT step_path, attempt FROM step_checkpoints WHERE run_id = ? AND step_name IS NOT NULL",
+        )
+        .all(runId);
+      const runEffects = effects.filter(([id]) => id === runId);
+      for (const checkpoint of checkpoints) {
+        const executions = runEffects.filter(([, path]) => path === checkpoint.step_path).map(([, , attempt]) => Number(attempt));
+        if (executions.length === 0) continue; // a composite's checkpoint: it has no side effect of its own
+        expect(Math.max(...executions), `${context}: ${checkpoint.step_path} ran after its checkpoint`).toBe(checkpoint.attempt);
+        expect(executions.filter((a) => a === checkpoint.attempt).length, context).toBe(1);
+      }
+    }
+    reader.close();
+  } finally {
+    expect(await second.stop()).toBe(0);
+  }
+  return outcome;
+}
