@@ -1,6 +1,5 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { tsImport } from "tsx/esm/api";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 
@@ -12,7 +11,9 @@ export async function loadWorkflows(path: string): Promise<WorkflowDefinition[]>
   }
   let module: { default?: unknown };
   try {
-    // tsImport loads .ts as-is whether its folder's package.json says ESM or CommonJS.
+    // tsImport loads .ts as-is whether its folder's package.json says ESM or CommonJS;
+    // it is imported only here, so a server without --workflows does not pay for it.
+    const { tsImport } = await import("tsx/esm/api");
     module = (await tsImport(absolute, import.meta.url)) as { default?: unknown };
   } catch (error) {
     throw new FlowdError("INVALID_WORKFLOW", `Cannot load workflows module "${path}": ${errorMessage(error)}`, { cause: error });
