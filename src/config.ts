@@ -74,3 +74,27 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     logLevel,
   });
 }
+
+/** What the CLI's client commands need: where the database and the server are. */
+export interface ClientConfig {
+  readonly dbPath: string;
+  /** Base URL of a running server, e.g. http://127.0.0.1:7777 */
+  readonly url: string;
+  readonly securityKey: string | null;
+}
+
+/** Resolves `--db`/`--url` over FLOWD_DB/PORT/HOST/FLOWD_SECURITY_KEY over defaults, for CLI commands. */
+export function resolveClientConfig(
+  flags: { db?: string | undefined; url?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+): ClientConfig {
+  const server = resolveConfig({ db: flags.db }, env);
+  const host = server.host === "0.0.0.0" || server.host === "::" ? "127.0.0.1" : server.host;
+  const url = flags.url ?? `http://${host.includes(":") ? `[${host}]` : host}:${server.port}`;
+  try {
+    new URL(url);
+  } catch {
+    throw new FlowdError("INVALID_CONFIG", `--url must be a URL like http://127.0.0.1:7777; got "${url}".`);
+  }
+  return Object.freeze({ dbPath: server.dbPath, url: url.replace(/\/+$/, ""), securityKey: server.securityKey });
+}

@@ -3,6 +3,9 @@ export const ERROR_CODES = {
   INVALID_JSON: 400,
   INVALID_MESSAGE: 400,
   UNKNOWN_ACTION: 400,
+  INVALID_REQUEST: 422,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   AUTH_REQUIRED: 401,
   AUTH_FAILED: 401,
   NOT_FOUND: 404,
@@ -14,6 +17,7 @@ export const ERROR_CODES = {
   INVALID_WORKFLOW: 500,
   INVALID_CONFIG: 500,
   SHUTTING_DOWN: 503,
+  SERVER_UNREACHABLE: 503,
   INTERNAL: 500,
 } as const;
 
@@ -37,4 +41,9 @@ export class FlowdError extends Error {
 export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
+}
+
+/** True for a string that is one of flowd's error codes (e.g. one a server sent back). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code);
 }

@@ -60,7 +60,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
     maxCrashResumes: config.maxCrashResumes,
   });
-  const transport = createTransport({ engine, runStore, eventLog, securityKey: config.securityKey, logger });
+  const transport = createTransport({ engine, runStore, eventLog, workflows: registry, securityKey: config.securityKey, logger });
 
   let address;
   try {

@@ -4,11 +4,16 @@ import { FlowdError, errorMessage } from "../errors.ts";
 import { serve } from "../serve.ts";
 import { openDb } from "../store/db.ts";
 import { loadWorkflows } from "./load-workflows.ts";
+import { runsCommand } from "./runs-commands.ts";
 
-/** Prints the error the CLI way (stderr, exit 1). */
+/** Prints the error the CLI way: stderr and exit 1, or a JSON object on stdout with --json. */
 function fail(error: unknown): never {
-  const code = error instanceof FlowdError ? ` [${error.code}]` : "";
-  process.stderr.write(`flowd: ${errorMessage(error)}${code}\n`);
+  const code = error instanceof FlowdError ? error.code : "INTERNAL";
+  if (process.argv.includes("--json")) {
+    process.stdout.write(`${JSON.stringify({ error: errorMessage(error), code })}\n`);
+  } else {
+    process.stderr.write(`flowd: ${errorMessage(error)} [${code}]\n`);
+  }
   process.exit(1);
 }
 
@@ -65,4 +70,10 @@ program
     }
   });
 
-await program.parseAsync(process.argv);
+program.addCommand(runsCommand());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  fail(error);
+}

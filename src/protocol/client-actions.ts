@@ -1,27 +1,19 @@
 import { z } from "zod";
-
-const optionalId = z.string().min(1).max(256).optional();
+import { Id, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
 
 /** Every action a WebSocket client may send, keyed on `action` (AgentOS protocol). */
 export const ClientAction = z.discriminatedUnion("action", [
   z.object({ action: z.literal("authenticate"), token: z.string() }),
   z.object({ action: z.literal("ping") }),
-  z.object({
-    action: z.literal("start-workflow"),
-    workflow_id: z.string().min(1).max(256),
-    message: z.string().default(""),
-    session_id: optionalId,
-    user_id: optionalId,
-    additional_data: z.record(z.string(), z.unknown()).optional(),
-  }),
+  z.object({ action: z.literal("start-workflow"), workflow_id: Id, ...RunStartFields }),
   z.object({
     action: z.literal("reconnect"),
-    run_id: z.string().min(1).max(256),
-    last_event_index: z.number().int().min(-1).nullable().default(null),
-    workflow_id: optionalId,
-    session_id: optionalId,
+    run_id: Id,
+    last_event_index: LastEventIndex,
+    workflow_id: Id.optional(),
+    session_id: Id.optional(),
   }),
-  z.object({ action: z.literal("cancel-workflow"), run_id: z.string().min(1).max(256) }),
+  z.object({ action: z.literal("cancel-workflow"), run_id: Id }),
 ]);
 
 /** A validated client action. */
@@ -34,14 +26,6 @@ export const CLIENT_ACTION_NAMES = ClientAction.options.map((option) => option.s
 export type ParsedAction =
   | { ok: true; action: ClientAction }
   | { ok: false; code: "INVALID_JSON" | "INVALID_MESSAGE" | "UNKNOWN_ACTION"; error: string };
-
-function describeIssues(action: string, issues: readonly z.core.$ZodIssue[]): string {
-  const parts = issues.map((issue) => {
-    const field = issue.path.length > 0 ? issue.path.join(".") : "message";
-    return `${field}: ${issue.message}`;
-  });
-  return `Invalid "${action}" message: ${parts.join("; ")}.`;
-}
 
 /** Parses and validates one text frame; never throws. */
 export function parseClientAction(text: string): ParsedAction {
@@ -74,6 +58,6 @@ export function parseClientAction(text: string): ParsedAction {
     };
   }
   const parsed = ClientAction.safeParse(value);
-  if (!parsed.success) return { ok: false, code: "INVALID_MESSAGE", error: describeIssues(action, parsed.error.issues) };
+  if (!parsed.success) return { ok: false, code: "INVALID_MESSAGE", error: describeIssues(`"${action}" message`, parsed.error.issues) };
   return { ok: true, action: parsed.data };
 }

@@ -26,6 +26,24 @@ export interface Db {
   close(): void;
 }
 
+/** A read-only opener cannot migrate: it says how to bring an older file up to date instead. */
+function assertMigrated(sqlite: Database.Database, path: string): void {
+  const journal = JSON.parse(readFileSync(join(MIGRATIONS_DIR, "meta", "_journal.json"), "utf8")) as { entries: unknown[] };
+  let applied = 0;
+  try {
+    applied = (sqlite.prepare("SELECT count(*) AS n FROM __drizzle_migrations").get() as { n: number }).n;
+  } catch {
+    // No migrations table: not a flowd database yet.
+  }
+  if (applied < journal.entries.length) {
+    throw new FlowdError(
+      "INVALID_CONFIG",
+      `Database "${path}" is not up to date (${applied} of ${journal.entries.length} migrations applied). ` +
+        `Run \`flowd migrate --db ${path}\` or start the server on it once.`,
+    );
+  }
+}
+
 /** Options for opening the database file. */
 export interface OpenDbOptions {
   /** Open read-only (for inspection while a server owns the file); skips migrations. */
@@ -110,8 +128,14 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
       sqlite.pragma("synchronous = NORMAL");
     }
     sqlite.pragma("foreign_keys = ON");
-    if (!options.readonly) migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
+    if (options.readonly) assertMigrated(sqlite, path);
+    else migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
   } catch (error) {
+    if (error instanceof FlowdError) {
+      sqlite.close();
+      releaseLock();
+      throw error;
+    }
     sqlite.close();
     releaseLock();
     throw new FlowdError("INVALID_CONFIG", `Cannot prepare database "${path}": ${errorMessage(error)}`, { cause: error });

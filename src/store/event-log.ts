@@ -175,7 +175,8 @@ export class EventLog {
 
   /**
    * Delivers every event after `afterIndex` to `listener`, then every later one live,
-   * each exactly once and in order (I3). Returns the unsubscribe function.
+   * each exactly once and in order (I3). Returns the unsubscribe function, or null when
+   * the run has already ended: then everything there is has been delivered.
    *
    * Why there is no gap or duplicate at the handoff: better-sqlite3 is synchronous and
    * all appends run on this one JS thread, so nothing can commit between the range read
@@ -183,11 +184,20 @@ export class EventLog {
    * to the read is in the backlog; every later one reaches the listener via publish().
    * Keep this function free of `await`.
    */
-  follow(runId: string, afterIndex: number, listener: EventListener): () => void {
+  follow(runId: string, afterIndex: number, listener: EventListener): (() => void) | null {
     for (const event of this.readAfter(runId, afterIndex)) {
       listener(event);
-      if (isTerminalEvent(event.event)) return () => {};
+      if (isTerminalEvent(event.event)) return null;
     }
-    return this.notifier.subscribe(runId, listener);
+    const run = this.selectEnvelope.get(runId);
+    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+    // The terminal event was at or before afterIndex: nothing will ever follow.
+    if (isFinished(run.status)) return null;
+    // A client may name an index the run has not reached yet: skip live events up to it,
+    // but never the terminal one, so the client learns that the run ended.
+    if (afterIndex <= run.last_event_index) return this.notifier.subscribe(runId, listener);
+    return this.notifier.subscribe(runId, (event) => {
+      if (event.index > afterIndex || isTerminalEvent(event.event)) listener(event);
+    });
   }
 }

@@ -1,11 +1,12 @@
-import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
 import type { Engine } from "../engine/engine.ts";
 import type { EventLog } from "../store/event-log.ts";
 import type { RunStore } from "../store/run-store.ts";
-import { handleHttpRequest } from "./http/routes.ts";
+import type { WorkflowRegistry } from "../workflows/registry.ts";
+import { createHttpApp } from "./http/app.ts";
+import type { SseStreams } from "./http/sse-stream.ts";
 import { WorkflowSocket } from "./ws/workflow-socket.ts";
 
 /** The WebSocket path of the AgentOS workflow protocol. */
@@ -19,26 +20,27 @@ export interface TransportDeps {
   engine: Engine;
   runStore: RunStore;
   eventLog: EventLog;
+  workflows: WorkflowRegistry;
   securityKey: string | null;
   logger: Logger;
 }
 
 /** HTTP and WebSocket on one port. */
 export interface Transport {
-  readonly http: Server;
-  readonly wss: WebSocketServer;
   /**
    * Binds the port and runs `beforeAccepting` synchronously before any connection is
    * served (connections wait in the listen backlog meanwhile).
    */
   listen(port: number, host: string, beforeAccepting: () => void): Promise<AddressInfo>;
-  /** Stops accepting, closes every socket with `closeCode`, and waits for the listener to close. */
+  /** Stops accepting, closes every socket with `closeCode`, ends SSE streams, and waits for the listener to close. */
   close(closeCode: number, reason: string): Promise<void>;
 }
 
-/** Builds the HTTP server with the workflow WebSocket on the same port. */
+/** Builds the HTTP API with the workflow WebSocket on the same port. */
 export function createTransport(deps: TransportDeps): Transport {
-  const http = createServer((req, res) => handleHttpRequest(deps, req, res));
+  const sseStreams: SseStreams = new Set();
+  const app = createHttpApp({ ...deps, sseStreams });
+  const http = app.server;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   wss.on("connection", (socket) => new WorkflowSocket(socket, deps));
   http.on("upgrade", (req, socket, head) => {
@@ -50,10 +52,9 @@ export function createTransport(deps: TransportDeps): Transport {
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
   });
   return {
-    http,
-    wss,
-    listen: (port, host, beforeAccepting) =>
-      new Promise((resolve, reject) => {
+    listen: async (port, host, beforeAccepting) => {
+      await app.ready();
+      return new Promise((resolve, reject) => {
         http.once("error", reject);
         http.listen(port, host, () => {
           http.off("error", reject);
@@ -66,10 +67,12 @@ export function createTransport(deps: TransportDeps): Transport {
           }
           resolve(http.address() as AddressInfo);
         });
-      }),
+      });
+    },
     close: async (closeCode, reason) => {
-      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      const closed = app.close();
       for (const client of wss.clients) client.close(closeCode, reason);
+      for (const stream of sseStreams) stream.end();
       http.closeIdleConnections();
       // Sockets that do not finish the closing handshake in time are cut.
       const cut = setTimeout(() => {

@@ -19,6 +19,14 @@ export function runFlowd(args: string[], options: { cwd?: string; env?: Record<s
   return runNode([FLOWD_BIN, ...args], options);
 }
 
+const spawned = new Set<ChildProcess>();
+
+/** Kills every child a test spawned and did not stop (a failed or timed-out test leaves none behind). */
+export function killLeftoverChildren(): void {
+  for (const child of spawned) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  spawned.clear();
+}
+
 /** Runs `node <args>` as a child process, capturing its output. */
 export function runNode(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): FlowdProcess {
   const child = spawn(process.execPath, args, {
@@ -26,6 +34,8 @@ export function runNode(args: string[], options: { cwd?: string; env?: Record<st
     env: { ...process.env, FLOWD_LOG_LEVEL: "info", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  spawned.add(child);
+  child.on("exit", () => spawned.delete(child));
   let output = "";
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -121,4 +121,29 @@ describe("the event log", () => {
     expect(seen).toEqual([2, 3, 4, 5, 6]);
     expect(log.notifier.listenerCount("r")).toBe(0);
   });
+
+  it("follow() from an index the run has not reached yet skips up to it, but always delivers the terminal event", () => {
+    newRun("r");
+    log.append("r", { event: "WorkflowStarted", input: "0" });
+    const seen: number[] = [];
+    expect(log.follow("r", 4, (e) => seen.push(e.index))).not.toBeNull();
+    for (let i = 1; i <= 6; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    expect(seen).toEqual([5, 6]);
+
+    newRun("short");
+    log.append("short", { event: "WorkflowStarted", input: "" });
+    const late: number[] = [];
+    log.follow("short", 10, (e) => late.push(e.index));
+    log.append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    expect(late).toEqual([1]);
+  });
+
+  it("follow() of a run that ended at or before the given index returns null and delivers nothing", () => {
+    newRun("done");
+    log.append("done", { event: "WorkflowStarted", input: "" });
+    log.append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    const seen: number[] = [];
+    expect(log.follow("done", 1, (e) => seen.push(e.index))).toBeNull();
+    expect(seen).toEqual([]);
+  });
 });

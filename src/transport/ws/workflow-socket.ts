@@ -1,4 +1,3 @@
-import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { RawData, WebSocket } from "ws";
 import type { Engine } from "../../engine/engine.ts";
@@ -9,6 +8,7 @@ import { isFinished } from "../../protocol/run-status.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import type { RunStore } from "../../store/run-store.ts";
+import { tokenMatches } from "../auth.ts";
 
 /** What a workflow socket needs from the rest of the server. */
 export interface WorkflowSocketDeps {
@@ -17,12 +17,6 @@ export interface WorkflowSocketDeps {
   eventLog: EventLog;
   securityKey: string | null;
   logger: Logger;
-}
-
-function tokenMatches(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /**
@@ -195,7 +189,7 @@ export class WorkflowSocket {
       if (isTerminalEvent(event.event)) this.following.delete(runId);
     };
     const stop = this.deps.eventLog.follow(runId, afterIndex, deliver);
-    this.following.set(runId, stop);
+    if (stop) this.following.set(runId, stop);
     onCaughtUp?.();
   }
 

@@ -1,0 +1,37 @@
+import type { ClientConfig } from "../config.ts";
+import { FlowdError, errorMessage, isErrorCode } from "../errors.ts";
+
+/** Headers every request to the server carries. */
+export function authHeaders(config: ClientConfig): Record<string, string> {
+  return config.securityKey ? { authorization: `Bearer ${config.securityKey}` } : {};
+}
+
+/** The server's `{detail, code}` error as a FlowdError. */
+export async function responseError(response: Response): Promise<FlowdError> {
+  let detail = `HTTP ${response.status}`;
+  let code: unknown = null;
+  try {
+    const body = (await response.json()) as { detail?: unknown; code?: unknown };
+    if (typeof body.detail === "string") detail = body.detail;
+    code = body.code;
+  } catch {
+    // Not JSON: the status line says enough.
+  }
+  return new FlowdError(isErrorCode(code) ? code : "INTERNAL", detail);
+}
+
+/** Calls the server's HTTP API and returns its JSON answer; errors come back as FlowdError. */
+export async function callServer(config: ClientConfig, method: "GET" | "POST", path: string): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(`${config.url}${path}`, { method, headers: { accept: "application/json", ...authHeaders(config) } });
+  } catch (error) {
+    throw new FlowdError(
+      "SERVER_UNREACHABLE",
+      `Cannot reach the flowd server at ${config.url} (${errorMessage((error as { cause?: unknown }).cause ?? error)}). Is it running? Point --url (or PORT) at it.`,
+      { cause: error },
+    );
+  }
+  if (!response.ok) throw await responseError(response);
+  return response.json();
+}

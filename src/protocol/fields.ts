@@ -1,0 +1,24 @@
+import { z } from "zod";
+
+/** An id given by a client (run, session, user, workflow). */
+export const Id = z.string().min(1).max(256);
+
+/** The fields that start a run, shared by the WebSocket `start-workflow` action and `POST /workflows/{id}/runs`. */
+export const RunStartFields = {
+  message: z.string().default(""),
+  session_id: Id.optional(),
+  user_id: Id.optional(),
+  additional_data: z.record(z.string(), z.unknown()).optional(),
+};
+
+/** The index a client last saw: an integer, -1 or null for "nothing yet". */
+export const LastEventIndex = z.number().int().min(-1).nullable().default(null);
+
+/** Turns zod's issue list into one sentence for an error message. */
+export function describeIssues(subject: string, issues: readonly z.core.$ZodIssue[]): string {
+  const parts = issues.map((issue) => {
+    const field = issue.path.length > 0 ? issue.path.join(".") : "body";
+    return `${field}: ${issue.message}`;
+  });
+  return `Invalid ${subject}: ${parts.join("; ")}.`;
+}

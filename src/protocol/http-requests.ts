@@ -1,0 +1,42 @@
+import { z } from "zod";
+import { RUN_STATUSES } from "./run-status.ts";
+import { Id, LastEventIndex, RunStartFields } from "./fields.ts";
+
+/** A boolean from JSON (`true`) or a form field (`"true"`, `"1"`). */
+const Flag = z.union([
+  z.boolean(),
+  z.enum(["true", "false", "1", "0"]).transform((value) => value === "true" || value === "1"),
+]);
+
+/** An integer from JSON or from a form/query string. */
+function integerFromText<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => (typeof value === "string" && /^\s*-?\d+\s*$/.test(value) ? Number(value) : value), schema);
+}
+
+/** `POST /workflows/{id}/runs`: the WebSocket start fields plus how to answer. */
+export const StartRunBody = z.object({
+  ...RunStartFields,
+  stream: Flag.default(true),
+  background: Flag.default(false),
+});
+export type StartRunBody = z.infer<typeof StartRunBody>;
+
+/** `POST /workflows/{id}/runs/{run_id}/resume` */
+export const ResumeRunBody = z.object({ last_event_index: integerFromText(LastEventIndex) });
+export type ResumeRunBody = z.infer<typeof ResumeRunBody>;
+
+/** `GET /workflows/{id}/runs` */
+export const ListRunsQuery = z.object({
+  session_id: Id.optional(),
+  status: z.enum(RUN_STATUSES).optional(),
+  limit: integerFromText(z.number().int().min(1).max(1000)).default(50),
+  offset: integerFromText(z.number().int().min(0)).default(0),
+});
+export type ListRunsQuery = z.infer<typeof ListRunsQuery>;
+
+/** `GET /runs/{run_id}/events` */
+export const EventsQuery = z.object({
+  after: integerFromText(z.number().int().min(-1)).optional(),
+  limit: integerFromText(z.number().int().min(1).max(10_000)).default(1000),
+});
+export type EventsQuery = z.infer<typeof EventsQuery>;

@@ -1,0 +1,142 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { FlowdError } from "../../errors.ts";
+import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody } from "../../protocol/http-requests.ts";
+import { isTerminalEvent } from "../../protocol/run-events.ts";
+import { toRunJson } from "../../protocol/run-json.ts";
+import { isFinished } from "../../protocol/run-status.ts";
+import type { RunRow } from "../../store/schema.ts";
+import type { HttpDeps } from "./app.ts";
+import { streamRunAsSse } from "./sse-stream.ts";
+import { parseInput } from "./validate.ts";
+
+type WorkflowParams = { Params: { workflowId: string } };
+type RunParams = { Params: { workflowId: string; runId: string } };
+
+function findRun(deps: HttpDeps, runId: string): RunRow {
+  const run = deps.runStore.get(runId);
+  if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+  return run;
+}
+
+function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): RunRow {
+  const run = findRun(deps, runId);
+  if (run.workflowId !== workflowId) {
+    throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} is not a run of workflow ${workflowId} (it belongs to ${run.workflowId}).`);
+  }
+  return run;
+}
+
+/** Hands the raw response to an SSE stream of the run from `afterIndex`. */
+function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: number): void {
+  reply.hijack();
+  streamRunAsSse(reply.raw, deps.eventLog, deps.sseStreams, runId, afterIndex);
+}
+
+/** Resolves once the run has its terminal event, or when the client goes away (the run goes on). */
+function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string): Promise<void> {
+  return new Promise((resolve) => {
+    const current = deps.runStore.get(runId);
+    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, (event) => {
+      if (isTerminalEvent(event.event)) resolve();
+    });
+    if (!stop) return resolve();
+    // The response's close (not the request's: that fires once the body is read) means the client left.
+    reply.raw.once("close", () => {
+      stop();
+      resolve();
+    });
+  });
+}
+
+/** The index after which to send events: Last-Event-ID (what EventSource sends back) wins over ?after. */
+function resumePoint(request: FastifyRequest, after: number | undefined): number {
+  const header = request.headers["last-event-id"];
+  if (typeof header === "string" && header.trim() !== "") {
+    if (!/^\s*-?\d+\s*$/.test(header)) {
+      throw new FlowdError("INVALID_REQUEST", `Last-Event-ID must be an event index (an integer); got "${header}".`);
+    }
+    return Math.max(-1, Number(header));
+  }
+  return after ?? -1;
+}
+
+function wantsJson(request: FastifyRequest): boolean {
+  const accept = request.headers.accept ?? "";
+  return accept.includes("application/json") && !accept.includes("text/event-stream");
+}
+
+/** Runs: start, list, show, cancel, resume, and the event stream. */
+export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
+  app.post<WorkflowParams>("/workflows/:workflowId/runs", async (request, reply) => {
+    const body = parseInput(StartRunBody, request.body, "run request");
+    const run = deps.engine.start({
+      workflowId: request.params.workflowId,
+      message: body.message,
+      sessionId: body.session_id,
+      userId: body.user_id,
+      additionalData: body.additional_data,
+    });
+    if (body.background) return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
+    if (body.stream) return sse(deps, reply, run.runId, -1);
+    await untilFinished(deps, reply, run.runId);
+    return toRunJson(findRun(deps, run.runId));
+  });
+
+  app.get<WorkflowParams>("/workflows/:workflowId/runs", async (request) => {
+    const workflow = deps.workflows.get(request.params.workflowId);
+    const query = parseInput(ListRunsQuery, request.query, "run list query");
+    const runs = deps.runStore.list({
+      workflowId: workflow.id,
+      ...(query.session_id ? { sessionId: query.session_id } : {}),
+      ...(query.status ? { status: query.status } : {}),
+      limit: query.limit,
+      offset: query.offset,
+    });
+    return runs.map(toRunJson);
+  });
+
+  app.get<RunParams>("/workflows/:workflowId/runs/:runId", async (request) =>
+    toRunJson(findRunOfWorkflow(deps, request.params.workflowId, request.params.runId)),
+  );
+
+  app.post<RunParams>("/workflows/:workflowId/runs/:runId/cancel", async (request) => {
+    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    deps.engine.cancel(run.runId);
+    return {
+      ...toRunJson(findRun(deps, run.runId)),
+      message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary.",
+    };
+  });
+
+  app.post<RunParams>("/workflows/:workflowId/runs/:runId/resume", async (request, reply) => {
+    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const body = parseInput(ResumeRunBody, request.body, "resume request");
+    sse(deps, reply, run.runId, body.last_event_index ?? -1);
+  });
+
+  app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(findRun(deps, request.params.runId)));
+
+  app.get<{ Params: { runId: string } }>("/runs/:runId/events", async (request, reply) => {
+    const run = findRun(deps, request.params.runId);
+    const query = parseInput(EventsQuery, request.query, "events query");
+    const after = resumePoint(request, query.after);
+    if (!wantsJson(request)) {
+      // Nothing will ever follow: 204 tells a browser EventSource to stop reconnecting.
+      if (isFinished(run.status) && after >= run.lastEventIndex) return reply.status(204).send();
+      return sse(deps, reply, run.runId, after);
+    }
+    // A page of stored frames, spliced in as-is: each was serialized once, at append.
+    const frames: string[] = [];
+    let last = after;
+    for (const event of deps.eventLog.readAfter(run.runId, after)) {
+      if (frames.length === query.limit) break;
+      frames.push(event.frame);
+      last = event.index;
+    }
+    const hasMore = last < run.lastEventIndex;
+    const body =
+      `{"run_id":${JSON.stringify(run.runId)},"status":${JSON.stringify(run.status)},` +
+      `"finished":${isFinished(run.status)},"events":[${frames.join(",")}],"next_after":${last},"has_more":${hasMore}}`;
+    return reply.type("application/json").send(body);
+  });
+}

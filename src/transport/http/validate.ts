@@ -1,0 +1,10 @@
+import type { z } from "zod";
+import { FlowdError } from "../../errors.ts";
+import { describeIssues } from "../../protocol/fields.ts";
+
+/** Validates request input at the edge; a 422 that names each bad field otherwise. */
+export function parseInput<T extends z.ZodType>(schema: T, value: unknown, subject: string): z.infer<T> {
+  const parsed = schema.safeParse(value ?? {});
+  if (!parsed.success) throw new FlowdError("INVALID_REQUEST", describeIssues(subject, parsed.error.issues));
+  return parsed.data;
+}

@@ -1,0 +1,5 @@
+import { afterAll } from "vitest";
+import { killLeftoverChildren } from "./server-process.ts";
+
+// Runs after each test file: no server process outlives the file that started it.
+afterAll(() => killLeftoverChildren());
