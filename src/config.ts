@@ -13,6 +13,18 @@ export interface FlowdConfig {
   readonly demoPaceMs: number;
   /** Resumes after a crash a run gets before it ends with WorkflowError (crash loop guard). */
   readonly maxCrashResumes: number;
+  /** OpenAI-compatible endpoint for agents; no key means the offline demo model. */
+  readonly openaiApiKey: string | null;
+  readonly openaiBaseUrl: string;
+  /** Model for agents that name none. */
+  readonly defaultModel: string;
+  /** Models of the built-in workflow's two agents. */
+  readonly researchModel: string | null;
+  readonly plannerModel: string | null;
+  /** Longest wait for a model to start answering, and between two chunks. */
+  readonly modelTimeoutMs: number;
+  /** Retries of a model call after 429 or 5xx. */
+  readonly modelRetries: number;
   readonly logLevel: string;
 }
 
@@ -25,6 +37,11 @@ export interface ConfigFlags {
   workflows?: string | undefined;
   demoPaceMs?: number | string | undefined;
   maxCrashResumes?: number | string | undefined;
+  openaiApiKey?: string | null | undefined;
+  openaiBaseUrl?: string | undefined;
+  defaultModel?: string | undefined;
+  modelTimeoutMs?: number | string | undefined;
+  modelRetries?: number | string | undefined;
   logLevel?: string | undefined;
 }
 
@@ -35,6 +52,10 @@ export const DEFAULTS = {
   dbPath: "./data/flowd.db",
   demoPaceMs: 110,
   maxCrashResumes: 3,
+  openaiBaseUrl: "https://api.openai.com/v1",
+  defaultModel: "gpt-4o-mini",
+  modelTimeoutMs: 60_000,
+  modelRetries: 3,
   logLevel: "info",
 } as const;
 
@@ -62,6 +83,13 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     throw new FlowdError("INVALID_CONFIG", `FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
   }
   const securityKey = flags.securityKey !== undefined ? flags.securityKey : nonEmpty(env.FLOWD_SECURITY_KEY) ?? null;
+  const openaiApiKey = flags.openaiApiKey !== undefined ? flags.openaiApiKey : nonEmpty(env.OPENAI_API_KEY) ?? null;
+  const baseUrl = flags.openaiBaseUrl ?? nonEmpty(env.OPENAI_BASE_URL) ?? DEFAULTS.openaiBaseUrl;
+  if (!/^https?:\/\/./.test(baseUrl)) {
+    throw new FlowdError("INVALID_CONFIG", `OPENAI_BASE_URL must be an http(s) URL such as http://localhost:11434/v1; got "${baseUrl}".`);
+  }
+  const modelTimeout = flags.modelTimeoutMs ?? nonEmpty(env.FLOWD_MODEL_TIMEOUT_MS);
+  const modelRetries = flags.modelRetries ?? nonEmpty(env.FLOWD_MODEL_RETRIES);
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
@@ -71,6 +99,14 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),
     maxCrashResumes:
       maxResumes === undefined ? DEFAULTS.maxCrashResumes : wholeNumber("FLOWD_MAX_RESUMES", maxResumes, 0, 1000),
+    openaiApiKey: openaiApiKey === "" ? null : openaiApiKey,
+    openaiBaseUrl: baseUrl.replace(/\/+$/, ""),
+    defaultModel: flags.defaultModel ?? nonEmpty(env.FLOWD_MODEL) ?? DEFAULTS.defaultModel,
+    researchModel: nonEmpty(env.FLOWD_RESEARCH_MODEL) ?? null,
+    plannerModel: nonEmpty(env.FLOWD_PLANNER_MODEL) ?? null,
+    modelTimeoutMs:
+      modelTimeout === undefined ? DEFAULTS.modelTimeoutMs : wholeNumber("FLOWD_MODEL_TIMEOUT_MS", modelTimeout, 1, 3_600_000),
+    modelRetries: modelRetries === undefined ? DEFAULTS.modelRetries : wholeNumber("FLOWD_MODEL_RETRIES", modelRetries, 0, 20),
     logLevel,
   });
 }

@@ -16,4 +16,6 @@ export {
   type WorkflowNode,
 } from "./workflows/definition.ts";
 export { contentCreationWorkflow } from "./workflows/content-creation.ts";
+export { Agent, tool, type AgentDefinition, type ToolDefinition, type ToolContext } from "./agents/agent.ts";
+export { hackerNewsTools } from "./agents/hacker-news.ts";
 export { FlowdError, type ErrorCode } from "./errors.ts";

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { ModelProvider } from "./agents/model-provider.ts";
 import { resolveConfig, type ConfigFlags, type FlowdConfig } from "./config.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
@@ -7,7 +8,7 @@ import { EventLog } from "./store/event-log.ts";
 import { ResumeStateReader } from "./store/resume-state.ts";
 import { RunStore } from "./store/run-store.ts";
 import { createTransport } from "./transport/server.ts";
-import { CONTENT_CREATION_WORKFLOW_ID, contentCreationWorkflow } from "./workflows/content-creation.ts";
+import { contentCreationWorkflow } from "./workflows/content-creation.ts";
 import type { WorkflowDefinition } from "./workflows/definition.ts";
 import { WorkflowRegistry } from "./workflows/registry.ts";
 
@@ -34,7 +35,20 @@ export interface FlowdServer {
 
 /** The workflows served when none are given. */
 export function builtinWorkflows(config: FlowdConfig): WorkflowDefinition[] {
-  return [contentCreationWorkflow({ paceMs: config.demoPaceMs })];
+  return [contentCreationWorkflow({ researchModel: config.researchModel, plannerModel: config.plannerModel })];
+}
+
+/** The models agents use: the configured OpenAI-compatible endpoint, or the offline demo model. */
+export function modelProvider(config: FlowdConfig): ModelProvider {
+  return new ModelProvider({
+    apiKey: config.openaiApiKey,
+    baseUrl: config.openaiBaseUrl,
+    defaultModel: config.defaultModel,
+    timeoutMs: config.modelTimeoutMs,
+    maxRetries: config.modelRetries,
+    retryBaseMs: 500,
+    demoPaceMs: config.demoPaceMs,
+  });
 }
 
 /** Close code sent to WebSocket clients when the server stops: 1012 "service restart" tells them to reconnect. */
@@ -57,8 +71,10 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const db = openDb(config.dbPath, { exclusive: true });
   const eventLog = new EventLog(db, (error, runId) => logger.error({ err: error, runId }, "live listener failed"));
   const runStore = new RunStore(db);
+  const models = modelProvider(config);
   const engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
     maxCrashResumes: config.maxCrashResumes,
+    models,
   });
   const transport = createTransport({ engine, runStore, eventLog, workflows: registry, securityKey: config.securityKey, logger });
 
@@ -78,8 +94,13 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   }
   const hostForUrl = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${hostForUrl}:${address.port}`;
-  if (!given) {
-    logger.info({ workflowId: CONTENT_CREATION_WORKFLOW_ID, paceMs: config.demoPaceMs }, "offline demo content in use: no model is configured");
+  if (models.offline) {
+    logger.info(
+      { paceMs: config.demoPaceMs },
+      "offline demo model in use: no OPENAI_API_KEY is set, so agents stream generated demo content",
+    );
+  } else {
+    logger.info({ endpoint: models.endpoint, defaultModel: config.defaultModel }, "agents use an OpenAI-compatible endpoint");
   }
   logger.info(
     { url, port: address.port, db: config.dbPath, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },

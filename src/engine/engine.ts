@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { ModelProvider } from "../agents/model-provider.ts";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
@@ -10,7 +11,8 @@ import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { RunInterrupted, StepFailed } from "./interruption.ts";
-import { runSequence, toJsonSafe, type RunContext } from "./step-runner.ts";
+import { toJsonSafe } from "./json-safe.ts";
+import { runSequence, type RunContext } from "./step-runner.ts";
 
 /** What a client gives to start a run. */
 export interface StartRunRequest {
@@ -25,6 +27,8 @@ export interface StartRunRequest {
 export interface EngineOptions {
   /** How many times a run may be resumed after a crash before it ends with WorkflowError. */
   maxCrashResumes: number;
+  /** The models agent steps talk to. */
+  models: ModelProvider;
 }
 
 /** What recovery did at start-up. */
@@ -223,6 +227,7 @@ export class Engine {
       isDraining: () => this.draining,
       outputs,
       restored,
+      models: this.options.models,
       emit: (body: RunEventBody, checkpoint?: Checkpoint) => {
         if (this.closed) throw new RunInterrupted("shutdown");
         this.eventLog.append(run.runId, body, checkpoint);

@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { FlowdError, errorMessage } from "../errors.ts";
 import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
+import type { ModelProvider } from "../agents/model-provider.ts";
 import type { Checkpoint } from "../store/event-log.ts";
 import type {
   ConditionNode,
@@ -12,6 +13,8 @@ import type {
   StepsNode,
   WorkflowNode,
 } from "../workflows/definition.ts";
+import { runAgentStep } from "./agent-runner.ts";
+import { toJsonSafe } from "./json-safe.ts";
 import { RunInterrupted, StepFailed } from "./interruption.ts";
 
 /** What the step runner needs from the run it executes. */
@@ -30,20 +33,10 @@ export interface RunContext {
   readonly outputs: Record<string, unknown>;
   /** Checkpoints of an earlier attempt, by path: those nodes are not run again. */
   readonly restored: ReadonlyMap<string, unknown>;
+  /** The model each agent step talks to. */
+  readonly models: ModelProvider;
   /** Appends an event to the run's log, with the checkpoint it completes, if any. */
   emit(body: RunEventBody, checkpoint?: Checkpoint): void;
-}
-
-/** Converts a step's output to something JSON can carry, so a strange value cannot break the log. */
-export function toJsonSafe(value: unknown): unknown {
-  if (value === undefined || value === null) return null;
-  if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") return value;
-  try {
-    const text = JSON.stringify(value);
-    return text === undefined ? null : (JSON.parse(text) as unknown);
-  } catch {
-    return String(value);
-  }
 }
 
 /** Between steps: stop if the run was cancelled or the server is draining. */
@@ -172,7 +165,8 @@ async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previ
   const started = performance.now();
   let output: unknown;
   try {
-    const result = node.executor(stepInput(ctx, loc, previousOutput));
+    const input = stepInput(ctx, loc, previousOutput);
+    const result = node.agent ? runAgentStep(ctx, node.agent, loc, input) : node.executor(input);
     if (isAsyncGenerator(result)) {
       output = await drainGenerator(ctx, loc, result);
     } else {

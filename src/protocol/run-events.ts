@@ -38,7 +38,30 @@ export type RunEventBody =
   | ({ event: "StepCompleted"; content: unknown; duration_ms: number } & StepLocation)
   | ({ event: "StepError"; error: string; duration_ms: number } & StepLocation)
   | ({ event: "StepOutput"; content: unknown } & StepLocation)
-  | ({ event: "RunContent"; content: string } & StepLocation)
+  | ({ event: "RunContent"; content: string; agent_run_id?: string } & StepLocation)
+  | ({ event: "RunStarted"; agent_name: string; agent_run_id: string; model: string } & StepLocation)
+  | ({
+      event: "RunCompleted";
+      agent_name: string;
+      agent_run_id: string;
+      model: string;
+      content: string;
+      usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null;
+      time_to_first_token_ms: number | null;
+      duration_ms: number;
+    } & StepLocation)
+  | ({ event: "RunError"; agent_name: string; agent_run_id: string; error: string; duration_ms: number } & StepLocation)
+  | ({ event: "ToolCallStarted"; agent_run_id: string; tool_call_id: string; tool_name: string; tool_args: unknown } & StepLocation)
+  | ({
+      event: "ToolCallCompleted";
+      agent_run_id: string;
+      tool_call_id: string;
+      tool_name: string;
+      tool_args: unknown;
+      result: unknown;
+      error: string | null;
+      duration_ms: number;
+    } & StepLocation)
   | ({ event: "CustomEvent"; name: string; data: unknown } & StepLocation)
   | ({ event: "StepsExecutionStarted"; steps_count: number } & StepLocation)
   | ({ event: "StepsExecutionCompleted"; steps_executed: number; duration_ms: number } & StepLocation)

@@ -2,6 +2,7 @@
  * The workflow definition API, in AgentOS vocabulary:
  * Workflow, Step, Steps, Parallel, Condition, Loop, Router.
  */
+import type { AgentDefinition } from "../agents/agent.ts";
 import { FlowdError } from "../errors.ts";
 
 /** What every step receives. */
@@ -39,12 +40,10 @@ export type StepExecutor = (
   input: StepInput,
 ) => unknown | Promise<unknown> | AsyncGenerator<StepChunk, unknown, undefined>;
 
-/** A leaf step running a function. */
-export interface StepNode {
-  readonly kind: "step";
-  readonly name: string;
-  readonly executor: StepExecutor;
-}
+/** A leaf step: runs a function, or an LLM agent. */
+export type StepNode =
+  | { readonly kind: "step"; readonly name: string; readonly executor: StepExecutor; readonly agent?: undefined }
+  | { readonly kind: "step"; readonly name: string; readonly agent: AgentDefinition; readonly executor?: undefined };
 
 /** A named sequence of steps. */
 export interface StepsNode {
@@ -110,13 +109,22 @@ function requireNodes(owner: string, steps: unknown): readonly WorkflowNode[] {
   return steps as readonly WorkflowNode[];
 }
 
-/** A leaf step: `Step({ name, executor })`. */
-export function Step(options: { name: string; executor: StepExecutor }): StepNode {
+/** A leaf step: `Step({ name, executor })` or `Step({ name, agent })`. */
+export function Step(options: { name: string; executor: StepExecutor } | { name: string; agent: AgentDefinition }): StepNode {
   const name = requireName("Step", options.name);
-  if (typeof options.executor !== "function") {
-    throw new FlowdError("INVALID_WORKFLOW", `Step "${name}" needs an "executor" function.`);
+  const executor = "executor" in options ? options.executor : undefined;
+  const agent = "agent" in options ? options.agent : undefined;
+  if ((executor === undefined) === (agent === undefined)) {
+    throw new FlowdError("INVALID_WORKFLOW", `Step "${name}" needs exactly one of "executor" (a function) or "agent" (made with Agent()).`);
   }
-  return { kind: "step", name, executor: options.executor };
+  if (agent !== undefined) {
+    if (agent?.kind !== "agent") throw new FlowdError("INVALID_WORKFLOW", `Step "${name}": "agent" must be made with Agent({...}).`);
+    return { kind: "step", name, agent };
+  }
+  if (typeof executor !== "function") {
+    throw new FlowdError("INVALID_WORKFLOW", `Step "${name}": "executor" must be a function.`);
+  }
+  return { kind: "step", name, executor };
 }
 
 /** A named group of steps run in order. */

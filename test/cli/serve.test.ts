@@ -21,7 +21,7 @@ describe("flowd serve (a real child process)", () => {
     const server = await startServerProcess([], { cwd: temp.dir, env: { FLOWD_DEMO_PACE_MS: "1" } });
     try {
       expect(existsSync(join(temp.dir, "data", "flowd.db"))).toBe(true);
-      expect(server.output()).toContain("offline demo content in use");
+      expect(server.output()).toContain("offline demo model in use");
       const health = await fetch(`${server.url}/health`);
       expect(health.status).toBe(200);
       expect(await health.json()).toMatchObject({ status: "ok" });

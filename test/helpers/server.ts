@@ -26,7 +26,15 @@ export function tempDir(prefix = "flowd-test-"): { dir: string; remove: () => vo
 
 /** Starts flowd in this process (real sockets, real SQLite file) with the test workflows by default. */
 export async function startServer(
-  options: { workflows?: readonly WorkflowDefinition[]; securityKey?: string; dbPath?: string } = {},
+  options: {
+    workflows?: readonly WorkflowDefinition[];
+    securityKey?: string;
+    dbPath?: string;
+    openaiApiKey?: string;
+    openaiBaseUrl?: string;
+    modelRetries?: number;
+    modelTimeoutMs?: number;
+  } = {},
 ): Promise<TestServer> {
   const temp = tempDir();
   const dbPath = options.dbPath ?? join(temp.dir, "flowd.db");
@@ -35,6 +43,11 @@ export async function startServer(
     host: "127.0.0.1",
     db: dbPath,
     securityKey: options.securityKey ?? null,
+    openaiApiKey: options.openaiApiKey ?? null,
+    ...(options.openaiBaseUrl ? { openaiBaseUrl: options.openaiBaseUrl } : {}),
+    modelRetries: options.modelRetries ?? 3,
+    modelTimeoutMs: options.modelTimeoutMs ?? 10_000,
+    demoPaceMs: 10,
     workflows: options.workflows ?? testWorkflows,
     logger: pino({ level: "silent" }),
   });

@@ -1,0 +1,149 @@
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import type { AgentDefinition, ToolDefinition } from "../agents/agent.ts";
+import type { ChatMessage, TokenUsage, ToolCall, ToolSpec } from "../agents/chat-model.ts";
+import { errorMessage } from "../errors.ts";
+import type { StepLocation } from "../protocol/run-events.ts";
+import type { StepInput } from "../workflows/definition.ts";
+import { toJsonSafe } from "./json-safe.ts";
+import type { RunContext } from "./step-runner.ts";
+
+function elapsed(since: number): number {
+  return Math.round((performance.now() - since) * 1000) / 1000;
+}
+
+function asText(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+}
+
+/** Instructions as the system message, earlier step outputs as context, the run's message as the user's. */
+function initialMessages(agent: AgentDefinition, input: StepInput): ChatMessage[] {
+  const context = Object.entries(input.outputs)
+    .map(([name, output]) => `### ${name}\n${asText(output)}`)
+    .join("\n\n");
+  const system = [agent.instructions, context ? `Outputs of the earlier steps of this workflow:\n\n${context}` : ""]
+    .filter(Boolean)
+    .join("\n\n");
+  return [
+    ...(system ? [{ role: "system" as const, content: system }] : []),
+    { role: "user", content: input.message },
+  ];
+}
+
+function toolSpecs(tools: readonly ToolDefinition[]): ToolSpec[] {
+  return tools.map((t) => ({ type: "function", function: { name: t.name, description: t.description, parameters: t.jsonSchema } }));
+}
+
+function addUsage(total: TokenUsage | null, more: TokenUsage | null): TokenUsage | null {
+  if (!more) return total;
+  if (!total) return { ...more };
+  return {
+    prompt_tokens: total.prompt_tokens + more.prompt_tokens,
+    completion_tokens: total.completion_tokens + more.completion_tokens,
+    total_tokens: total.total_tokens + more.total_tokens,
+  };
+}
+
+/**
+ * Runs an agent step: streams the model's answer as RunContent, runs the tools it asks
+ * for (concurrently when it asks for several), feeds their results back, and repeats
+ * until it answers without tools. Returns the final content, the step's output.
+ */
+export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput): Promise<string> {
+  const { model, name: modelName } = ctx.models.resolve(agent);
+  const agentRunId = randomUUID();
+  const started = performance.now();
+  const base = { ...loc, agent_run_id: agentRunId };
+  ctx.emit({ event: "RunStarted", ...base, agent_name: agent.name, model: modelName });
+  let firstToken: number | null = null;
+  let usage: TokenUsage | null = null;
+  try {
+    const messages = initialMessages(agent, input);
+    const tools = toolSpecs(agent.tools);
+    for (let round = 1; round <= agent.maxToolRounds; round++) {
+      const turn = await model.complete(
+        { model: modelName, messages, tools, signal: ctx.signal },
+        {
+          onContent: (text) => {
+            firstToken ??= elapsed(started);
+            ctx.emit({ event: "RunContent", ...base, content: text });
+          },
+          onRetry: (notice) =>
+            ctx.emit({
+              event: "CustomEvent",
+              ...loc,
+              name: "model_retry",
+              data: { agent_run_id: agentRunId, attempt: notice.attempt, status: notice.status, delay_ms: notice.delayMs, error: notice.error },
+            }),
+        },
+      );
+      usage = addUsage(usage, turn.usage);
+      if (turn.toolCalls.length === 0) {
+        ctx.emit({
+          event: "RunCompleted",
+          ...base,
+          agent_name: agent.name,
+          model: modelName,
+          content: turn.content,
+          usage,
+          time_to_first_token_ms: firstToken,
+          duration_ms: elapsed(started),
+        });
+        return turn.content;
+      }
+      messages.push({
+        role: "assistant",
+        content: turn.content || null,
+        tool_calls: turn.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
+      });
+      const results = await Promise.all(turn.toolCalls.map((call) => runTool(ctx, agent, base, call)));
+      turn.toolCalls.forEach((call, i) => messages.push({ role: "tool", tool_call_id: call.id, content: results[i] ?? "" }));
+    }
+    throw new Error(`agent "${agent.name}" was still calling tools after ${agent.maxToolRounds} rounds (maxToolRounds)`);
+  } catch (error) {
+    if (!ctx.signal.aborted) {
+      ctx.emit({ event: "RunError", ...base, agent_name: agent.name, error: errorMessage(error), duration_ms: elapsed(started) });
+    }
+    throw error;
+  }
+}
+
+/** Runs one tool call; a failure becomes the tool's answer to the model, not the step's failure. */
+async function runTool(
+  ctx: RunContext,
+  agent: AgentDefinition,
+  base: StepLocation & { agent_run_id: string },
+  call: ToolCall,
+): Promise<string> {
+  let args: unknown = call.arguments;
+  try {
+    args = call.arguments.trim() === "" ? {} : (JSON.parse(call.arguments) as unknown);
+  } catch {
+    // Reported below as invalid arguments.
+  }
+  const common = { ...base, tool_call_id: call.id, tool_name: call.name, tool_args: toJsonSafe(args) };
+  ctx.emit({ event: "ToolCallStarted", ...common });
+  const started = performance.now();
+  let result: unknown = null;
+  let failure: string | null = null;
+  const tool = agent.tools.find((t) => t.name === call.name);
+  if (!tool) {
+    failure = `unknown tool "${call.name}"; available: ${agent.tools.map((t) => t.name).join(", ") || "none"}`;
+  } else if (typeof args === "string") {
+    failure = `arguments are not valid JSON: ${call.arguments}`;
+  } else {
+    const parsed = tool.parameters.safeParse(args);
+    if (!parsed.success) {
+      failure = `invalid arguments: ${parsed.error.issues.map((i) => `${i.path.join(".") || "arguments"}: ${i.message}`).join("; ")}`;
+    } else {
+      try {
+        result = toJsonSafe(await tool.execute(parsed.data, { signal: ctx.signal, runId: ctx.runId }));
+      } catch (error) {
+        if (ctx.signal.aborted) throw error;
+        failure = errorMessage(error);
+      }
+    }
+  }
+  ctx.emit({ event: "ToolCallCompleted", ...common, result, error: failure, duration_ms: elapsed(started) });
+  return failure === null ? asText(result) : `Error: ${failure}`;
+}
