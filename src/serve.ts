@@ -69,10 +69,16 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const registry = new WorkflowRegistry(workflows);
 
   const db = openDb(config.dbPath, { exclusive: true });
-  const eventLog = new EventLog(db, (error, runId) => logger.error({ err: error, runId }, "live listener failed"));
+  // The log reports a failed commit to the engine, which stops that run (it resumes at the next start).
+  let engine: Engine | null = null;
+  const eventLog = new EventLog(
+    db,
+    (error, runId) => engine?.onStorageFailure(runId, error),
+    (error, runId) => logger.error({ err: error, runId }, "live listener failed"),
+  );
   const runStore = new RunStore(db);
   const models = modelProvider(config);
-  const engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
+  engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
     maxCrashResumes: config.maxCrashResumes,
     models,
   });

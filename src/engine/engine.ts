@@ -40,6 +40,9 @@ export interface RecoverySummary {
   skipped: string[];
 }
 
+/** Queued events at which a streaming step pauses for the commit. */
+const BREATHE_AT = 512;
+
 interface ActiveRun {
   controller: AbortController;
   done: Promise<void>;
@@ -101,6 +104,12 @@ export class Engine {
     return run;
   }
 
+  /** The log could not store a run's event: stop the run where it is; it resumes at the next start. */
+  onStorageFailure(runId: string, error: unknown): void {
+    this.logger.error({ runId, err: error }, "an event of this run could not be stored; stopping the run");
+    this.active.get(runId)?.controller.abort(new RunInterrupted("storage"));
+  }
+
   /** How many runs this process is executing now. */
   get activeRunCount(): number {
     return this.active.size;
@@ -122,6 +131,8 @@ export class Engine {
         summary.skipped.push(run.runId);
       }
     }
+    // Committed before the server answers anyone: WorkflowResumed, cancels, crash-loop errors.
+    this.eventLog.flushNow();
     return summary;
   }
 
@@ -184,6 +195,7 @@ export class Engine {
     for (const run of this.active.values()) run.controller.abort(new RunInterrupted("shutdown"));
     await this.waitForRuns(abortMs);
     this.closed = true;
+    this.eventLog.flushNow();
     if (this.active.size > 0) {
       this.logger.warn({ runs: [...this.active.keys()] }, "runs still busy at shutdown; they resume as crashed at next start");
     }
@@ -232,6 +244,8 @@ export class Engine {
         if (this.closed) throw new RunInterrupted("shutdown");
         this.eventLog.append(run.runId, body, checkpoint);
       },
+      // A producer faster than the disk waits for the commit, which also lets sockets be served.
+      breathe: () => (this.eventLog.pendingCount >= BREATHE_AT ? this.eventLog.flushed() : null),
     };
     try {
       if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });
@@ -243,6 +257,8 @@ export class Engine {
     } catch (error) {
       this.finishAfterError(ctx, error);
     }
+    // A run is done when its last event is committed.
+    await this.eventLog.flushed();
   }
 
   private finishAfterError(ctx: RunContext, error: unknown): void {
@@ -251,6 +267,8 @@ export class Engine {
         if (error.reason === "cancelled") {
           ctx.emit({ event: "WorkflowCancelled", reason: "Cancelled by request" });
           this.logger.info({ runId: ctx.runId }, "run cancelled");
+        } else if (error.reason === "storage") {
+          this.logger.error({ runId: ctx.runId }, "run stopped: its events could not be stored; it resumes at the next start");
         } else if (!this.closed) {
           this.runStore.markPaused(ctx.runId);
           this.logger.info({ runId: ctx.runId }, "run paused by shutdown; it resumes at the next start");

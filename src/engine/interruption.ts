@@ -1,8 +1,11 @@
-/** Why a run stopped before its end without failing: a user's cancel, or the server shutting down. */
+/**
+ * Why a run stopped before its end without failing: a user's cancel, the server
+ * shutting down, or its events could not be stored (it resumes at the next start).
+ */
 export class RunInterrupted extends Error {
   override readonly name = "RunInterrupted";
-  constructor(readonly reason: "cancelled" | "shutdown") {
-    super(reason === "cancelled" ? "Run cancelled" : "Server shutting down");
+  constructor(readonly reason: "cancelled" | "shutdown" | "storage") {
+    super(reason === "cancelled" ? "Run cancelled" : reason === "shutdown" ? "Server shutting down" : "Events could not be stored");
   }
 }
 

@@ -37,6 +37,8 @@ export interface RunContext {
   readonly models: ModelProvider;
   /** Appends an event to the run's log, with the checkpoint it completes, if any. */
   emit(body: RunEventBody, checkpoint?: Checkpoint): void;
+  /** A promise to await when the log is backed up (storage backpressure), else null. */
+  breathe(): Promise<void> | null;
 }
 
 /** Between steps: stop if the run was cancelled or the server is draining. */
@@ -199,6 +201,8 @@ async function drainGenerator(
       if (typeof chunk === "string") {
         text.push(chunk);
         ctx.emit({ event: "RunContent", ...loc, content: chunk });
+        const backlog = ctx.breathe();
+        if (backlog) await backlog;
       } else if (typeof chunk === "object" && chunk !== null && (chunk as { kind?: unknown }).kind === "custom") {
         const custom = chunk as { name: unknown; data: unknown };
         ctx.emit({ event: "CustomEvent", ...loc, name: String(custom.name), data: toJsonSafe(custom.data) });

@@ -1,3 +1,5 @@
+import { encodeSseEvent } from "./sse.ts";
+
 /**
  * Run events: what the engine emits and the log stores, named as in AgentOS.
  * The body is what the engine supplies; the event log adds the envelope
@@ -92,10 +94,27 @@ export function isTerminalEvent(name: string): boolean {
 }
 
 /** A committed event as the log hands it out: the frame is serialized once and sent as-is. */
-export interface CommittedEvent {
-  runId: string;
-  index: number;
-  event: RunEventName;
-  /** The JSON text of the frame: stored in `events.payload` and sent to every subscriber. */
-  frame: string;
+export class CommittedEvent {
+  private bytes: Buffer | null = null;
+  private sse: Buffer | null = null;
+
+  constructor(
+    readonly runId: string,
+    readonly index: number,
+    readonly event: RunEventName,
+    /** The JSON text of the frame: stored in `events.payload` and sent to every subscriber. */
+    readonly frame: string,
+  ) {}
+
+  /** The frame as UTF-8 bytes, encoded once however many WebSocket subscribers get it. */
+  frameBytes(): Buffer {
+    this.bytes ??= Buffer.from(this.frame);
+    return this.bytes;
+  }
+
+  /** The SSE message (`id`, `event`, `data`), encoded once however many SSE subscribers get it. */
+  sseBytes(): Buffer {
+    this.sse ??= Buffer.from(encodeSseEvent(this.index, this.event, this.frame));
+    return this.sse;
+  }
 }

@@ -1,6 +1,6 @@
 import type { Statement } from "better-sqlite3";
 import { FlowdError } from "../errors.ts";
-import { isTerminalEvent, type CommittedEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
+import { CommittedEvent, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type EventListener } from "./notifier.ts";
@@ -20,17 +20,6 @@ interface EventRow {
   payload: string;
 }
 
-/** How an event changes its run row, besides `last_event_index`. */
-interface RunTransition {
-  status: RunStatus | null;
-  started: boolean;
-  finished: boolean;
-  output: string | null;
-  error: string | null;
-  /** Set by WorkflowResumed: the new attempt, whether it follows a crash. */
-  resumed: { attempt: number; afterCrash: boolean } | null;
-}
-
 /** A node's completion (or a decision) to store with its event, for resume. */
 export interface Checkpoint {
   path: string;
@@ -38,24 +27,13 @@ export interface Checkpoint {
   output: unknown;
 }
 
-function transitionFor(body: RunEventBody): RunTransition {
-  const none: RunTransition = { status: null, started: false, finished: false, output: null, error: null, resumed: null };
-  switch (body.event) {
-    case "WorkflowResumed":
-      return { ...none, status: "running", resumed: { attempt: body.attempt, afterCrash: body.after_crash } };
-    case "WorkflowStarted":
-      return { ...none, status: "running", started: true };
-    case "WorkflowCompleted":
-      return { ...none, status: "completed", finished: true, output: JSON.stringify(body.content ?? null) };
-    case "WorkflowError":
-      return { ...none, status: "error", finished: true, error: body.error };
-    case "WorkflowCancelled":
-      return { ...none, status: "cancelled", finished: true, error: body.reason };
-    default:
-      return none;
-  }
+interface PendingEvent {
+  runId: string;
+  body: RunEventBody;
+  checkpoint: Checkpoint | undefined;
 }
 
+/** A run's row as a batch changes it: each column keeps the last value its events set. */
 interface RunUpdate {
   runId: string;
   index: number;
@@ -69,10 +47,52 @@ interface RunUpdate {
   crashIncrement: number;
 }
 
+interface RunInBatch {
+  envelope: RunEnvelopeRow;
+  update: RunUpdate;
+}
+
+/** Applies one event's effect on its run row to the batch's pending update. */
+function applyTransition(update: RunUpdate, body: RunEventBody, now: number): void {
+  switch (body.event) {
+    case "WorkflowResumed":
+      update.status = "running";
+      update.attempt = body.attempt;
+      if (body.after_crash) update.crashIncrement += 1;
+      return;
+    case "WorkflowStarted":
+      update.status = "running";
+      update.startedAt ??= now;
+      return;
+    case "WorkflowCompleted":
+      update.status = "completed";
+      update.finishedAt = now;
+      update.output = JSON.stringify(body.content ?? null);
+      return;
+    case "WorkflowError":
+      update.status = "error";
+      update.finishedAt = now;
+      update.error = body.error;
+      return;
+    case "WorkflowCancelled":
+      update.status = "cancelled";
+      update.finishedAt = now;
+      update.error = body.reason;
+      return;
+    default:
+      return;
+  }
+}
+
+/** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
+export const MAX_BATCH = 2000;
+
 /**
- * The run event log. `append` is the only code that writes events: one transaction
- * assigns the run's next index, inserts the event and updates the run row, and only
- * after it commits are live listeners told (I1, I2).
+ * The run event log. `append` is the only way events are written. Events appended in
+ * the same turn of the event loop are committed together (group commit): one
+ * transaction gives each its run's next index, inserts them, updates each run row
+ * once; only after it commits are live listeners told (I1, I2). Under load batches
+ * grow by themselves; at low load an event waits one turn.
  */
 export class EventLog {
   readonly notifier: Notifier;
@@ -81,9 +101,17 @@ export class EventLog {
   private readonly updateRun: Statement<[RunUpdate]>;
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly selectAfter: Statement<[string, number], EventRow>;
-  private readonly appendTx: (runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined) => CommittedEvent;
+  private readonly selectPage: Statement<[string, number, number], EventRow>;
+  private readonly writeTx: (batch: readonly PendingEvent[]) => CommittedEvent[];
+  private pending: PendingEvent[] = [];
+  private flushScheduled = false;
+  private waiters: (() => void)[] = [];
 
-  constructor(db: Db, onListenerError: (error: unknown, runId: string) => void) {
+  constructor(
+    db: Db,
+    private readonly onAppendError: (error: unknown, runId: string) => void,
+    onListenerError: (error: unknown, runId: string) => void = onAppendError,
+  ) {
     const { sqlite } = db;
     this.notifier = new Notifier(onListenerError);
     this.selectEnvelope = sqlite.prepare(
@@ -107,70 +135,134 @@ export class EventLog {
     this.selectAfter = sqlite.prepare(
       "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index",
     );
-    this.appendTx = sqlite.transaction((runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined) =>
-      this.writeEvent(runId, body, checkpoint),
+    this.selectPage = sqlite.prepare(
+      "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
     );
+    this.writeTx = sqlite.transaction((batch: readonly PendingEvent[]) => this.writeBatch(batch));
   }
 
   /**
-   * Appends one event to a run and, once committed, hands it to the run's live listeners.
-   * A checkpoint given with it is stored in the same transaction: an event that says a
-   * step completed and the output a resume reuses are never apart.
+   * Queues one event for the next group commit. A checkpoint given with it is stored in
+   * the same transaction: an event that says a step completed and the output a resume
+   * reuses are never apart. Failures are reported to `onAppendError`, per run.
    */
-  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): CommittedEvent {
-    const committed = this.appendTx(runId, body, checkpoint);
-    this.notifier.publish(committed);
-    return committed;
+  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): void {
+    this.pending.push({ runId, body, checkpoint });
+    if (this.pending.length >= MAX_BATCH) {
+      this.flushNow();
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.flushNow();
+      });
+    }
   }
 
-  private writeEvent(runId: string, body: RunEventBody, checkpoint: Checkpoint | undefined): CommittedEvent {
-    const run = this.selectEnvelope.get(runId);
-    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
-    if (isFinished(run.status)) {
-      throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${run.status}; it takes no more events.`);
+  /** Events queued and not yet committed. */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  /** Resolves once every event appended so far is committed (and delivered). */
+  flushed(): Promise<void> {
+    if (this.pending.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Commits what is queued now, then hands each event to its run's live listeners. */
+  flushNow(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    const waiters = this.waiters;
+    this.pending = [];
+    this.waiters = [];
+    let committed: CommittedEvent[];
+    try {
+      committed = this.writeTx(batch);
+    } catch {
+      // One bad event must not sink the others: commit them one by one and report the failures.
+      committed = [];
+      for (const event of batch) {
+        try {
+          committed.push(...this.writeTx([event]));
+        } catch (error) {
+          this.onAppendError(error, event.runId);
+        }
+      }
     }
-    const index = run.last_event_index + 1;
+    for (const event of committed) this.notifier.publish(event);
+    for (const resolve of waiters) resolve();
+  }
+
+  private writeBatch(batch: readonly PendingEvent[]): CommittedEvent[] {
     const now = Date.now();
-    // The frame is serialized once: the same text is stored and sent to every subscriber.
-    // `event` leads, then the envelope, then the body's own fields.
-    const { event, ...fields } = body;
-    const frame = JSON.stringify({
-      event,
-      event_index: index,
-      run_id: runId,
-      workflow_id: run.workflow_id,
-      workflow_name: run.workflow_name,
-      session_id: run.session_id,
-      created_at: Math.floor(now / 1000),
-      ...fields,
-    });
-    const stepPath = "step_path" in body ? body.step_path : null;
-    this.insertEvent.run(runId, index, body.event, stepPath, frame, now);
-    if (checkpoint) {
-      const output = JSON.stringify(checkpoint.output ?? null);
-      this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, run.attempt, index, now);
+    const createdAt = Math.floor(now / 1000);
+    const runs = new Map<string, RunInBatch>();
+    const committed: CommittedEvent[] = [];
+    for (const { runId, body, checkpoint } of batch) {
+      let run = runs.get(runId);
+      if (!run) {
+        const envelope = this.selectEnvelope.get(runId);
+        if (!envelope) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+        run = {
+          envelope,
+          update: {
+            runId,
+            index: envelope.last_event_index,
+            now,
+            status: null,
+            startedAt: null,
+            finishedAt: null,
+            output: null,
+            error: null,
+            attempt: null,
+            crashIncrement: 0,
+          },
+        };
+        runs.set(runId, run);
+      }
+      const { envelope, update } = run;
+      if (isFinished(update.status ?? envelope.status)) {
+        throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${update.status ?? envelope.status}; it takes no more events.`);
+      }
+      const index = update.index + 1;
+      // `event` leads, then the envelope, then the body's own fields.
+      const { event, ...fields } = body;
+      const frame = JSON.stringify({
+        event,
+        event_index: index,
+        run_id: runId,
+        workflow_id: envelope.workflow_id,
+        workflow_name: envelope.workflow_name,
+        session_id: envelope.session_id,
+        created_at: createdAt,
+        ...fields,
+      });
+      const stepPath = "step_path" in body ? body.step_path : null;
+      this.insertEvent.run(runId, index, event, stepPath, frame, now);
+      if (checkpoint) {
+        const output = JSON.stringify(checkpoint.output ?? null);
+        this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, update.attempt ?? envelope.attempt, index, now);
+      }
+      update.index = index;
+      applyTransition(update, body, now);
+      committed.push(new CommittedEvent(runId, index, event, frame));
     }
-    const t = transitionFor(body);
-    this.updateRun.run({
-      runId,
-      index,
-      now,
-      status: t.status,
-      startedAt: t.started ? now : null,
-      finishedAt: t.finished ? now : null,
-      output: t.output,
-      error: t.error,
-      attempt: t.resumed?.attempt ?? null,
-      crashIncrement: t.resumed?.afterCrash ? 1 : 0,
-    });
-    return { runId, index, event: body.event, frame };
+    for (const { update } of runs.values()) this.updateRun.run(update);
+    return committed;
   }
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
     for (const row of this.selectAfter.iterate(runId, afterIndex)) {
-      yield { runId, index: row.event_index, event: row.event, frame: row.payload };
+      yield new CommittedEvent(runId, row.event_index, row.event, row.payload);
     }
+  }
+
+  /** At most `limit` events after `afterIndex`: one page of a catch-up. */
+  readPage(runId: string, afterIndex: number, limit: number): CommittedEvent[] {
+    return this.selectPage.all(runId, afterIndex, limit).map((row) => new CommittedEvent(runId, row.event_index, row.event, row.payload));
   }
 
   /**
@@ -179,10 +271,10 @@ export class EventLog {
    * the run has already ended: then everything there is has been delivered.
    *
    * Why there is no gap or duplicate at the handoff: better-sqlite3 is synchronous and
-   * all appends run on this one JS thread, so nothing can commit between the range read
-   * and the registration below — they happen in one synchronous block. Every event up
-   * to the read is in the backlog; every later one reaches the listener via publish().
-   * Keep this function free of `await`.
+   * all commits run on this one JS thread, so nothing can commit between the range read
+   * and the registration below — they happen in one synchronous block. Every committed
+   * event up to the read is in the backlog; every later one reaches the listener via
+   * publish(), which runs only after its commit. Keep this function free of `await`.
    */
   follow(runId: string, afterIndex: number, listener: EventListener): (() => void) | null {
     for (const event of this.readAfter(runId, afterIndex)) {

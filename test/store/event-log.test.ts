@@ -1,9 +1,9 @@
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { CommittedEvent } from "../../src/protocol/run-events.ts";
+import type { CommittedEvent, RunEventBody } from "../../src/protocol/run-events.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
-import { EventLog } from "../../src/store/event-log.ts";
+import { EventLog, type Checkpoint } from "../../src/store/event-log.ts";
 import { RunStore } from "../../src/store/run-store.ts";
 import { range, storedIndices, tempDir } from "../helpers/server.ts";
 
@@ -12,6 +12,7 @@ let db: Db;
 let log: EventLog;
 let runs: RunStore;
 let reader: Database.Database;
+let appendErrors: unknown[];
 
 function newRun(runId: string): void {
   runs.create({
@@ -25,12 +26,19 @@ function newRun(runId: string): void {
   });
 }
 
+/** Appends and commits at once, so each assertion sees the event stored. */
+function append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): void {
+  log.append(runId, body, checkpoint);
+  log.flushNow();
+}
+
 beforeEach(() => {
+  appendErrors = [];
   temp = tempDir();
   const path = join(temp.dir, "nested", "dir", "flowd.db");
   db = openDb(path);
   log = new EventLog(db, (error) => {
-    throw error;
+    appendErrors.push(error);
   });
   runs = new RunStore(db);
   reader = new Database(path, { readonly: true });
@@ -52,8 +60,8 @@ describe("the event log", () => {
     newRun("a");
     newRun("b");
     for (let i = 0; i < 50; i++) {
-      log.append("a", { event: "WorkflowStarted", input: `a${i}` });
-      if (i % 2 === 0) log.append("b", { event: "WorkflowStarted", input: `b${i}` });
+      append("a", { event: "WorkflowStarted", input: `a${i}` });
+      if (i % 2 === 0) append("b", { event: "WorkflowStarted", input: `b${i}` });
     }
     expect(storedIndices(reader, "a")).toEqual(range(50));
     expect(storedIndices(reader, "b")).toEqual(range(25));
@@ -64,11 +72,11 @@ describe("the event log", () => {
     newRun("r");
     const delivered: CommittedEvent[] = [];
     log.notifier.subscribe("r", (e) => delivered.push(e));
-    const committed = log.append("r", { event: "WorkflowStarted", input: "hello" });
+    append("r", { event: "WorkflowStarted", input: "hello" });
     const row = reader.prepare("SELECT event, payload FROM events WHERE run_id = 'r'").get() as { event: string; payload: string };
     expect(row.event).toBe("WorkflowStarted");
-    expect(row.payload).toBe(committed.frame);
-    expect(delivered[0]?.frame).toBe(committed.frame);
+    expect(delivered[0]?.frame).toBe(row.payload);
+    expect(delivered[0]?.frameBytes().toString()).toBe(row.payload);
     expect(JSON.parse(row.payload)).toMatchObject({
       event: "WorkflowStarted",
       event_index: 0,
@@ -85,65 +93,104 @@ describe("the event log", () => {
     const visibleWhenDelivered: boolean[] = [];
     const check = reader.prepare("SELECT 1 FROM events WHERE run_id = 'r' AND event_index = ?");
     log.notifier.subscribe("r", (e) => visibleWhenDelivered.push(check.get(e.index) !== undefined));
-    for (let i = 0; i < 20; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    for (let i = 0; i < 20; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(visibleWhenDelivered).toEqual(range(20).map(() => true));
   });
 
   it("updates the run row on the terminal event and refuses anything after it", () => {
     newRun("r");
-    log.append("r", { event: "WorkflowStarted", input: "x" });
-    log.append("r", { event: "WorkflowCompleted", content: { answer: 42 }, duration_ms: 5 });
+    append("r", { event: "WorkflowStarted", input: "x" });
+    append("r", { event: "WorkflowCompleted", content: { answer: 42 }, duration_ms: 5 });
     const row = runs.get("r");
     expect(row).toMatchObject({ status: "completed", output: { answer: 42 }, lastEventIndex: 1 });
     expect(row?.startedAt).not.toBeNull();
     expect(row?.finishedAt).not.toBeNull();
-    expect(() => log.append("r", { event: "WorkflowStarted", input: "again" })).toThrow(
-      expect.objectContaining({ code: "RUN_FINISHED" }),
-    );
+    append("r", { event: "WorkflowStarted", input: "again" });
+    expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_FINISHED" })]);
     expect(storedIndices(reader, "r")).toEqual([0, 1]);
   });
 
   it("refuses events for an unknown run without writing anything", () => {
-    expect(() => log.append("ghost", { event: "WorkflowStarted", input: "" })).toThrow(
-      expect.objectContaining({ code: "RUN_NOT_FOUND" }),
-    );
+    append("ghost", { event: "WorkflowStarted", input: "" });
+    expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_NOT_FOUND" })]);
     expect(reader.prepare("SELECT count(*) AS n FROM events").get()).toEqual({ n: 0 });
   });
 
   it("follow() hands over the backlog then live events, each once, and drops listeners after the terminal event", () => {
     newRun("r");
-    for (let i = 0; i < 5; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    for (let i = 0; i < 5; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     const seen: number[] = [];
     log.follow("r", 1, (e) => seen.push(e.index));
     expect(seen).toEqual([2, 3, 4]);
-    log.append("r", { event: "WorkflowStarted", input: "5" });
-    log.append("r", { event: "WorkflowCancelled", reason: "test" });
+    append("r", { event: "WorkflowStarted", input: "5" });
+    append("r", { event: "WorkflowCancelled", reason: "test" });
     expect(seen).toEqual([2, 3, 4, 5, 6]);
     expect(log.notifier.listenerCount("r")).toBe(0);
   });
 
   it("follow() from an index the run has not reached yet skips up to it, but always delivers the terminal event", () => {
     newRun("r");
-    log.append("r", { event: "WorkflowStarted", input: "0" });
+    append("r", { event: "WorkflowStarted", input: "0" });
     const seen: number[] = [];
     expect(log.follow("r", 4, (e) => seen.push(e.index))).not.toBeNull();
-    for (let i = 1; i <= 6; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    for (let i = 1; i <= 6; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(seen).toEqual([5, 6]);
 
     newRun("short");
-    log.append("short", { event: "WorkflowStarted", input: "" });
+    append("short", { event: "WorkflowStarted", input: "" });
     const late: number[] = [];
     log.follow("short", 10, (e) => late.push(e.index));
-    log.append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     expect(late).toEqual([1]);
   });
 
   it("follow() of a run that ended at or before the given index returns null and delivers nothing", () => {
     newRun("done");
-    log.append("done", { event: "WorkflowStarted", input: "" });
-    log.append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    append("done", { event: "WorkflowStarted", input: "" });
+    append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     const seen: number[] = [];
     expect(log.follow("done", 1, (e) => seen.push(e.index))).toBeNull();
     expect(seen).toEqual([]);
+  });
+
+  it("commits the events of one event-loop turn together, and nothing is visible or delivered before the commit", async () => {
+    newRun("a");
+    newRun("b");
+    const delivered: string[] = [];
+    log.notifier.subscribe("a", (e) => delivered.push(`a${e.index}`));
+    log.notifier.subscribe("b", (e) => delivered.push(`b${e.index}`));
+    for (let i = 0; i < 3; i++) {
+      log.append("a", { event: "WorkflowStarted", input: String(i) });
+      log.append("b", { event: "WorkflowStarted", input: String(i) });
+    }
+    expect(log.pendingCount).toBe(6);
+    expect(delivered).toEqual([]);
+    expect(reader.prepare("SELECT count(*) AS n FROM events").get()).toEqual({ n: 0 });
+    await log.flushed();
+    expect(delivered).toEqual(["a0", "b0", "a1", "b1", "a2", "b2"]);
+    expect(storedIndices(reader, "a")).toEqual([0, 1, 2]);
+    expect(runs.get("b")?.lastEventIndex).toBe(2);
+  });
+
+  it("one bad event in a batch does not sink the others", async () => {
+    newRun("good");
+    log.append("good", { event: "WorkflowStarted", input: "" });
+    log.append("ghost", { event: "WorkflowStarted", input: "" });
+    log.append("good", { event: "WorkflowCompleted", content: 1, duration_ms: 1 });
+    await log.flushed();
+    expect(storedIndices(reader, "good")).toEqual([0, 1]);
+    expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_NOT_FOUND" })]);
+  });
+
+  it("stores a checkpoint in the same transaction as its event", () => {
+    newRun("r");
+    append("r", { event: "StepCompleted", step_name: "s", step_index: 0, step_path: "0", content: "out", duration_ms: 1 }, {
+      path: "0",
+      stepName: "s",
+      output: "out",
+    });
+    expect(reader.prepare("SELECT step_path, output, event_index, attempt FROM step_checkpoints").all()).toEqual([
+      { step_path: "0", output: '"out"', event_index: 0, attempt: 1 },
+    ]);
   });
 });

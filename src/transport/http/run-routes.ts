@@ -76,7 +76,11 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
       userId: body.user_id,
       additionalData: body.additional_data,
     });
-    if (body.background) return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
+    if (body.background) {
+      // Answer with the run as started (WorkflowStarted committed), not as merely created.
+      await deps.eventLog.flushed();
+      return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
+    }
     if (body.stream) return sse(deps, reply, run.runId, -1);
     await untilFinished(deps, reply, run.runId);
     return toRunJson(findRun(deps, run.runId));
