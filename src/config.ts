@@ -25,6 +25,10 @@ export interface FlowdConfig {
   readonly modelTimeoutMs: number;
   /** Retries of a model call after 429 or 5xx. */
   readonly modelRetries: number;
+  /** How long a subscriber may stay backed up before it is closed (told to reconnect). */
+  readonly stallTimeoutMs: number;
+  /** SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash. */
+  readonly sync: "FULL" | "NORMAL";
   readonly logLevel: string;
 }
 
@@ -42,6 +46,8 @@ export interface ConfigFlags {
   defaultModel?: string | undefined;
   modelTimeoutMs?: number | string | undefined;
   modelRetries?: number | string | undefined;
+  stallTimeoutMs?: number | string | undefined;
+  sync?: string | undefined;
   logLevel?: string | undefined;
 }
 
@@ -56,6 +62,8 @@ export const DEFAULTS = {
   defaultModel: "gpt-4o-mini",
   modelTimeoutMs: 60_000,
   modelRetries: 3,
+  stallTimeoutMs: 30_000,
+  sync: "FULL",
   logLevel: "info",
 } as const;
 
@@ -90,6 +98,11 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
   }
   const modelTimeout = flags.modelTimeoutMs ?? nonEmpty(env.FLOWD_MODEL_TIMEOUT_MS);
   const modelRetries = flags.modelRetries ?? nonEmpty(env.FLOWD_MODEL_RETRIES);
+  const stallTimeout = flags.stallTimeoutMs ?? nonEmpty(env.FLOWD_STALL_TIMEOUT_MS);
+  const sync = (flags.sync ?? nonEmpty(env.FLOWD_SYNC) ?? DEFAULTS.sync).toUpperCase();
+  if (sync !== "FULL" && sync !== "NORMAL") {
+    throw new FlowdError("INVALID_CONFIG", `FLOWD_SYNC must be FULL (survives power loss) or NORMAL (survives a crash); got "${sync}".`);
+  }
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
@@ -107,6 +120,9 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     modelTimeoutMs:
       modelTimeout === undefined ? DEFAULTS.modelTimeoutMs : wholeNumber("FLOWD_MODEL_TIMEOUT_MS", modelTimeout, 1, 3_600_000),
     modelRetries: modelRetries === undefined ? DEFAULTS.modelRetries : wholeNumber("FLOWD_MODEL_RETRIES", modelRetries, 0, 20),
+    stallTimeoutMs:
+      stallTimeout === undefined ? DEFAULTS.stallTimeoutMs : wholeNumber("FLOWD_STALL_TIMEOUT_MS", stallTimeout, 10, 3_600_000),
+    sync,
     logLevel,
   });
 }

@@ -51,6 +51,11 @@ export function modelProvider(config: FlowdConfig): ModelProvider {
   });
 }
 
+/** Unsent bytes above which a subscriber leaves live delivery and reads the log at its own pace (I6). */
+export const SUBSCRIBER_HIGH_WATER_BYTES = 1024 * 1024;
+/** Events per page when a subscriber catches up from the log. */
+const FEED_PAGE_SIZE = 500;
+
 /** Close code sent to WebSocket clients when the server stops: 1012 "service restart" tells them to reconnect. */
 export const SHUTDOWN_CLOSE_CODE = 1012;
 /** How long runs get to reach a step boundary on shutdown, then a content boundary; with the socket close, well under 10 s. */
@@ -68,7 +73,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const workflows = given ? [...given] : builtinWorkflows(config);
   const registry = new WorkflowRegistry(workflows);
 
-  const db = openDb(config.dbPath, { exclusive: true });
+  const db = openDb(config.dbPath, { exclusive: true, sync: config.sync });
   // The log reports a failed commit to the engine, which stops that run (it resumes at the next start).
   let engine: Engine | null = null;
   const eventLog = new EventLog(
@@ -82,7 +87,15 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     maxCrashResumes: config.maxCrashResumes,
     models,
   });
-  const transport = createTransport({ engine, runStore, eventLog, workflows: registry, securityKey: config.securityKey, logger });
+  const transport = createTransport({
+    engine,
+    runStore,
+    eventLog,
+    workflows: registry,
+    securityKey: config.securityKey,
+    logger,
+    feed: { pageSize: FEED_PAGE_SIZE, stallTimeoutMs: config.stallTimeoutMs, highWaterBytes: SUBSCRIBER_HIGH_WATER_BYTES },
+  });
 
   let address;
   try {

@@ -53,6 +53,8 @@ export interface OpenDbOptions {
    * runs, or two servers would both resume the same interrupted runs.
    */
   exclusive?: boolean;
+  /** SQLite `synchronous` for the writer: FULL (default) survives power loss, NORMAL a process crash. */
+  sync?: "FULL" | "NORMAL";
 }
 
 function processAlive(pid: number): boolean {
@@ -125,7 +127,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     sqlite.pragma("busy_timeout = 5000");
     if (!options.readonly) {
       sqlite.pragma("journal_mode = WAL");
-      sqlite.pragma("synchronous = NORMAL");
+      sqlite.pragma(`synchronous = ${options.sync ?? "FULL"}`);
     }
     sqlite.pragma("foreign_keys = ON");
     if (options.readonly) assertMigrated(sqlite, path);

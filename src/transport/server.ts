@@ -1,12 +1,13 @@
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { WebSocketServer } from "ws";
+import { WebSocketServer, type WebSocket } from "ws";
 import type { Engine } from "../engine/engine.ts";
 import type { EventLog } from "../store/event-log.ts";
 import type { RunStore } from "../store/run-store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { createHttpApp } from "./http/app.ts";
 import type { SseStreams } from "./http/sse-stream.ts";
+import type { FeedOptions } from "./run-feed.ts";
 import { WorkflowSocket } from "./ws/workflow-socket.ts";
 
 /** The WebSocket path of the AgentOS workflow protocol. */
@@ -14,6 +15,9 @@ export const WORKFLOW_WS_PATH = "/workflows/ws";
 
 /** Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (message too big). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
+
+/** Interval of WebSocket pings; a peer silent for two of them is terminated. */
+export const WS_HEARTBEAT_MS = 30_000;
 
 /** What the transports need. */
 export interface TransportDeps {
@@ -23,6 +27,8 @@ export interface TransportDeps {
   workflows: WorkflowRegistry;
   securityKey: string | null;
   logger: Logger;
+  /** How subscribers are fed (page size, stall timeout, high-water mark). */
+  feed: FeedOptions & { highWaterBytes: number };
 }
 
 /** HTTP and WebSocket on one port. */
@@ -42,7 +48,24 @@ export function createTransport(deps: TransportDeps): Transport {
   const app = createHttpApp({ ...deps, sseStreams });
   const http = app.server;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
-  wss.on("connection", (socket) => new WorkflowSocket(socket, deps));
+  // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
+  const alive = new WeakSet<WebSocket>();
+  wss.on("connection", (socket) => {
+    alive.add(socket);
+    socket.on("pong", () => alive.add(socket));
+    new WorkflowSocket(socket, deps);
+  });
+  const heartbeat = setInterval(() => {
+    for (const socket of wss.clients) {
+      if (!alive.has(socket)) {
+        socket.terminate();
+        continue;
+      }
+      alive.delete(socket);
+      socket.ping();
+    }
+  }, WS_HEARTBEAT_MS);
+  heartbeat.unref();
   http.on("upgrade", (req, socket, head) => {
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path !== WORKFLOW_WS_PATH) {
@@ -70,6 +93,7 @@ export function createTransport(deps: TransportDeps): Transport {
       });
     },
     close: async (closeCode, reason) => {
+      clearInterval(heartbeat);
       const closed = app.close();
       for (const client of wss.clients) client.close(closeCode, reason);
       for (const stream of sseStreams) stream.end();

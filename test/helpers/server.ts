@@ -34,6 +34,7 @@ export async function startServer(
     openaiBaseUrl?: string;
     modelRetries?: number;
     modelTimeoutMs?: number;
+    stallTimeoutMs?: number;
   } = {},
 ): Promise<TestServer> {
   const temp = tempDir();
@@ -48,6 +49,7 @@ export async function startServer(
     modelRetries: options.modelRetries ?? 3,
     modelTimeoutMs: options.modelTimeoutMs ?? 10_000,
     demoPaceMs: 10,
+    ...(options.stallTimeoutMs ? { stallTimeoutMs: options.stallTimeoutMs } : {}),
     workflows: options.workflows ?? testWorkflows,
     logger: pino({ level: "silent" }),
   });

@@ -8,6 +8,7 @@ import type { RunStore } from "../../store/run-store.ts";
 import type { WorkflowRegistry } from "../../workflows/registry.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import type { SseStreams } from "./sse-stream.ts";
+import type { FeedOptions } from "../run-feed.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 import { tokenMatches } from "../auth.ts";
 
@@ -23,6 +24,7 @@ export interface HttpDeps {
   securityKey: string | null;
   logger: Logger;
   sseStreams: SseStreams;
+  feed: FeedOptions & { highWaterBytes: number };
 }
 
 /** Fastify's own client errors, translated into flowd's `{detail, code}` shape. */

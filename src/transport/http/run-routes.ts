@@ -29,7 +29,7 @@ function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): R
 /** Hands the raw response to an SSE stream of the run from `afterIndex`. */
 function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: number): void {
   reply.hijack();
-  streamRunAsSse(reply.raw, deps.eventLog, deps.sseStreams, runId, afterIndex);
+  streamRunAsSse(reply.raw, deps.eventLog, deps.sseStreams, runId, afterIndex, deps.feed);
 }
 
 /** Resolves once the run has its terminal event, or when the client goes away (the run goes on). */

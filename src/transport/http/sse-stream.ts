@@ -1,7 +1,8 @@
 import type { ServerResponse } from "node:http";
-import { isTerminalEvent } from "../../protocol/run-events.ts";
-import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
+import type { CommittedEvent } from "../../protocol/run-events.ts";
+import { SSE_HEARTBEAT } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
+import { RunFeed, type FeedOptions, type FeedSink } from "../run-feed.ts";
 
 /** Interval of the comment heartbeat on quiet streams. */
 export const SSE_HEARTBEAT_MS = 15_000;
@@ -9,12 +10,45 @@ export const SSE_HEARTBEAT_MS = 15_000;
 /** Open SSE responses, so shutdown can end them (a hijacked response would otherwise hold the server open). */
 export type SseStreams = Set<ServerResponse>;
 
+/** An SSE response as a feed sink: backed up when its unsent bytes pass the high-water mark. */
+class ResponseSink implements FeedSink {
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly highWaterBytes: number,
+  ) {}
+
+  write(event: CommittedEvent): boolean {
+    if (this.res.writableEnded || this.res.destroyed) return false;
+    this.res.write(event.sseBytes());
+    return this.res.writableLength < this.highWaterBytes;
+  }
+
+  whenDrained(callback: () => void): void {
+    if (this.res.writableEnded || this.res.destroyed) return; // 'close' stops the feed
+    if (this.res.writableLength === 0) setImmediate(callback);
+    else this.res.once("drain", callback);
+  }
+
+  stalled(): void {
+    // An EventSource reconnects by itself with Last-Event-ID; other clients resume with ?after.
+    this.res.end();
+  }
+}
+
 /**
- * Streams a run's events after `afterIndex` as SSE on a raw response: the backlog, then
- * live events (the same catch-up → live handoff as the WebSocket, I3), then ends after
- * the terminal event. A client that goes away only stops its own delivery.
+ * Streams a run's events after `afterIndex` as SSE on a raw response: the backlog at the
+ * client's pace, then live events (the same catch-up → live handoff as the WebSocket,
+ * I3, I6), then ends after the terminal event. A client that goes away only stops its
+ * own delivery.
  */
-export function streamRunAsSse(res: ServerResponse, eventLog: EventLog, streams: SseStreams, runId: string, afterIndex: number): void {
+export function streamRunAsSse(
+  res: ServerResponse,
+  eventLog: EventLog,
+  streams: SseStreams,
+  runId: string,
+  afterIndex: number,
+  feedOptions: FeedOptions & { highWaterBytes: number },
+): void {
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache, no-transform",
@@ -24,25 +58,14 @@ export function streamRunAsSse(res: ServerResponse, eventLog: EventLog, streams:
   // Reconnect after 1 s (EventSource's default is 3 s): resuming is cheap, the log has everything.
   res.write("retry: 1000\n\n");
   streams.add(res);
-  let stop: (() => void) | null = null;
-  let ended = false;
   const heartbeat = setInterval(() => res.write(SSE_HEARTBEAT), SSE_HEARTBEAT_MS);
-  const cleanup = (): void => {
-    clearInterval(heartbeat);
-    stop?.();
-    stop = null;
-    streams.delete(res);
-  };
-  const end = (): void => {
-    if (ended) return;
-    ended = true;
-    cleanup();
-    res.end();
-  };
-  res.on("close", cleanup);
-  stop = eventLog.follow(runId, afterIndex, (event) => {
-    res.write(encodeSseEvent(event.index, event.event, event.frame));
-    if (isTerminalEvent(event.event)) end();
+  const feed = new RunFeed(eventLog, runId, afterIndex, new ResponseSink(res, feedOptions.highWaterBytes), feedOptions, {
+    onEnd: () => res.end(),
   });
-  if (stop === null) end();
+  res.on("close", () => {
+    clearInterval(heartbeat);
+    feed.stop();
+    streams.delete(res);
+  });
+  feed.start();
 }

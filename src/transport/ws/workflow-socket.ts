@@ -3,12 +3,13 @@ import type { RawData, WebSocket } from "ws";
 import type { Engine } from "../../engine/engine.ts";
 import { FlowdError, errorMessage } from "../../errors.ts";
 import { parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
-import { isTerminalEvent, type CommittedEvent } from "../../protocol/run-events.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import type { RunStore } from "../../store/run-store.ts";
 import { tokenMatches } from "../auth.ts";
+import { RunFeed, type FeedOptions } from "../run-feed.ts";
+import { SocketSink } from "./socket-sink.ts";
 
 /** What a workflow socket needs from the rest of the server. */
 export interface WorkflowSocketDeps {
@@ -17,6 +18,7 @@ export interface WorkflowSocketDeps {
   eventLog: EventLog;
   securityKey: string | null;
   logger: Logger;
+  feed: FeedOptions & { highWaterBytes: number };
 }
 
 /**
@@ -25,14 +27,16 @@ export interface WorkflowSocketDeps {
  */
 export class WorkflowSocket {
   private authenticated: boolean;
-  /** Runs this socket follows live, with the function that stops following. */
-  private readonly following = new Map<string, () => void>();
+  /** Runs this socket follows, by run id. */
+  private readonly following = new Map<string, RunFeed>();
+  private readonly sink: SocketSink;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly deps: WorkflowSocketDeps,
   ) {
     this.authenticated = deps.securityKey === null;
+    this.sink = new SocketSink(socket, deps.feed.highWaterBytes);
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     socket.on("close", () => this.stopFollowingAll());
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
@@ -151,7 +155,7 @@ export class WorkflowSocket {
         total_events: eventCount,
         message: `Run already ${run.status}; replaying all ${eventCount} events.`,
       });
-      for (const event of this.deps.eventLog.readAfter(runId, -1)) this.sendText(event.frame);
+      this.follow(runId, -1);
       return;
     }
     const after = Math.min(lastEventIndex, run.lastEventIndex);
@@ -178,23 +182,23 @@ export class WorkflowSocket {
   }
 
   /**
-   * Sends the run's events after `afterIndex`, calls `onCaughtUp`, then streams live
-   * events. `onCaughtUp` runs in the same synchronous block as the backlog, so its frame
-   * lands between the last missed event and the first live one.
+   * Sends the run's events after `afterIndex` (catch-up, at the socket's pace), calls
+   * `onLive` when it switches to live delivery, then streams live events to the end.
    */
-  private follow(runId: string, afterIndex: number, onCaughtUp?: () => void): void {
-    this.following.get(runId)?.();
-    const deliver = (event: CommittedEvent): void => {
-      this.sendText(event.frame);
-      if (isTerminalEvent(event.event)) this.following.delete(runId);
-    };
-    const stop = this.deps.eventLog.follow(runId, afterIndex, deliver);
-    if (stop) this.following.set(runId, stop);
-    onCaughtUp?.();
+  private follow(runId: string, afterIndex: number, onLive?: () => void): void {
+    this.following.get(runId)?.stop();
+    const feed = new RunFeed(this.deps.eventLog, runId, afterIndex, this.sink, this.deps.feed, {
+      ...(onLive ? { onLive } : {}),
+      onEnd: () => {
+        if (this.following.get(runId) === feed) this.following.delete(runId);
+      },
+    });
+    this.following.set(runId, feed);
+    feed.start();
   }
 
   private stopFollowingAll(): void {
-    for (const stop of this.following.values()) stop();
+    for (const feed of this.following.values()) feed.stop();
     this.following.clear();
   }
 }

@@ -1,0 +1,148 @@
+import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
+import type { EventLog } from "../store/event-log.ts";
+
+/** Where a feed writes its events: a WebSocket or an SSE response. */
+export interface FeedSink {
+  /** Writes one event; returns false once the transport's buffer is above its high-water mark. */
+  write(event: CommittedEvent): boolean;
+  /** Calls back once everything written so far has left the process (or the sink closed). */
+  whenDrained(callback: () => void): void;
+  /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
+  stalled(lastIndex: number): void;
+}
+
+/** How feeds behave; one set per server. */
+export interface FeedOptions {
+  /** Events read from the log per page while catching up. */
+  pageSize: number;
+  /** How long a subscriber may stay backed up before it is closed. */
+  stallTimeoutMs: number;
+}
+
+/** What a feed reports to its owner. */
+export interface FeedHooks {
+  /** First switch from catch-up to live delivery (the WebSocket sends `subscribed` here). */
+  onLive?: () => void;
+  /** The terminal event was written: the feed is over. */
+  onEnd?: () => void;
+}
+
+/**
+ * Delivers a run's events after an index to one subscriber: every event exactly once,
+ * in order, whatever its speed (I3, I6). The log is the buffer: a subscriber reads it in
+ * pages while it catches up; once caught up it is fed live; when its transport buffer
+ * passes the high-water mark it leaves live delivery and goes back to reading the log
+ * at its own pace, so a slow subscriber costs the server at most one buffer, and never
+ * slows the run or the other subscribers. Stalled past the timeout, it is closed and
+ * told where to reconnect from.
+ */
+export class RunFeed {
+  private last: number;
+  private stopLive: (() => void) | null = null;
+  /** Backed up: live events are ignored (they are re-read from the log once drained). */
+  private paused = false;
+  private closed = false;
+  private wentLive = false;
+  private stallTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly log: EventLog,
+    private readonly runId: string,
+    afterIndex: number,
+    private readonly sink: FeedSink,
+    private readonly options: FeedOptions,
+    private readonly hooks: FeedHooks = {},
+  ) {
+    this.last = afterIndex;
+  }
+
+  /** Starts delivery (the catch-up runs synchronously as far as the sink keeps up). */
+  start(): void {
+    this.pump();
+  }
+
+  /** Stops delivery for good (the subscriber went away). */
+  stop(): void {
+    this.closed = true;
+    clearTimeout(this.stallTimer);
+    this.stopLive?.();
+    this.stopLive = null;
+  }
+
+  /** The index of the last event written to the sink. */
+  get lastIndex(): number {
+    return this.last;
+  }
+
+  private deliver(event: CommittedEvent): boolean {
+    const keepGoing = this.sink.write(event);
+    this.last = event.index;
+    if (isTerminalEvent(event.event)) {
+      this.stop();
+      this.hooks.onEnd?.();
+      return false;
+    }
+    return keepGoing;
+  }
+
+  /** Catch-up: pages from the log while the sink keeps up, then live delivery. */
+  private pump(): void {
+    this.paused = false;
+    for (;;) {
+      if (this.closed) return;
+      const page = this.log.readPage(this.runId, this.last, this.options.pageSize);
+      for (const event of page) {
+        if (!this.deliver(event)) {
+          if (!this.closed) this.waitForDrain();
+          return;
+        }
+      }
+      if (page.length < this.options.pageSize) break;
+    }
+    // Caught up with what is committed: EventLog.follow reads the rest and registers in
+    // one synchronous block, so nothing slips between the last page and live delivery.
+    const stop = this.log.follow(this.runId, this.last, (event) => this.onLive(event));
+    if (this.closed) {
+      stop?.();
+      return;
+    }
+    if (stop === null) {
+      // The run ended before the last index delivered; nothing more will come.
+      this.stop();
+      this.hooks.onEnd?.();
+      return;
+    }
+    if (this.paused) {
+      // The backlog inside follow() filled the buffer: stay off live delivery.
+      stop();
+      return;
+    }
+    this.stopLive = stop;
+    if (!this.wentLive) {
+      this.wentLive = true;
+      this.hooks.onLive?.();
+    }
+  }
+
+  private onLive(event: CommittedEvent): void {
+    if (this.paused || this.closed) return;
+    if (!this.deliver(event) && !this.closed) {
+      // Backed up: leave live delivery; the log keeps everything for later.
+      this.stopLive?.();
+      this.stopLive = null;
+      this.waitForDrain();
+    }
+  }
+
+  private waitForDrain(): void {
+    this.paused = true;
+    this.stallTimer = setTimeout(() => {
+      this.stop();
+      this.sink.stalled(this.last);
+    }, this.options.stallTimeoutMs);
+    this.sink.whenDrained(() => {
+      clearTimeout(this.stallTimer);
+      if (!this.closed) this.pump();
+    });
+  }
+}
