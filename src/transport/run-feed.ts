@@ -1,6 +1,8 @@
 import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
 import type { EventLog } from "../store/event-log.ts";
 
+const FIRST_PAGE_SIZE = 32;
+
 /** Where a feed writes its events: a WebSocket or an SSE response. */
 export interface FeedSink {
   /** Writes one event; returns false once the transport's buffer is above its high-water mark. */
@@ -43,6 +45,8 @@ export class RunFeed {
   private paused = false;
   private closed = false;
   private wentLive = false;
+  /** The first page is small so the first event leaves within a millisecond; later pages are full size. */
+  private pageSize = FIRST_PAGE_SIZE;
   private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -90,14 +94,22 @@ export class RunFeed {
     this.paused = false;
     for (;;) {
       if (this.closed) return;
-      const page = this.log.readPage(this.runId, this.last, this.options.pageSize);
+      const size = this.pageSize;
+      const firstPage = size === FIRST_PAGE_SIZE && size !== this.options.pageSize;
+      this.pageSize = this.options.pageSize;
+      const page = this.log.readPage(this.runId, this.last, size);
       for (const event of page) {
         if (!this.deliver(event)) {
           if (!this.closed) this.waitForDrain();
           return;
         }
       }
-      if (page.length < this.options.pageSize) break;
+      if (page.length < size) break;
+      if (firstPage) {
+        // Let the first page leave now (sinks flush at the end of this block); the rest follows next turn.
+        setImmediate(() => this.pump());
+        return;
+      }
     }
     // Caught up with what is committed: EventLog.follow reads the rest and registers in
     // one synchronous block, so nothing slips between the last page and live delivery.

@@ -12,6 +12,12 @@ export type SseStreams = Set<ServerResponse>;
 
 /** An SSE response as a feed sink: backed up when its unsent bytes pass the high-water mark. */
 class ResponseSink implements FeedSink {
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.res.uncork();
+  };
+
   constructor(
     private readonly res: ServerResponse,
     private readonly highWaterBytes: number,
@@ -19,6 +25,12 @@ class ResponseSink implements FeedSink {
 
   write(event: CommittedEvent): boolean {
     if (this.res.writableEnded || this.res.destroyed) return false;
+    // Events written in one synchronous block (a commit's batch, a catch-up page) leave in one write.
+    if (!this.corked) {
+      this.corked = true;
+      this.res.cork();
+      queueMicrotask(this.uncork);
+    }
     this.res.write(event.sseBytes());
     return this.res.writableLength < this.highWaterBytes;
   }

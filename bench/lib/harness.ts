@@ -1,0 +1,185 @@
+/** Shared pieces of the benchmarks: the client process, the server process, raw limits, the result line. */
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import WebSocket, { WebSocketServer } from "ws";
+import { openDb } from "../../src/store/db.ts";
+import { startServerProcess, type ServerProcess } from "../../test/helpers/server-process.ts";
+
+const WORKER = fileURLToPath(new URL("./client-worker.ts", import.meta.url));
+const TSX = fileURLToPath(new URL("../../node_modules/tsx/dist/cli.mjs", import.meta.url));
+export const BENCH_WORKFLOWS = fileURLToPath(new URL("../workflows.ts", import.meta.url));
+
+/** A temp folder for one benchmark's files. */
+export function scratch(): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "flowd-bench-"));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** One benchmark's result, printed as one JSON line. */
+export interface BenchResult {
+  bench: string;
+  workload: string;
+  figure: number;
+  unit: string;
+  limit?: number;
+  limit_is?: string;
+  ratio?: number;
+  target?: number | string;
+  [extra: string]: unknown;
+}
+
+/** Prints a result line (figure ÷ limit as `ratio` when there is a limit). */
+export function report(result: BenchResult): void {
+  const ratio = result.limit ? Math.round((result.figure / result.limit) * 100) / 100 : undefined;
+  console.log(JSON.stringify({ ...result, ...(ratio !== undefined ? { ratio } : {}) }));
+}
+
+/** Runs the client process with a plan; resolves with its result line. */
+export function runClients<T>(plan: Record<string, unknown>, onSpawn?: (send: (line: string) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [TSX, WORKER, JSON.stringify(plan)], { stdio: ["pipe", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const line = out.split("\n")[0];
+      if (out.includes("\n") && line) {
+        out = out.slice(line.length + 1);
+        resolve(JSON.parse(line) as T);
+      }
+    });
+    onSpawn?.((line) => child.stdin.write(`${line}\n`));
+    child.on("exit", (code) => {
+      if (code !== 0) reject(new Error(`client process exited with ${code}`));
+    });
+  });
+}
+
+/** Starts the flowd server as a child process on a fresh database, serving the bench workflows. */
+export async function startBenchServer(dbPath: string, env: Record<string, string> = {}): Promise<ServerProcess> {
+  return startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", dbPath], { env: { FLOWD_LOG_LEVEL: "info", ...env } });
+}
+
+/** Resident memory of a process, in bytes (Linux). */
+export function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+  return kb * 1024;
+}
+
+/** POSTs JSON to the server and returns the JSON answer. */
+export async function post(url: string, body: unknown): Promise<Record<string, unknown>> {
+  const response = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  return (await response.json()) as Record<string, unknown>;
+}
+
+/** A frame of the size flowd sends for an `emit` event of `bytes` characters. */
+export function sampleFrame(bytes: number): string {
+  return JSON.stringify({
+    event: "RunContent",
+    event_index: 123456,
+    run_id: "5f0e8c52-3b7e-4d55-9a43-1f7f0c1b2a3d",
+    workflow_id: "emit",
+    workflow_name: "emit",
+    session_id: "9c1d1a7e-2f44-4f5e-8a7b-3c2d1e0f9a8b",
+    created_at: 1_800_000_000,
+    step_name: "emit",
+    step_index: 0,
+    step_path: "0",
+    content: "x".repeat(bytes),
+  });
+}
+
+/**
+ * Raw SQLite limit: inserting `events` rows into flowd's events table, `batch` per
+ * transaction, spread over `runs` runs with UUID ids as flowd's are (interleaved runs
+ * insert at as many places in the primary key, which costs SQLite more than one run).
+ */
+export function rawSqliteAppend(events: number, batch: number, frame: string, sync: "FULL" | "NORMAL", runs = 1): number {
+  const tmp = scratch();
+  try {
+    const db = openDb(join(tmp.dir, "raw.db"), { sync });
+    const ids = Array.from({ length: runs }, () => randomUUID());
+    for (const id of ids) {
+      db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(id);
+    }
+    const next = new Array<number>(runs).fill(0);
+    const insert = db.sqlite.prepare("INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, 'RunContent', '0', ?, 0)");
+    const tx = db.sqlite.transaction((from: number, n: number) => {
+      for (let i = from; i < from + n; i++) {
+        const r = i % runs;
+        insert.run(ids[r], next[r]!++, frame);
+      }
+    });
+    const started = performance.now();
+    for (let i = 0; i < events; i += batch) tx(i, Math.min(batch, events - i));
+    const seconds = (performance.now() - started) / 1000;
+    db.close();
+    return events / seconds;
+  } finally {
+    tmp.remove();
+  }
+}
+
+/** Raw SQLite limit: reading a run's `events` rows in order with `.iterate()`. */
+export function rawRangeRead(dbPath: string, runId: string): number {
+  const db = openDb(dbPath, { readonly: true });
+  try {
+    const statement = db.sqlite.prepare("SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index");
+    const started = performance.now();
+    let n = 0;
+    for (const _row of statement.iterate(runId, -1)) n += 1;
+    return n / ((performance.now() - started) / 1000);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Raw `ws` limit: a bare WebSocket server in this process sends `messages` frames to each of
+ * `clients` clients in the client process, as fast as the sockets take them (respecting
+ * their buffers), either one pre-built Buffer for all (`once`) or JSON.stringify per send.
+ * Returns delivered messages per second.
+ */
+export async function rawWsSend(clients: number, messages: number, frame: string, mode: "once" | "stringify"): Promise<number> {
+  const server = new WebSocketServer({ port: 0, host: "127.0.0.1", perMessageDeflate: false });
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const { port } = server.address() as { port: number };
+  const sockets: WebSocket[] = [];
+  const allConnected = new Promise<void>((resolve) =>
+    server.on("connection", (socket) => {
+      sockets.push(socket);
+      if (sockets.length === clients) resolve();
+    }),
+  );
+  const object = JSON.parse(frame) as Record<string, unknown>;
+  const bytes = Buffer.from(frame);
+  let started = 0;
+  const done = runClients<{ at: number }>({ kind: "raw", url: `ws://127.0.0.1:${port}`, clients, expect: messages });
+  await allConnected;
+  started = performance.timeOrigin + performance.now();
+  let sent = 0;
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      // Send in slices, and wait whenever a socket's buffer is full, as flowd does.
+      const until = Math.min(messages, sent + 500);
+      for (; sent < until; sent++) {
+        for (const socket of sockets) {
+          if (mode === "once") socket.send(bytes, { binary: false });
+          else socket.send(JSON.stringify({ ...object, event_index: sent }));
+        }
+      }
+      if (sent >= messages) return resolve();
+      const backedUp = sockets.some((s) => s.bufferedAmount > 1024 * 1024);
+      if (backedUp) setTimeout(pump, 1);
+      else setImmediate(pump);
+    };
+    pump();
+  });
+  const { at } = await done;
+  server.close();
+  return (messages * clients) / ((at - started) / 1000);
+}

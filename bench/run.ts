@@ -1,0 +1,225 @@
+/**
+ * flowd's benchmarks, each printed as one JSON line beside the raw limit of the same
+ * machine measured in the same run (`ratio` = figure ÷ limit):
+ *
+ *   npm run bench              all of them
+ *   npm run bench -- B2 B5     some of them
+ *
+ * FLOWD_SYNC=NORMAL npm run bench measures the crash-safe (not power-loss-safe) mode.
+ * BENCH_SCALE=0.1 shrinks every workload (for a quick look; publish figures at scale 1).
+ */
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { seedDatabase } from "../test/helpers/seed-db.ts";
+import { startServerProcess } from "../test/helpers/server-process.ts";
+import {
+  BENCH_WORKFLOWS,
+  post,
+  rawRangeRead,
+  rawSqliteAppend,
+  rawWsSend,
+  report,
+  rssOf,
+  runClients,
+  sampleFrame,
+  scratch,
+  startBenchServer,
+} from "./lib/harness.ts";
+
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
+const SYNC = (process.env.FLOWD_SYNC ?? "FULL").toUpperCase() === "NORMAL" ? "NORMAL" : "FULL";
+const BYTES = 100;
+const FRAME = sampleFrame(BYTES);
+const n = (count: number): number => Math.max(1, Math.round(count * SCALE));
+
+type Bench = () => Promise<void>;
+
+async function withServer<T>(use: (url: string, wsUrl: string, pid: number, dir: string) => Promise<T>, env: Record<string, string> = {}): Promise<T> {
+  const tmp = scratch();
+  const server = await startBenchServer(join(tmp.dir, "flowd.db"), { FLOWD_SYNC: SYNC, ...env });
+  try {
+    return await use(server.url, server.wsUrl, server.child.pid ?? 0, tmp.dir);
+  } finally {
+    await server.stop();
+    tmp.remove();
+  }
+}
+
+async function waitUntilIdle(url: string): Promise<void> {
+  for (;;) {
+    const health = (await (await fetch(`${url}/health`)).json()) as { active_runs: number };
+    if (health.active_runs === 0) return;
+    await sleep(5);
+  }
+}
+
+const benches: Record<string, Bench> = {
+  // Durable ingest: many runs appending at once, nobody watching.
+  B1: async () => {
+    const runs = 100;
+    const perRun = n(2000);
+    const figure = await withServer(async (url) => {
+      const started = performance.now();
+      await Promise.all(Array.from({ length: runs }, () => post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: perRun, bytes: BYTES } })));
+      await waitUntilIdle(url);
+      return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
+    });
+    const limit = rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, runs);
+    const single = rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1);
+    report({ bench: "B1", workload: `${runs} concurrent runs × ${perRun} events, no subscribers, synchronous=${SYNC}`, figure: Math.round(figure), unit: "events/s", limit: Math.round(limit), limit_is: `raw SQLite append, 1000 rows per transaction, interleaved over ${runs} runs`, raw_one_run_events_per_s: Math.round(single), target: 0.75 });
+  },
+
+  // One run, one live WebSocket client.
+  B2: async () => {
+    const events = n(100_000);
+    const result = await withServer((_url, wsUrl) =>
+      runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } }),
+    );
+    const figure = result.events / (result.elapsedMs / 1000);
+    const limit = await rawWsSend(1, n(200_000), FRAME, "once");
+    report({ bench: "B2", workload: `1 run of ${events} events → 1 WebSocket client, synchronous=${SYNC}`, figure: Math.round(figure), unit: "events/s", limit: Math.round(limit), limit_is: "raw ws, frame serialized once, 1 client", target: 0.6 });
+  },
+
+  // Live latency from emit to client receive.
+  B3: async () => {
+    for (const rate of [1000, 10_000]) {
+      const result = await withServer((_url, wsUrl) =>
+        runClients<{ count: number; p50: number; p99: number; max: number }>({ kind: "latency", url: wsUrl, data: { rate, seconds: Math.max(1, 3 * SCALE) } }),
+      );
+      report({ bench: "B3", workload: `emit → client receive at ${rate} events/s, synchronous=${SYNC}`, figure: Math.round(result.p50 * 1000) / 1000, unit: "ms p50", p99_ms: Math.round(result.p99 * 1000) / 1000, max_ms: Math.round(result.max * 1000) / 1000, events: result.count, target: rate === 10_000 ? "p50 ≤ 0.2 ms, p99 ≤ 2 ms" : "-" });
+    }
+  },
+
+  // Catch-up of a long finished run.
+  B4: async () => {
+    const events = n(100_000);
+    const tmp = scratch();
+    try {
+      const db = join(tmp.dir, "flowd.db");
+      const seeded = seedDatabase(db, { finishedRuns: 1, eventsPerFinishedRun: events, runningRuns: 0, eventsPerRunningRun: 0, runningWorkflowId: "emit" });
+      const runId = seeded.finished[0] ?? "";
+      const limit = rawRangeRead(db, runId);
+      const server = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db]);
+      try {
+        const result = await runClients<{ count: number; firstEventMs: number; elapsedMs: number }>({ kind: "catchup", url: server.wsUrl, runId, expect: events });
+        report({ bench: "B4", workload: `reconnect from index 0 to a run of ${events} stored events`, figure: Math.round(result.count / (result.elapsedMs / 1000)), unit: "events/s", limit: Math.round(limit), limit_is: "raw range read with .iterate()", first_event_ms: Math.round(result.firstEventMs * 100) / 100, target: "≥ 0.7, first event ≤ 5 ms" });
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      tmp.remove();
+    }
+  },
+
+  // Fan-out: one run, 100 subscribers.
+  B5: async () => {
+    const clients = 100;
+    const events = n(20_000);
+    const result = await withServer(async (url, wsUrl) => {
+      const run = await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: events, bytes: BYTES, startDelayMs: 2000 } });
+      return runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients, runId: run.run_id, fromIndex: 2 });
+    });
+    const figure = result.delivered / (result.elapsedMs / 1000);
+    const limit = await rawWsSend(clients, n(20_000), FRAME, "once");
+    report({ bench: "B5", workload: `1 run of ${events} events → ${clients} WebSocket subscribers`, figure: Math.round(figure), unit: "events/s delivered", limit: Math.round(limit), limit_is: `raw ws, frame serialized once, ${clients} clients`, target: 0.7 });
+  },
+
+  // Many clients, each with its own run.
+  B6: async () => {
+    const clients = 50;
+    const events = n(1000);
+    const result = await withServer((_url, wsUrl) =>
+      runClients<{ events: number; elapsedMs: number; firstEventMs: number[] }>({ kind: "start", url: wsUrl, clients, workflow: "emit", data: { count: events, bytes: BYTES } }),
+    );
+    const sorted = [...result.firstEventMs].sort((a, b) => a - b);
+    report({ bench: "B6", workload: `${clients} clients, each starting a run of ${events} events over WebSocket`, figure: Math.round(result.events / (result.elapsedMs / 1000)), unit: "events/s total", first_event_p50_ms: Math.round((sorted[Math.floor(sorted.length / 2)] ?? NaN) * 100) / 100, target: "≥ 100000 events/s, first event p50 ≤ 5 ms" });
+  },
+
+  // Idle connections: memory per connection.
+  B7: async () => {
+    const connections = n(10_000);
+    await withServer(async (_url, wsUrl, pid) => {
+      await sleep(300);
+      const before = rssOf(pid);
+      let release: (line: string) => void = () => {};
+      await runClients<{ open: number }>({ kind: "idle", url: wsUrl, connections }, (send) => (release = send));
+      await sleep(500);
+      const after = rssOf(pid);
+      release("close");
+      report({ bench: "B7", workload: `${connections} idle WebSocket connections`, figure: Math.round((after - before) / connections), unit: "bytes of server memory per connection", target: "≤ 10240" });
+    });
+  },
+
+  // One stalled subscriber while a run emits many events.
+  B8: async () => {
+    const events = n(1_000_000);
+    await withServer(async (url, wsUrl, pid) => {
+      // Baseline: a normal subscriber's throughput with nobody stalled.
+      const baseline = await runClients<{ delivered: number; elapsedMs: number }>({
+        kind: "follow",
+        url: wsUrl,
+        clients: 1,
+        runId: (await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: n(200_000), bytes: BYTES, startDelayMs: 1000 } })).run_id,
+        fromIndex: 2,
+      });
+      await waitUntilIdle(url);
+      const run = await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: events, bytes: BYTES, startDelayMs: 1500 } });
+      const before = rssOf(pid);
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 20);
+      const stalled = runClients<{ received: number; inOrder: boolean }>({ kind: "stall", url: wsUrl, runId: run.run_id, pauseMs: 1500 + (events / 100_000) * 1000 });
+      const normal = await runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients: 1, runId: run.run_id, fromIndex: 2 });
+      const slow = await stalled;
+      clearInterval(sampler);
+      report({
+        bench: "B8",
+        workload: `1 stalled subscriber while a run emits ${events} events`,
+        figure: Math.round((peak - before) / 1024 / 1024),
+        unit: "MB server memory growth",
+        other_subscriber_events_per_s: Math.round(normal.delivered / (normal.elapsedMs / 1000)),
+        without_stalled_events_per_s: Math.round(baseline.delivered / (baseline.elapsedMs / 1000)),
+        stalled_received_all_in_order: slow.received === events + 4 && slow.inOrder,
+        target: "≤ 50 MB; other subscriber unchanged; stalled gets all in order",
+      });
+    });
+  },
+
+  // Restart with a big database and a few running runs.
+  B9: async () => {
+    const runs = n(10_000);
+    const perRun = 100;
+    const tmp = scratch();
+    try {
+      const db = join(tmp.dir, "flowd.db");
+      seedDatabase(db, { finishedRuns: runs - 10, eventsPerFinishedRun: perRun, runningRuns: 10, eventsPerRunningRun: 7, runningWorkflowId: "emit", runningAdditionalData: { count: 5 } });
+      const started = performance.now();
+      const server = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db]);
+      let healthyMs = 0;
+      for (;;) {
+        const ok = await fetch(`${server.url}/health`).then((r) => r.status === 200, () => false);
+        if (ok) {
+          healthyMs = performance.now() - started;
+          break;
+        }
+        await sleep(2);
+      }
+      await server.stop();
+      const emptyStarted = performance.now();
+      const empty = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", join(tmp.dir, "empty.db")]);
+      const emptyMs = performance.now() - emptyStarted;
+      await empty.stop();
+      report({ bench: "B9", workload: `restart with ${runs * perRun} stored events in ${runs} runs, 10 of them running`, figure: Math.round(healthyMs), unit: "ms to healthy", limit: Math.round(emptyMs), limit_is: "same server starting on an empty database", target: "≤ 1000 ms" });
+    } finally {
+      tmp.remove();
+    }
+  },
+};
+
+// A benchmark whose promise never settles would otherwise end the process silently.
+const keepAlive = setInterval(() => {}, 1 << 30);
+const selected = process.argv.slice(2).filter((a) => a in benches);
+console.error(`flowd benchmarks (scale ${SCALE}, synchronous=${SYNC}) on ${(await import("node:os")).cpus().length} cores`);
+for (const name of selected.length > 0 ? selected : Object.keys(benches)) {
+  await benches[name]!();
+}
+clearInterval(keepAlive);
