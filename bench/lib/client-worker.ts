@@ -114,7 +114,6 @@ async function main(): Promise<void> {
     }
     case "catchup": {
       const socket = await connect(plan.url);
-      await consume(socket, (frame) => frame.event === "connected");
       let first = 0;
       let count = 0;
       const sentAt = now();
@@ -142,12 +141,16 @@ async function main(): Promise<void> {
       return;
     }
     case "raw": {
-      const sockets = await Promise.all(Array.from({ length: plan.clients }, () => connect(plan.url)));
+      // Count from the very first frame: the server may send in the same packet as the handshake.
       let finished = 0;
+      const sockets: WebSocket[] = [];
       await Promise.all(
-        sockets.map(
-          (socket) =>
-            new Promise<void>((resolve) => {
+        Array.from(
+          { length: plan.clients },
+          () =>
+            new Promise<void>((resolve, reject) => {
+              const socket = new WebSocket(plan.url, { perMessageDeflate: false });
+              sockets.push(socket);
               let n = 0;
               socket.on("message", () => {
                 n += 1;
@@ -156,6 +159,7 @@ async function main(): Promise<void> {
                   resolve();
                 }
               });
+              socket.once("error", reject);
             }),
         ),
       );

@@ -41,7 +41,7 @@ export interface RecoverySummary {
 }
 
 /** Queued events at which a streaming step pauses for the commit. */
-const BREATHE_AT = 512;
+const BREATHE_AT = 1500;
 
 interface ActiveRun {
   controller: AbortController;
@@ -245,10 +245,13 @@ export class Engine {
         this.eventLog.append(run.runId, body, checkpoint);
       },
       // A producer faster than the disk waits for the commit, which also lets sockets be served.
-      breathe: () => (this.eventLog.pendingCount >= BREATHE_AT ? this.eventLog.flushed() : null),
+      breathe: () => (this.eventLog.shouldYield(BREATHE_AT) ? this.eventLog.flushed() : null),
     };
     try {
       if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });
+      // Steps begin on the next turn: whoever started the run (and every other request that
+      // arrived with it) is answered first, and WorkflowStarted goes out with that turn's commit.
+      await new Promise((resolve) => setImmediate(resolve));
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
       const startedAt = this.runStore.get(run.runId)?.startedAt ?? Date.now();

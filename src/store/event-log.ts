@@ -84,6 +84,9 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
   }
 }
 
+/** How long producers may fill a batch before they let the event loop serve sockets. */
+const YIELD_AFTER_MS = 2;
+
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
 export const MAX_BATCH = 2000;
 
@@ -106,6 +109,7 @@ export class EventLog {
   private pending: PendingEvent[] = [];
   private flushScheduled = false;
   private waiters: (() => void)[] = [];
+  private lastFlushAt = performance.now();
 
   constructor(
     db: Db,
@@ -164,6 +168,16 @@ export class EventLog {
     return this.pending.length;
   }
 
+  /**
+   * True when a producer should wait for the next commit: the batch is large, or it has
+   * been filling for a couple of milliseconds. Waiting lets the event loop serve sockets, so a
+   * run that never awaits I/O cannot starve other clients.
+   */
+  shouldYield(maxPending: number): boolean {
+    const pending = this.pending.length;
+    return pending >= maxPending || (pending > 0 && performance.now() - this.lastFlushAt > YIELD_AFTER_MS);
+  }
+
   /** Resolves once every event appended so far is committed (and delivered). */
   flushed(): Promise<void> {
     if (this.pending.length === 0) return Promise.resolve();
@@ -192,6 +206,8 @@ export class EventLog {
       }
     }
     for (const event of committed) this.notifier.publish(event);
+    // Measured from the end of the commit, so producers woken by it get a full slice of time.
+    this.lastFlushAt = performance.now();
     for (const resolve of waiters) resolve();
   }
 

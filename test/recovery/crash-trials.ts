@@ -2,8 +2,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
-import { expect } from "vitest";
-import { range, startServer } from "../helpers/server.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { range, startServer, tempDir } from "../helpers/server.ts";
 import { REPO_ROOT, startServerProcess } from "../helpers/server-process.ts";
 import { TestClient, indicesOf, isTerminal, type Frame } from "../helpers/ws-client.ts";
 
@@ -156,4 +156,36 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
     expect(await second.stop()).toBe(0);
   }
   return outcome;
+}
+
+/**
+ * The crash suite for a list of seeds: one test per trial, then a check that the kills
+ * really landed mid-run. Trials are split over two files so vitest runs them on both cores.
+ */
+export function crashSuite(seeds: readonly number[]): void {
+  let temp: ReturnType<typeof tempDir>;
+  let expected: unknown;
+  const outcomes: TrialOutcome[] = [];
+  beforeAll(async () => {
+    temp = tempDir();
+    expected = await referenceOutput();
+  });
+  afterAll(() => temp.remove());
+
+  describe("kill -9 at a random moment, restart, reconnect (I1, I5)", () => {
+    it.each(seeds)("seed %i: nothing received is lost, every run finishes once, no completed step reruns", async (seed) => {
+      outcomes.push(await crashTrial(seed, temp.dir, expected));
+    });
+
+    it("the kills landed mid-run: runs were resumed from checkpoints, partial steps superseded", () => {
+      const resumed = outcomes.reduce((n, o) => n + o.resumedRuns, 0);
+      const restored = outcomes.reduce((n, o) => n + o.restoredSteps, 0);
+      const superseded = outcomes.reduce((n, o) => n + o.supersededEvents, 0);
+      console.log(`${outcomes.length} trials: ${resumed} runs resumed, ${restored} steps restored, ${superseded} events superseded`);
+      expect(outcomes).toHaveLength(seeds.length);
+      expect(resumed).toBeGreaterThanOrEqual(seeds.length);
+      expect(restored).toBeGreaterThan(0);
+      expect(superseded).toBeGreaterThan(0);
+    });
+  });
 }

@@ -1,30 +1,18 @@
 import formBody from "@fastify/formbody";
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
-import type { Logger } from "pino";
-import type { Engine } from "../../engine/engine.ts";
 import { FlowdError } from "../../errors.ts";
-import type { EventLog } from "../../store/event-log.ts";
-import type { RunStore } from "../../store/run-store.ts";
-import type { WorkflowRegistry } from "../../workflows/registry.ts";
+import type { TransportDeps } from "../server.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import type { SseStreams } from "./sse-stream.ts";
-import type { FeedOptions } from "../run-feed.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 import { tokenMatches } from "../auth.ts";
 
 /** Largest request body accepted, as for WebSocket frames. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-/** What the HTTP routes need from the rest of the server. */
-export interface HttpDeps {
-  engine: Engine;
-  runStore: RunStore;
-  eventLog: EventLog;
-  workflows: WorkflowRegistry;
-  securityKey: string | null;
-  logger: Logger;
+/** What the HTTP routes need: the transports' dependencies, and the registry of open SSE streams. */
+export interface HttpDeps extends TransportDeps {
   sseStreams: SseStreams;
-  feed: FeedOptions & { highWaterBytes: number };
 }
 
 /** Fastify's own client errors, translated into flowd's `{detail, code}` shape. */
