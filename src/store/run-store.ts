@@ -27,14 +27,26 @@ export interface RunFilter {
 export class RunStore {
   constructor(private readonly db: Db) {}
 
-  /** Inserts a run in `pending` with no events. */
+  /**
+   * Inserts a run in `pending` with no events. Its commit skips the fsync: nobody has
+   * been told about the run yet, and the WAL is written in order, so the next group
+   * commit (which carries WorkflowStarted, the first thing anyone sees) makes it durable.
+   * With synchronous=FULL an fsync per new run would otherwise cost ~1 ms each.
+   */
   create(run: NewRun): RunRow {
     const now = Date.now();
-    return this.db.orm
-      .insert(runs)
-      .values({ ...run, additionalData: run.additionalData ?? null, createdAt: now, updatedAt: now })
-      .returning()
-      .get();
+    const { sqlite } = this.db;
+    const sync = sqlite.pragma("synchronous", { simple: true }) as number;
+    if (sync > 1) sqlite.pragma("synchronous = NORMAL");
+    try {
+      return this.db.orm
+        .insert(runs)
+        .values({ ...run, additionalData: run.additionalData ?? null, createdAt: now, updatedAt: now })
+        .returning()
+        .get();
+    } finally {
+      if (sync > 1) sqlite.pragma(`synchronous = ${sync}`);
+    }
   }
 
   /** The run row, or undefined for an unknown id. */
