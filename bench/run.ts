@@ -223,3 +223,5 @@ for (const name of selected.length > 0 ? selected : Object.keys(benches)) {
   await benches[name]!();
 }
 clearInterval(keepAlive);
+// Child processes and sockets of finished benchmarks must not keep the report waiting.
+process.exit(0);
