@@ -223,6 +223,7 @@ export class Engine {
     signal: AbortSignal,
     resume: ResumeState | null,
   ): Promise<void> {
+    const startedAt = run.startedAt ?? Date.now();
     const outputs: Record<string, unknown> = {};
     const restored = new Map<string, unknown>();
     for (const checkpoint of resume?.checkpoints ?? []) {
@@ -254,7 +255,6 @@ export class Engine {
       await new Promise((resolve) => setImmediate(resolve));
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
-      const startedAt = this.runStore.get(run.runId)?.startedAt ?? Date.now();
       ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });
       this.logger.info({ runId: run.runId }, "run completed");
     } catch (error) {

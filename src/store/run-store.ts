@@ -25,7 +25,17 @@ export interface RunFilter {
 
 /** Run rows: creation, lookup, listing and cancel requests. Events go through EventLog only. */
 export class RunStore {
-  constructor(private readonly db: Db) {}
+  // Creating a run is on the path of every start: a prepared statement, not a query built per call.
+  private readonly insertRun;
+  private readonly syncLevel: number;
+
+  constructor(private readonly db: Db) {
+    this.syncLevel = db.sqlite.readonly ? 0 : (db.sqlite.pragma("synchronous", { simple: true }) as number);
+    this.insertRun = db.sqlite.prepare<[string, string, string, string, string | null, string, string | null, number, number]>(
+      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+  }
 
   /**
    * Inserts a run in `pending` with no events. Its commit skips the fsync: nobody has
@@ -36,17 +46,41 @@ export class RunStore {
   create(run: NewRun): RunRow {
     const now = Date.now();
     const { sqlite } = this.db;
-    const sync = sqlite.pragma("synchronous", { simple: true }) as number;
+    const sync = this.syncLevel;
     if (sync > 1) sqlite.pragma("synchronous = NORMAL");
+    const additionalData = run.additionalData ?? null;
     try {
-      return this.db.orm
-        .insert(runs)
-        .values({ ...run, additionalData: run.additionalData ?? null, createdAt: now, updatedAt: now })
-        .returning()
-        .get();
+      this.insertRun.run(
+        run.runId,
+        run.workflowId,
+        run.workflowName,
+        run.sessionId,
+        run.userId,
+        run.input,
+        additionalData === null ? null : JSON.stringify(additionalData),
+        now,
+        now,
+      );
     } finally {
       if (sync > 1) sqlite.pragma(`synchronous = ${sync}`);
     }
+    // The row as the column defaults make it.
+    return {
+      ...run,
+      additionalData,
+      status: "pending",
+      output: null,
+      error: null,
+      lastEventIndex: -1,
+      attempt: 1,
+      crashResumes: 0,
+      pausedAt: null,
+      cancelRequestedAt: null,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      finishedAt: null,
+    };
   }
 
   /** The run row, or undefined for an unknown id. */
