@@ -1,11 +1,8 @@
 /** Workflows for the benchmarks: they emit events as fast as the engine takes them, or at a set rate. */
 import { setTimeout as sleep } from "node:timers/promises";
-import { Step, Workflow, type StepInput } from "../src/workflows/definition.ts";
+import { Step, Workflow } from "../src/workflows/definition.ts";
+import { setting } from "../test/helpers/additional-data.ts";
 
-function setting(input: StepInput, key: string, fallback: number): number {
-  const value = (input.additionalData as Record<string, unknown> | null)?.[key];
-  return typeof value === "number" ? value : fallback;
-}
 
 /** `emit`: `count` RunContent events of `bytes` characters, no sleeping (after an optional `startDelayMs`). */
 export const emit = Workflow({
