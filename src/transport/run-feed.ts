@@ -46,7 +46,7 @@ export class RunFeed {
   private closed = false;
   private wentLive = false;
   /** The first page is small so the first event leaves within a millisecond; later pages are full size. */
-  private pageSize = FIRST_PAGE_SIZE;
+  private firstPage = true;
   private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -94,9 +94,9 @@ export class RunFeed {
     this.paused = false;
     for (;;) {
       if (this.closed) return;
-      const size = this.pageSize;
-      const firstPage = size === FIRST_PAGE_SIZE && size !== this.options.pageSize;
-      this.pageSize = this.options.pageSize;
+      const firstPage = this.firstPage;
+      this.firstPage = false;
+      const size = firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
       const page = this.log.readPage(this.runId, this.last, size);
       for (const event of page) {
         if (!this.deliver(event)) {

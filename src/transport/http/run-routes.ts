@@ -130,13 +130,9 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
       return sse(deps, reply, run.runId, after);
     }
     // A page of stored frames, spliced in as-is: each was serialized once, at append.
-    const frames: string[] = [];
-    let last = after;
-    for (const event of deps.eventLog.readAfter(run.runId, after)) {
-      if (frames.length === query.limit) break;
-      frames.push(event.frame);
-      last = event.index;
-    }
+    const page = deps.eventLog.readPage(run.runId, after, query.limit);
+    const frames = page.map((event) => event.frame);
+    const last = page.at(-1)?.index ?? after;
     const hasMore = last < run.lastEventIndex;
     const body =
       `{"run_id":${JSON.stringify(run.runId)},"status":${JSON.stringify(run.status)},` +

@@ -44,12 +44,8 @@ export class WorkflowSocket {
   }
 
   private send(frame: ServerFrame): void {
-    this.sendText(JSON.stringify(frame));
-  }
-
-  private sendText(text: string): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(text);
+    this.socket.send(JSON.stringify(frame));
   }
 
   private sendError(error: unknown): void {
