@@ -14,6 +14,7 @@ import { seedDatabase } from "../test/helpers/seed-db.ts";
 import { startServerProcess } from "../test/helpers/server-process.ts";
 import {
   BENCH_WORKFLOWS,
+  best,
   post,
   rawRangeRead,
   rawSqliteAppend,
@@ -64,8 +65,8 @@ const benches: Record<string, Bench> = {
       await waitUntilIdle(url);
       return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
     });
-    const limit = rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, runs);
-    const single = rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1);
+    const limit = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, runs));
+    const single = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1));
     report({ bench: "B1", workload: `${runs} concurrent runs × ${perRun} events, no subscribers, synchronous=${SYNC}`, figure: Math.round(figure), unit: "events/s", limit: Math.round(limit), limit_is: `raw SQLite append, 1000 rows per transaction, interleaved over ${runs} runs`, raw_one_run_events_per_s: Math.round(single), target: 0.75 });
   },
 
@@ -76,8 +77,21 @@ const benches: Record<string, Bench> = {
       runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } }),
     );
     const figure = result.events / (result.elapsedMs / 1000);
-    const limit = await rawWsSend(1, n(200_000), FRAME, "once");
-    report({ bench: "B2", workload: `1 run of ${events} events → 1 WebSocket client, synchronous=${SYNC}`, figure: Math.round(figure), unit: "events/s", limit: Math.round(limit), limit_is: "raw ws, frame serialized once, 1 client", target: 0.6 });
+    const limit = await best(2, () => rawWsSend(1, n(200_000), FRAME, "preframed"));
+    const wsSend = await rawWsSend(1, n(200_000), FRAME, "once");
+    // Every event is committed before it is sent (I2): the append is the pipeline's other raw stage.
+    const append = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1));
+    report({
+      bench: "B2",
+      workload: `1 run of ${events} events → 1 WebSocket client, synchronous=${SYNC}`,
+      figure: Math.round(figure),
+      unit: "events/s",
+      limit: Math.round(limit),
+      limit_is: "raw socket, one pre-built WebSocket frame written per event, 1 client",
+      raw_ws_send_events_per_s: Math.round(wsSend),
+      raw_sqlite_append_one_run_events_per_s: Math.round(append),
+      target: 0.6,
+    });
   },
 
   // Live latency from emit to client receive.
@@ -98,7 +112,7 @@ const benches: Record<string, Bench> = {
       const db = join(tmp.dir, "flowd.db");
       const seeded = seedDatabase(db, { finishedRuns: 1, eventsPerFinishedRun: events, runningRuns: 0, eventsPerRunningRun: 0, runningWorkflowId: "emit" });
       const runId = seeded.finished[0] ?? "";
-      const limit = rawRangeRead(db, runId);
+      const limit = await best(3, () => rawRangeRead(db, runId));
       const server = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db]);
       try {
         const result = await runClients<{ count: number; firstEventMs: number; elapsedMs: number }>({ kind: "catchup", url: server.wsUrl, runId, expect: events });
@@ -120,8 +134,9 @@ const benches: Record<string, Bench> = {
       return runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients, runId: run.run_id, fromIndex: 2 });
     });
     const figure = result.delivered / (result.elapsedMs / 1000);
-    const limit = await rawWsSend(clients, n(20_000), FRAME, "once");
-    report({ bench: "B5", workload: `1 run of ${events} events → ${clients} WebSocket subscribers`, figure: Math.round(figure), unit: "events/s delivered", limit: Math.round(limit), limit_is: `raw ws, frame serialized once, ${clients} clients`, target: 0.7 });
+    const limit = await best(2, () => rawWsSend(clients, n(20_000), FRAME, "preframed"));
+    const wsSend = await rawWsSend(clients, n(20_000), FRAME, "once");
+    report({ bench: "B5", workload: `1 run of ${events} events → ${clients} WebSocket subscribers`, figure: Math.round(figure), unit: "events/s delivered", limit: Math.round(limit), limit_is: `raw socket, one pre-built WebSocket frame written per event, ${clients} clients`, raw_ws_send_events_per_s: Math.round(wsSend), target: 0.7 });
   },
 
   // Many clients, each with its own run.
@@ -129,10 +144,18 @@ const benches: Record<string, Bench> = {
     const clients = 50;
     const events = n(1000);
     const result = await withServer((_url, wsUrl) =>
-      runClients<{ events: number; elapsedMs: number; firstEventMs: number[] }>({ kind: "start", url: wsUrl, clients, workflow: "emit", data: { count: events, bytes: BYTES } }),
+      runClients<{ events: number; elapsedMs: number; firstEventMs: number[] }>({
+        kind: "start",
+        url: wsUrl,
+        clients,
+        workflow: "emit",
+        data: { count: events, bytes: BYTES },
+        // One unmeasured round of tiny runs first: a fresh process runs cold (unoptimized) code.
+        warmup: { count: 1, bytes: BYTES },
+      }),
     );
     const sorted = [...result.firstEventMs].sort((a, b) => a - b);
-    report({ bench: "B6", workload: `${clients} clients, each starting a run of ${events} events over WebSocket`, figure: Math.round(result.events / (result.elapsedMs / 1000)), unit: "events/s total", first_event_p50_ms: Math.round((sorted[Math.floor(sorted.length / 2)] ?? NaN) * 100) / 100, target: "≥ 100000 events/s, first event p50 ≤ 5 ms" });
+    report({ bench: "B6", workload: `${clients} clients, each starting a run of ${events} events over WebSocket (after a warm-up round), synchronous=${SYNC}`, figure: Math.round(result.events / (result.elapsedMs / 1000)), unit: "events/s total", first_event_p50_ms: Math.round((sorted[Math.floor(sorted.length / 2)] ?? NaN) * 100) / 100, target: "≥ 100000 events/s, first event p50 ≤ 5 ms" });
   },
 
   // Idle connections: memory per connection.

@@ -6,7 +6,7 @@ import type { Socket } from "node:net";
 import WebSocket from "ws";
 
 type Plan =
-  | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown> }
+  | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown>; warmup?: Record<string, unknown> }
   | { kind: "follow"; url: string; clients: number; runId: string; fromIndex: number }
   | { kind: "latency"; url: string; data: Record<string, unknown> }
   | { kind: "catchup"; url: string; runId: string; expect: number }
@@ -28,45 +28,89 @@ function connect(url: string): Promise<WebSocket> {
   });
 }
 
-/** Resolves with each message's parsed frame until a terminal event (or `limit` raw messages). */
-function consume(socket: WebSocket, onFrame: (frame: Record<string, unknown>, at: number) => boolean): Promise<void> {
+/** What the benchmarks read of a frame: its event name and index, and the JSON text on demand. */
+interface Frame {
+  event: string;
+  event_index: number | undefined;
+  json(): Record<string, unknown>;
+}
+
+const EVENT_PREFIX = Buffer.from('{"event":"');
+const INDEX_KEY = Buffer.from('"event_index":');
+
+/**
+ * Reads a frame's `event` (its first field in every flowd frame) and `event_index`
+ * without parsing the whole JSON: like the raw-limit client, which only counts frames,
+ * these clients measure what the server delivers, not how fast this process parses JSON.
+ * (Inside a JSON string a quote is escaped, so `"event_index":` only matches the field.)
+ */
+function peek(data: Buffer): Frame {
+  let event = "";
+  if (data.subarray(0, EVENT_PREFIX.length).equals(EVENT_PREFIX)) {
+    event = data.toString("latin1", EVENT_PREFIX.length, data.indexOf(0x22, EVENT_PREFIX.length));
+  }
+  let eventIndex: number | undefined;
+  const key = data.indexOf(INDEX_KEY);
+  if (key >= 0) {
+    eventIndex = 0;
+    for (let i = key + INDEX_KEY.length; i < data.length && data[i]! >= 0x30 && data[i]! <= 0x39; i++) eventIndex = eventIndex * 10 + data[i]! - 0x30;
+  }
+  return { event, event_index: eventIndex, json: () => JSON.parse(data.toString()) as Record<string, unknown> };
+}
+
+/** Calls `onFrame` with each message until it returns true. */
+function consume(socket: WebSocket, onFrame: (frame: Frame, at: number) => boolean): Promise<void> {
   return new Promise((resolve) => {
-    socket.on("message", (data) => {
+    socket.on("message", (data: Buffer) => {
       const at = now();
-      if (onFrame(JSON.parse(data.toString()) as Record<string, unknown>, at)) resolve();
+      if (onFrame(peek(data), at)) resolve();
     });
   });
 }
 
 const TERMINAL = new Set(["WorkflowCompleted", "WorkflowError", "WorkflowCancelled"]);
 
+/** Every socket starts a run at once; resolves when all have ended, with what each saw. */
+async function startRound(
+  sockets: WebSocket[],
+  workflow: string,
+  data: Record<string, unknown>,
+): Promise<{ events: number; elapsedMs: number; firstEventMs: number[] }> {
+  const firstEventMs: number[] = [];
+  let events = 0;
+  const started = now();
+  await Promise.all(
+    sockets.map((socket) => {
+      let sentAt = 0;
+      let first = true;
+      const done = consume(socket, (frame, at) => {
+        if (typeof frame.event_index !== "number") return false;
+        events += 1;
+        if (first) {
+          first = false;
+          firstEventMs.push(at - sentAt);
+        }
+        return TERMINAL.has(frame.event);
+      });
+      sentAt = now();
+      socket.send(JSON.stringify({ action: "start-workflow", workflow_id: workflow, additional_data: data }));
+      return done;
+    }),
+  );
+  for (const socket of sockets) socket.removeAllListeners("message");
+  return { events, elapsedMs: now() - started, firstEventMs };
+}
+
 async function main(): Promise<void> {
   switch (plan.kind) {
     case "start": {
-      // Each client starts its own run and reads it to the end.
+      // Each client starts its own run and reads it to the end. With `warmup`, one unmeasured
+      // round of runs with that data first, so both processes run warm code, as a server that
+      // has been up does.
       const sockets = await Promise.all(Array.from({ length: plan.clients }, () => connect(plan.url)));
-      const firstEventMs: number[] = [];
-      let events = 0;
-      const started = now();
-      await Promise.all(
-        sockets.map((socket) => {
-          let sentAt = 0;
-          let first = true;
-          const done = consume(socket, (frame, at) => {
-            if (typeof frame.event_index !== "number") return false;
-            events += 1;
-            if (first) {
-              first = false;
-              firstEventMs.push(at - sentAt);
-            }
-            return TERMINAL.has(frame.event as string);
-          });
-          sentAt = now();
-          socket.send(JSON.stringify({ action: "start-workflow", workflow_id: plan.workflow, additional_data: plan.data }));
-          return done;
-        }),
-      );
-      output({ events, elapsedMs: now() - started, firstEventMs });
+      if (plan.warmup) await startRound(sockets, plan.workflow, plan.warmup);
+      const result = await startRound(sockets, plan.workflow, plan.data);
+      output(result);
       for (const s of sockets) s.terminate();
       return;
     }
@@ -83,7 +127,7 @@ async function main(): Promise<void> {
             if (typeof index !== "number" || index < plan.fromIndex) return false;
             delivered += 1;
             firstAt = Math.min(firstAt, at);
-            if (TERMINAL.has(frame.event as string)) {
+            if (TERMINAL.has(frame.event)) {
               lastAt = Math.max(lastAt, at);
               return true;
             }
@@ -101,8 +145,8 @@ async function main(): Promise<void> {
       const socket = await connect(plan.url);
       const latencies: number[] = [];
       const done = consume(socket, (frame, at) => {
-        if (frame.event === "RunContent") latencies.push(at - (JSON.parse(frame.content as string) as { t: number }).t);
-        return TERMINAL.has(frame.event as string);
+        if (frame.event === "RunContent") latencies.push(at - (JSON.parse(frame.json().content as string) as { t: number }).t);
+        return TERMINAL.has(frame.event);
       });
       socket.send(JSON.stringify({ action: "start-workflow", workflow_id: "paced", additional_data: plan.data }));
       await done;
@@ -173,7 +217,7 @@ async function main(): Promise<void> {
       const indices: number[] = [];
       const done = consume(socket, (frame) => {
         if (typeof frame.event_index === "number") indices.push(frame.event_index);
-        return TERMINAL.has(frame.event as string);
+        return TERMINAL.has(frame.event);
       });
       socket.send(JSON.stringify({ action: "reconnect", run_id: plan.runId, last_event_index: null }));
       const tcp = (socket as unknown as { _socket: Socket })._socket;

@@ -40,9 +40,6 @@ export interface RecoverySummary {
   skipped: string[];
 }
 
-/** Queued events at which a streaming step pauses for the commit. */
-const BREATHE_AT = 1500;
-
 interface ActiveRun {
   controller: AbortController;
   done: Promise<void>;
@@ -68,15 +65,16 @@ export class Engine {
   ) {}
 
   /**
-   * Creates the run and starts it. `WorkflowStarted` (index 0) is committed before this
-   * returns, so a caller that then follows the run from index -1 sees it.
+   * Creates the run and starts it. Its row and `WorkflowStarted` (index 0) are committed
+   * together in the next group commit; a caller that follows the run from index -1 right
+   * away gets every event live.
    */
   start(request: StartRunRequest): RunRow {
     if (this.draining) {
       throw new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back.");
     }
     const workflow = this.workflows.get(request.workflowId);
-    const run = this.runStore.create({
+    const run = this.eventLog.createRun({
       runId: randomUUID(),
       workflowId: workflow.id,
       workflowName: workflow.name,
@@ -245,8 +243,8 @@ export class Engine {
         if (this.closed) throw new RunInterrupted("shutdown");
         this.eventLog.append(run.runId, body, checkpoint);
       },
-      // A producer faster than the disk waits for the commit, which also lets sockets be served.
-      breathe: () => (this.eventLog.shouldYield(BREATHE_AT) ? this.eventLog.flushed() : null),
+      // A producer that never awaits I/O waits for the next turn, which lets sockets be served.
+      breathe: () => this.eventLog.yieldTurn(),
     };
     try {
       if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });

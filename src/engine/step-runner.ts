@@ -37,7 +37,7 @@ export interface RunContext {
   readonly models: ModelProvider;
   /** Appends an event to the run's log, with the checkpoint it completes, if any. */
   emit(body: RunEventBody, checkpoint?: Checkpoint): void;
-  /** A promise to await when the log is backed up (storage backpressure), else null. */
+  /** A promise to await when the run has had its share of this turn (see EventLog.yieldTurn), else null. */
   breathe(): Promise<void> | null;
 }
 
@@ -199,10 +199,15 @@ async function drainGenerator(
       if (next.done) return next.value === undefined ? text.join("") : next.value;
       const chunk = next.value;
       if (typeof chunk === "string") {
+        // Wait first, then emit: a run that has had its share of this turn adds nothing to
+        // the batch the turn commits, so that batch ends with the turn.
+        const backlog = ctx.breathe();
+        if (backlog) {
+          await backlog;
+          contentBoundary(ctx);
+        }
         text.push(chunk);
         ctx.emit({ event: "RunContent", ...loc, content: chunk });
-        const backlog = ctx.breathe();
-        if (backlog) await backlog;
       } else if (typeof chunk === "object" && chunk !== null && (chunk as { kind?: unknown }).kind === "custom") {
         const custom = chunk as { name: unknown; data: unknown };
         ctx.emit({ event: "CustomEvent", ...loc, name: String(custom.name), data: toJsonSafe(custom.data) });

@@ -1,4 +1,5 @@
 import { encodeSseEvent } from "./sse.ts";
+import { encodeTextFrame } from "./ws-frame.ts";
 
 /**
  * Run events: what the engine emits and the log stores, named as in AgentOS.
@@ -95,7 +96,7 @@ export function isTerminalEvent(name: string): boolean {
 
 /** A committed event as the log hands it out: the frame is serialized once and sent as-is. */
 export class CommittedEvent {
-  private bytes: Buffer | null = null;
+  private ws: Buffer | null = null;
   private sse: Buffer | null = null;
 
   constructor(
@@ -106,10 +107,10 @@ export class CommittedEvent {
     readonly frame: string,
   ) {}
 
-  /** The frame as UTF-8 bytes, encoded once however many WebSocket subscribers get it. */
-  frameBytes(): Buffer {
-    this.bytes ??= Buffer.from(this.frame);
-    return this.bytes;
+  /** The whole WebSocket frame (header and UTF-8 text), encoded once however many subscribers get it. */
+  wsFrame(): Buffer {
+    this.ws ??= encodeTextFrame(this.frame);
+    return this.ws;
   }
 
   /** The SSE message (`id`, `event`, `data`), encoded once however many SSE subscribers get it. */

@@ -4,6 +4,18 @@ import { CommittedEvent, isTerminalEvent, type RunEventBody, type RunEventName }
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type EventListener } from "./notifier.ts";
+import type { RunRow } from "./schema.ts";
+
+/** What creating a run needs. */
+export interface NewRun {
+  runId: string;
+  workflowId: string;
+  workflowName: string;
+  sessionId: string;
+  userId: string | null;
+  input: string;
+  additionalData: unknown;
+}
 
 interface RunEnvelopeRow {
   attempt: number;
@@ -27,11 +39,10 @@ export interface Checkpoint {
   output: unknown;
 }
 
-interface PendingEvent {
-  runId: string;
-  body: RunEventBody;
-  checkpoint: Checkpoint | undefined;
-}
+/** What waits for the next commit: a new run's row, or an event. */
+type PendingWrite =
+  | { kind: "run"; runId: string; row: RunRow }
+  | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined };
 
 /** A run's row as a batch changes it: each column keeps the last value its events set. */
 interface RunUpdate {
@@ -47,9 +58,17 @@ interface RunUpdate {
   crashIncrement: number;
 }
 
+/** What a committed batch wrote: its events, and each touched run's state after it. */
+interface WrittenBatch {
+  committed: CommittedEvent[];
+  runs: Map<string, RunInBatch>;
+}
+
 interface RunInBatch {
   envelope: RunEnvelopeRow;
   update: RunUpdate;
+  /** The frame's closing envelope fields after `event_index`, the same for all of this run's events in the batch. */
+  frameTail: string;
 }
 
 /** Applies one event's effect on its run row to the batch's pending update. */
@@ -84,8 +103,14 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
   }
 }
 
-/** How long producers may fill a batch before they let the event loop serve sockets. */
-const YIELD_AFTER_MS = 2;
+/**
+ * Longest an event waits for its commit while this thread is busy elsewhere (a burst of
+ * requests in one poll phase, a long producer slice): a later append commits the batch.
+ */
+const MAX_COMMIT_DELAY_MS = 2;
+
+/** How long producers may run after a turn starts before they let the event loop serve sockets. */
+const PRODUCER_SLICE_MS = 1;
 
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
 export const MAX_BATCH = 2000;
@@ -95,21 +120,34 @@ export const MAX_BATCH = 2000;
  * the same turn of the event loop are committed together (group commit): one
  * transaction gives each its run's next index, inserts them, updates each run row
  * once; only after it commits are live listeners told (I1, I2). Under load batches
- * grow by themselves; at low load an event waits one turn.
+ * grow by themselves; at low load an event waits one turn, and never more than about
+ * MAX_COMMIT_DELAY_MS while the thread is busy. A new run's row goes into the same
+ * group commit as its first event.
  */
 export class EventLog {
   readonly notifier: Notifier;
   private readonly selectEnvelope: Statement<[string], RunEnvelopeRow>;
+  private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number]>;
   private readonly insertEvent: Statement<[string, number, string, string | null, string, number]>;
   private readonly updateRun: Statement<[RunUpdate]>;
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly selectAfter: Statement<[string, number], EventRow>;
   private readonly selectPage: Statement<[string, number, number], EventRow>;
-  private readonly writeTx: (batch: readonly PendingEvent[]) => CommittedEvent[];
-  private pending: PendingEvent[] = [];
-  private flushScheduled = false;
-  private waiters: (() => void)[] = [];
-  private lastFlushAt = performance.now();
+  private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
+  /**
+   * Active runs' envelopes as last committed, so a batch does not read each run's row
+   * again. Only commits change what it holds; a run leaves it when it ends.
+   */
+  private readonly envelopes = new Map<string, RunEnvelopeRow>();
+  private pending: PendingWrite[] = [];
+  /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
+  private pendingRuns = new Set<string>();
+  private firstPendingAt = 0;
+  private turnScheduled = false;
+  private turnStartedAt = performance.now();
+  private sliceCommitted = false;
+  private commitWaiters: (() => void)[] = [];
+  private turnWaiters: (() => void)[] = [];
 
   constructor(
     db: Db,
@@ -120,6 +158,10 @@ export class EventLog {
     this.notifier = new Notifier(onListenerError);
     this.selectEnvelope = sqlite.prepare(
       "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
+    );
+    this.insertRun = sqlite.prepare(
+      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.insertEvent = sqlite.prepare(
       "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -142,7 +184,37 @@ export class EventLog {
     this.selectPage = sqlite.prepare(
       "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
     );
-    this.writeTx = sqlite.transaction((batch: readonly PendingEvent[]) => this.writeBatch(batch));
+    this.writeTx = sqlite.transaction((batch: readonly PendingWrite[]) => this.writeBatch(batch));
+  }
+
+  /**
+   * Queues a new run's row for the next group commit, where its first event usually
+   * joins it: starting a run costs no commit of its own. Until then the run is known
+   * only to `follow` (nothing of it is committed yet, so it has nothing to catch up on).
+   */
+  createRun(run: NewRun): RunRow {
+    const now = Date.now();
+    const additionalData = run.additionalData ?? null;
+    // The row as the column defaults make it.
+    const row: RunRow = {
+      ...run,
+      additionalData,
+      status: "pending",
+      output: null,
+      error: null,
+      lastEventIndex: -1,
+      attempt: 1,
+      crashResumes: 0,
+      pausedAt: null,
+      cancelRequestedAt: null,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      finishedAt: null,
+    };
+    this.pendingRuns.add(run.runId);
+    this.enqueue({ kind: "run", runId: run.runId, row });
+    return row;
   }
 
   /**
@@ -151,17 +223,30 @@ export class EventLog {
    * reuses are never apart. Failures are reported to `onAppendError`, per run.
    */
   append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): void {
-    this.pending.push({ runId, body, checkpoint });
-    if (this.pending.length >= MAX_BATCH) {
-      this.flushNow();
-    } else if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        this.flushNow();
-      });
-    }
+    this.enqueue({ kind: "event", runId, body, checkpoint });
   }
+
+  private enqueue(write: PendingWrite): void {
+    const now = performance.now();
+    if (this.pending.length === 0) this.firstPendingAt = now;
+    this.pending.push(write);
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      setImmediate(this.onTurn);
+    }
+    if (this.pending.length >= MAX_BATCH || now - this.firstPendingAt >= MAX_COMMIT_DELAY_MS) this.flushNow();
+  }
+
+  /** A turn of the event loop (after its I/O): commit what is queued, then wake the producers. */
+  private readonly onTurn = (): void => {
+    this.turnScheduled = false;
+    this.flushNow();
+    this.turnStartedAt = performance.now();
+    this.sliceCommitted = false;
+    const waiters = this.turnWaiters;
+    this.turnWaiters = [];
+    for (const resume of waiters) resume();
+  };
 
   /** Events queued and not yet committed. */
   get pendingCount(): number {
@@ -169,57 +254,88 @@ export class EventLog {
   }
 
   /**
-   * True when a producer should wait for the next commit: the batch is large, or it has
-   * been filling for a couple of milliseconds. Waiting lets the event loop serve sockets, so a
-   * run that never awaits I/O cannot starve other clients.
+   * For producers that never await I/O (a generator yielding in a loop): once they have
+   * run for a slice of this turn, a promise that resolves on the next turn, after the
+   * event loop has served sockets; else null. Without it such a producer would starve
+   * every client, and its events would pile up faster than they are sent.
    */
-  shouldYield(maxPending: number): boolean {
-    const pending = this.pending.length;
-    return pending >= maxPending || (pending > 0 && performance.now() - this.lastFlushAt > YIELD_AFTER_MS);
+  yieldTurn(): Promise<void> | null {
+    if (performance.now() - this.turnStartedAt < PRODUCER_SLICE_MS) return null;
+    if (!this.sliceCommitted) {
+      // The slice is over: commit what it produced now, so requests served before the next
+      // turn (a burst of starts) commit in small batches of their own.
+      this.sliceCommitted = true;
+      this.flushNow();
+    }
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      setImmediate(this.onTurn);
+    }
+    return new Promise((resolve) => this.turnWaiters.push(resolve));
   }
 
   /** Resolves once every event appended so far is committed (and delivered). */
   flushed(): Promise<void> {
     if (this.pending.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve) => this.commitWaiters.push(resolve));
   }
 
   /** Commits what is queued now, then hands each event to its run's live listeners. */
   flushNow(): void {
     if (this.pending.length === 0) return;
     const batch = this.pending;
-    const waiters = this.waiters;
+    const waiters = this.commitWaiters;
     this.pending = [];
-    this.waiters = [];
-    let committed: CommittedEvent[];
+    this.commitWaiters = [];
+    const committed: CommittedEvent[] = [];
     try {
-      committed = this.writeTx(batch);
+      this.remember(this.writeTx(batch), committed);
     } catch {
-      // One bad event must not sink the others: commit them one by one and report the failures.
-      committed = [];
-      for (const event of batch) {
+      // One bad write must not sink the others: commit them one by one and report the failures.
+      for (const write of batch) {
         try {
-          committed.push(...this.writeTx([event]));
+          this.remember(this.writeTx([write]), committed);
         } catch (error) {
-          this.onAppendError(error, event.runId);
+          this.onAppendError(error, write.runId);
         }
       }
     }
+    // Committed (or failed for good): from here on a run's row is found, or it is not.
+    if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     for (const event of committed) this.notifier.publish(event);
-    // Measured from the end of the commit, so producers woken by it get a full slice of time.
-    this.lastFlushAt = performance.now();
     for (const resolve of waiters) resolve();
   }
 
-  private writeBatch(batch: readonly PendingEvent[]): CommittedEvent[] {
+  /** After a commit: collects its events and keeps the envelopes of the runs still going. */
+  private remember(written: WrittenBatch, committed: CommittedEvent[]): void {
+    for (const event of written.committed) committed.push(event);
+    for (const [runId, { envelope, update }] of written.runs) {
+      const status = update.status ?? envelope.status;
+      if (isFinished(status)) {
+        this.envelopes.delete(runId);
+      } else {
+        this.envelopes.set(runId, { ...envelope, status, last_event_index: update.index, attempt: update.attempt ?? envelope.attempt });
+      }
+    }
+  }
+
+  private writeBatch(batch: readonly PendingWrite[]): WrittenBatch {
     const now = Date.now();
     const createdAt = Math.floor(now / 1000);
     const runs = new Map<string, RunInBatch>();
     const committed: CommittedEvent[] = [];
-    for (const { runId, body, checkpoint } of batch) {
+    for (const write of batch) {
+      const { runId } = write;
+      if (write.kind === "run") {
+        const { row } = write;
+        const additionalData = row.additionalData === null ? null : JSON.stringify(row.additionalData);
+        this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
+        continue;
+      }
+      const { body, checkpoint } = write;
       let run = runs.get(runId);
       if (!run) {
-        const envelope = this.selectEnvelope.get(runId);
+        const envelope = this.envelopes.get(runId) ?? this.selectEnvelope.get(runId);
         if (!envelope) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
         run = {
           envelope,
@@ -235,6 +351,10 @@ export class EventLog {
             attempt: null,
             crashIncrement: 0,
           },
+          frameTail:
+            `,"run_id":${JSON.stringify(runId)},"workflow_id":${JSON.stringify(envelope.workflow_id)},` +
+            `"workflow_name":${JSON.stringify(envelope.workflow_name)},"session_id":${JSON.stringify(envelope.session_id)},` +
+            `"created_at":${createdAt}}`,
         };
         runs.set(runId, run);
       }
@@ -243,18 +363,11 @@ export class EventLog {
         throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${update.status ?? envelope.status}; it takes no more events.`);
       }
       const index = update.index + 1;
-      // `event` leads, then the envelope, then the body's own fields.
-      const { event, ...fields } = body;
-      const frame = JSON.stringify({
-        event,
-        event_index: index,
-        run_id: runId,
-        workflow_id: envelope.workflow_id,
-        workflow_name: envelope.workflow_name,
-        session_id: envelope.session_id,
-        created_at: createdAt,
-        ...fields,
-      });
+      // The body's own fields (`event` first), then the envelope: the body is serialized
+      // once and the envelope appended as text, the cheapest way to build the frame.
+      const bodyJson = JSON.stringify(body);
+      const frame = `${bodyJson.slice(0, -1)},"event_index":${index}${run.frameTail}`;
+      const { event } = body;
       const stepPath = "step_path" in body ? body.step_path : null;
       this.insertEvent.run(runId, index, event, stepPath, frame, now);
       if (checkpoint) {
@@ -266,7 +379,7 @@ export class EventLog {
       committed.push(new CommittedEvent(runId, index, event, frame));
     }
     for (const { update } of runs.values()) this.updateRun.run(update);
-    return committed;
+    return { committed, runs };
   }
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
@@ -278,6 +391,8 @@ export class EventLog {
 
   /** At most `limit` events after `afterIndex`: one page of a catch-up. */
   readPage(runId: string, afterIndex: number, limit: number): CommittedEvent[] {
+    // A run whose row is not committed yet has no events to read (a start follows its new run at once).
+    if (this.pendingRuns.has(runId)) return [];
     return this.selectPage.all(runId, afterIndex, limit).map((row) => new CommittedEvent(runId, row.event_index, row.event, row.payload));
   }
 
@@ -293,17 +408,22 @@ export class EventLog {
    * publish(), which runs only after its commit. Keep this function free of `await`.
    */
   follow(runId: string, afterIndex: number, listener: EventListener): (() => void) | null {
-    for (const event of this.readAfter(runId, afterIndex)) {
-      listener(event);
-      if (isTerminalEvent(event.event)) return null;
+    let lastIndex = -1;
+    // A run created in the batch not yet committed has nothing to read: all its events arrive live.
+    if (!this.pendingRuns.has(runId)) {
+      for (const event of this.readAfter(runId, afterIndex)) {
+        listener(event);
+        if (isTerminalEvent(event.event)) return null;
+      }
+      const run = this.selectEnvelope.get(runId);
+      if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+      // The terminal event was at or before afterIndex: nothing will ever follow.
+      if (isFinished(run.status)) return null;
+      lastIndex = run.last_event_index;
     }
-    const run = this.selectEnvelope.get(runId);
-    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
-    // The terminal event was at or before afterIndex: nothing will ever follow.
-    if (isFinished(run.status)) return null;
     // A client may name an index the run has not reached yet: skip live events up to it,
     // but never the terminal one, so the client learns that the run ended.
-    if (afterIndex <= run.last_event_index) return this.notifier.subscribe(runId, listener);
+    if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, listener);
     return this.notifier.subscribe(runId, (event) => {
       if (event.index > afterIndex || isTerminalEvent(event.event)) listener(event);
     });

@@ -3,17 +3,6 @@ import type { RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { runs, type RunRow } from "./schema.ts";
 
-/** What creating a run needs. */
-export interface NewRun {
-  runId: string;
-  workflowId: string;
-  workflowName: string;
-  sessionId: string;
-  userId: string | null;
-  input: string;
-  additionalData: unknown;
-}
-
 /** Filters for listing runs. */
 export interface RunFilter {
   workflowId?: string;
@@ -23,65 +12,12 @@ export interface RunFilter {
   offset?: number;
 }
 
-/** Run rows: creation, lookup, listing and cancel requests. Events go through EventLog only. */
+/**
+ * Run rows: lookup, listing and cancel requests. Rows are created by EventLog.createRun
+ * (in the group commit of the run's first event) and advanced only by its events.
+ */
 export class RunStore {
-  // Creating a run is on the path of every start: a prepared statement, not a query built per call.
-  private readonly insertRun;
-  private readonly syncLevel: number;
-
-  constructor(private readonly db: Db) {
-    this.syncLevel = db.sqlite.readonly ? 0 : (db.sqlite.pragma("synchronous", { simple: true }) as number);
-    this.insertRun = db.sqlite.prepare<[string, string, string, string, string | null, string, string | null, number, number]>(
-      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-  }
-
-  /**
-   * Inserts a run in `pending` with no events. Its commit skips the fsync: nobody has
-   * been told about the run yet, and the WAL is written in order, so the next group
-   * commit (which carries WorkflowStarted, the first thing anyone sees) makes it durable.
-   * With synchronous=FULL an fsync per new run would otherwise cost ~1 ms each.
-   */
-  create(run: NewRun): RunRow {
-    const now = Date.now();
-    const { sqlite } = this.db;
-    const sync = this.syncLevel;
-    if (sync > 1) sqlite.pragma("synchronous = NORMAL");
-    const additionalData = run.additionalData ?? null;
-    try {
-      this.insertRun.run(
-        run.runId,
-        run.workflowId,
-        run.workflowName,
-        run.sessionId,
-        run.userId,
-        run.input,
-        additionalData === null ? null : JSON.stringify(additionalData),
-        now,
-        now,
-      );
-    } finally {
-      if (sync > 1) sqlite.pragma(`synchronous = ${sync}`);
-    }
-    // The row as the column defaults make it.
-    return {
-      ...run,
-      additionalData,
-      status: "pending",
-      output: null,
-      error: null,
-      lastEventIndex: -1,
-      attempt: 1,
-      crashResumes: 0,
-      pausedAt: null,
-      cancelRequestedAt: null,
-      createdAt: now,
-      updatedAt: now,
-      startedAt: null,
-      finishedAt: null,
-    };
-  }
+  constructor(private readonly db: Db) {}
 
   /** The run row, or undefined for an unknown id. */
   get(runId: string): RunRow | undefined {

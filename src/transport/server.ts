@@ -47,7 +47,7 @@ export function createTransport(deps: TransportDeps): Transport {
   const sseStreams: SseStreams = new Set();
   const app = createHttpApp({ ...deps, sseStreams });
   const http = app.server;
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
   // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
   const alive = new WeakSet<WebSocket>();
   wss.on("connection", (socket) => {

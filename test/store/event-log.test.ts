@@ -14,8 +14,9 @@ let runs: RunStore;
 let reader: Database.Database;
 let appendErrors: unknown[];
 
+/** Creates a run and commits it, as a start does with its first event. */
 function newRun(runId: string): void {
-  runs.create({
+  log.createRun({
     runId,
     workflowId: "wf",
     workflowName: "Workflow",
@@ -24,6 +25,13 @@ function newRun(runId: string): void {
     input: "in",
     additionalData: null,
   });
+  log.flushNow();
+}
+
+/** Keeps this thread busy, as a long request or a producer that never awaits does. */
+function busyWait(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
 }
 
 /** Appends and commits at once, so each assertion sees the event stored. */
@@ -76,7 +84,8 @@ describe("the event log", () => {
     const row = reader.prepare("SELECT event, payload FROM events WHERE run_id = 'r'").get() as { event: string; payload: string };
     expect(row.event).toBe("WorkflowStarted");
     expect(delivered[0]?.frame).toBe(row.payload);
-    expect(delivered[0]?.frameBytes().toString()).toBe(row.payload);
+    // The WebSocket frame carries the same bytes after its 2-, 4- or 10-byte header.
+    expect(delivered[0]?.wsFrame().subarray(-Buffer.byteLength(row.payload)).toString()).toBe(row.payload);
     expect(JSON.parse(row.payload)).toMatchObject({
       event: "WorkflowStarted",
       event_index: 0,
@@ -180,6 +189,55 @@ describe("the event log", () => {
     await log.flushed();
     expect(storedIndices(reader, "good")).toEqual([0, 1]);
     expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_NOT_FOUND" })]);
+  });
+
+  it("commits a new run's row with its first event; until then only follow() knows the run, and delivers it live", () => {
+    log.createRun({ runId: "n", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "hi", additionalData: { k: 1 } });
+    log.append("n", { event: "WorkflowStarted", input: "hi" });
+    const seen: number[] = [];
+    const stop = log.follow("n", -1, (e) => seen.push(e.index));
+    expect(stop).not.toBeNull();
+    expect(runs.get("n")).toBeUndefined();
+    expect(reader.prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 0 });
+    log.flushNow();
+    expect(seen).toEqual([0]);
+    expect(runs.get("n")).toMatchObject({ status: "running", lastEventIndex: 0, input: "hi", additionalData: { k: 1 } });
+    expect(storedIndices(reader, "n")).toEqual([0]);
+  });
+
+  it("after a batch that failed and was retried event by event, indices go on from what was committed", () => {
+    newRun("a");
+    log.append("a", { event: "WorkflowStarted", input: "0" });
+    log.append("a", { event: "WorkflowStarted", input: "1" });
+    log.append("ghost", { event: "WorkflowStarted", input: "" });
+    log.append("a", { event: "WorkflowStarted", input: "2" });
+    log.flushNow();
+    append("a", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    expect(storedIndices(reader, "a")).toEqual([0, 1, 2, 3]);
+    expect(runs.get("a")).toMatchObject({ status: "completed", lastEventIndex: 3 });
+    expect(appendErrors).toHaveLength(1);
+  });
+
+  it("commits at the next append once the oldest queued event has waited 2 ms, without waiting for the turn", () => {
+    newRun("busy");
+    log.append("busy", { event: "WorkflowStarted", input: "first" });
+    busyWait(3);
+    log.append("busy", { event: "WorkflowStarted", input: "second" });
+    expect(log.pendingCount).toBe(0);
+    expect(storedIndices(reader, "busy")).toEqual([0, 1]);
+  });
+
+  it("asks a producer that has run for its slice of the turn to wait, committing what the slice produced", async () => {
+    newRun("p");
+    await new Promise((resolve) => setImmediate(resolve));
+    log.append("p", { event: "WorkflowStarted", input: "" });
+    busyWait(2);
+    const wait = log.yieldTurn();
+    expect(wait).toBeInstanceOf(Promise);
+    expect(storedIndices(reader, "p")).toEqual([0]);
+    await wait;
+    // A new turn: a fresh slice.
+    expect(log.yieldTurn()).toBeNull();
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {

@@ -49,7 +49,8 @@ describe("a browser EventSource on /runs/{id}/events", () => {
       const start = await fetch(`${t.url}/workflows/ticker/runs`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ background: true, additional_data: { count: 150, delayMs: 8 } }),
+        // 3 s of events: both cuts below happen while the run is live, each after EventSource's 1 s retry.
+        body: JSON.stringify({ background: true, additional_data: { count: 150, delayMs: 20 } }),
       });
       const runId = ((await start.json()) as { run_id: string }).run_id;
 

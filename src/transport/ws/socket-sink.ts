@@ -6,55 +6,65 @@ import type { FeedSink } from "../run-feed.ts";
 /** Close code for a subscriber that stayed backed up too long: 1013, "try again later". */
 export const STALLED_CLOSE_CODE = 1013;
 
-/** A WebSocket as a feed sink: backed up when `bufferedAmount` passes the high-water mark. */
+/**
+ * A WebSocket as a feed sink: backed up when its socket's write buffer passes the high-water mark.
+ *
+ * Run events skip ws's per-message framing: each event's complete frame is built once
+ * (CommittedEvent.wsFrame) and written to the TCP socket as-is, one write per event for
+ * every subscriber. This is safe because ws writes its own frames to the same socket
+ * synchronously and in call order when it does not compress (the server turns
+ * permessage-deflate off), so frames never interleave, and it queues nothing of its own
+ * (its `bufferedAmount` is the socket's write buffer, which is what backpressure watches).
+ */
 export class SocketSink implements FeedSink {
-  private unflushed = 0;
-  private drainWaiters: (() => void)[] = [];
-  // One callback for every send (not a closure per frame): counts frames not yet handed to the OS.
-  // Delivery resumes at a quarter of the high-water mark, so the socket never runs dry meanwhile.
-  private readonly onFlushed = (): void => {
-    this.unflushed -= 1;
-    if (this.drainWaiters.length > 0 && (this.unflushed === 0 || this.socket.bufferedAmount < this.highWaterBytes / 4)) {
-      const waiters = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const resume of waiters) resume();
-    }
-  };
-
   private corked = false;
-  private readonly tcp: Socket | undefined;
+  private drainWaiters: (() => void)[] = [];
+  private readonly onDrain = (): void => {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const resume of waiters) resume();
+  };
+  private readonly tcp: Socket;
   private readonly uncork = (): void => {
     this.corked = false;
-    this.tcp?.uncork();
+    this.tcp.uncork();
   };
 
   constructor(
     private readonly socket: WebSocket,
     private readonly highWaterBytes: number,
   ) {
-    // ws writes each message with its own syscall; corking its TCP socket for the rest of the
-    // current synchronous block (a commit's batch, a catch-up page) sends them in one writev.
-    // `_socket` is ws's long-standing handle on the net.Socket; without it we just send uncorked.
-    this.tcp = (socket as unknown as { _socket?: Socket })._socket;
+    // `_socket` is ws's long-standing handle on the net.Socket of an open connection.
+    const tcp = (socket as unknown as { _socket?: Socket })._socket;
+    if (!tcp) throw new Error("SocketSink needs an open WebSocket (ws exposes its TCP socket as _socket)");
+    this.tcp = tcp;
   }
 
   write(event: CommittedEvent): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
-    if (!this.corked && this.tcp) {
+    if (!this.corked) {
+      // Corked for the rest of this synchronous block (a commit's batch, a catch-up page):
+      // its frames leave in one writev instead of a syscall each.
       this.corked = true;
       this.tcp.cork();
       queueMicrotask(this.uncork);
     }
-    this.unflushed += 1;
-    // The same bytes go to every subscriber: encoded once, sent as a text frame.
-    this.socket.send(event.frameBytes(), { binary: false }, this.onFlushed);
-    return this.socket.bufferedAmount < this.highWaterBytes;
+    this.tcp.write(event.wsFrame());
+    return this.tcp.writableLength < this.highWaterBytes;
   }
 
   whenDrained(callback: () => void): void {
     if (this.socket.readyState !== this.socket.OPEN) return; // the owner stops its feeds on close
-    if (this.unflushed === 0) setImmediate(callback);
-    else this.drainWaiters.push(callback);
+    // Above the high-water mark the socket's own (much smaller) one was passed too, so it
+    // emits 'drain' once everything is handed to the kernel, whose buffer keeps the
+    // connection busy while the next page is read.
+    if (!this.tcp.writableNeedDrain) {
+      setImmediate(callback);
+      return;
+    }
+    // One listener for all the feeds of this socket that wait.
+    if (this.drainWaiters.length === 0) this.tcp.once("drain", this.onDrain);
+    this.drainWaiters.push(callback);
   }
 
   stalled(lastIndex: number): void {
