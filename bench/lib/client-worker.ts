@@ -46,7 +46,7 @@ const INDEX_KEY = Buffer.from('"event_index":');
  */
 function peek(data: Buffer): Frame {
   let event = "";
-  if (data.subarray(0, EVENT_PREFIX.length).equals(EVENT_PREFIX)) {
+  if (EVENT_PREFIX.compare(data, 0, EVENT_PREFIX.length) === 0) {
     event = data.toString("latin1", EVENT_PREFIX.length, data.indexOf(0x22, EVENT_PREFIX.length));
   }
   let eventIndex: number | undefined;

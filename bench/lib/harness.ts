@@ -199,3 +199,35 @@ export async function best(times: number, measure: () => number | Promise<number
   for (let i = 0; i < times; i++) top = Math.max(top, await measure());
   return top;
 }
+
+/**
+ * Raw latency floor: a bare WebSocket server in this process sends timestamped frames at
+ * `rate` per second for `seconds` to the client process (paced like the `paced` workflow:
+ * what is due, then a 1 ms timer), with nothing between the stamp and the send. Returns
+ * the client's emit → receive latencies, as the B3 client measures them.
+ */
+export async function rawWsLatency(rate: number, seconds: number): Promise<{ p50: number; p99: number }> {
+  const server = new WebSocketServer({ port: 0, host: "127.0.0.1", perMessageDeflate: false });
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const { port } = server.address() as { port: number };
+  server.on("connection", (socket) => {
+    socket.once("message", () => {
+      const total = Math.round(rate * seconds);
+      const started = performance.now();
+      let sent = 0;
+      const tick = (): void => {
+        const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+        for (; sent < due; sent++) {
+          const content = JSON.stringify({ t: performance.timeOrigin + performance.now(), i: sent });
+          socket.send(JSON.stringify({ event: "RunContent", event_index: sent, content }));
+        }
+        if (sent < total) setTimeout(tick, 1);
+        else socket.send(JSON.stringify({ event: "WorkflowCompleted", event_index: sent }));
+      };
+      tick();
+    });
+  });
+  const result = await runClients<{ p50: number; p99: number }>({ kind: "latency", url: `ws://127.0.0.1:${port}`, data: {} });
+  server.close();
+  return result;
+}
