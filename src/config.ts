@@ -27,7 +27,10 @@ export interface FlowdConfig {
   readonly modelRetries: number;
   /** How long a subscriber may stay backed up before it is closed (told to reconnect). */
   readonly stallTimeoutMs: number;
-  /** SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash. */
+  /**
+   * SQLite `synchronous`: NORMAL (default) survives a crash of the process, FULL also a
+   * power loss, at one fsync per group commit (see README, Storage).
+   */
   readonly sync: "FULL" | "NORMAL";
   readonly logLevel: string;
 }
@@ -63,7 +66,7 @@ export const DEFAULTS = {
   modelTimeoutMs: 60_000,
   modelRetries: 3,
   stallTimeoutMs: 30_000,
-  sync: "FULL",
+  sync: "NORMAL",
   logLevel: "info",
 } as const;
 

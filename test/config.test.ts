@@ -9,7 +9,13 @@ describe("configuration: flags over environment over defaults", () => {
       dbPath: "./data/flowd.db",
       securityKey: null,
       demoPaceMs: DEFAULTS.demoPaceMs,
+      sync: "NORMAL",
     });
+  });
+
+  it("takes FLOWD_SYNC=FULL (any case) and rejects other modes, naming both", () => {
+    expect(resolveConfig({}, { FLOWD_SYNC: "full" }).sync).toBe("FULL");
+    expect(() => resolveConfig({}, { FLOWD_SYNC: "OFF" })).toThrow(/FLOWD_SYNC must be FULL .* or NORMAL/);
   });
 
   it("takes environment variables over defaults, and flags over both", () => {

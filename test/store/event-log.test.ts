@@ -62,6 +62,11 @@ describe("the event log", () => {
     expect(db.sqlite.pragma("journal_mode", { simple: true })).toBe("wal");
     expect(db.sqlite.pragma("foreign_keys", { simple: true })).toBe(1);
     expect(Number(db.sqlite.pragma("busy_timeout", { simple: true }))).toBeGreaterThan(0);
+    // synchronous: NORMAL (1) unless FULL (2) is asked for.
+    expect(db.sqlite.pragma("synchronous", { simple: true })).toBe(1);
+    const full = openDb(join(temp.dir, "full.db"), { sync: "FULL" });
+    expect(full.sqlite.pragma("synchronous", { simple: true })).toBe(2);
+    full.close();
   });
 
   it("gives each run its own gap-free indices 0..N-1, interleaved appends included (I1)", () => {
