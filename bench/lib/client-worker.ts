@@ -210,7 +210,11 @@ async function main(): Promise<void> {
       // Warm-up: catch up on the last 100 events only, so the measured reconnect below runs
       // warm code in both processes, as on a server that has been up.
       await catchUp(socket, plan.runId, plan.expect - 101, 100);
-      output(await catchUp(socket, plan.runId, -1, plan.expect));
+      const cpu = process.cpuUsage();
+      const result = await catchUp(socket, plan.runId, -1, plan.expect);
+      const used = process.cpuUsage(cpu);
+      // How busy this process was: near 1, the client is what limits the figure.
+      output({ ...result, clientCpu: (used.user + used.system) / 1000 / result.elapsedMs });
       socket.terminate();
       return;
     }

@@ -92,24 +92,22 @@ export class RunFeed {
   /** Catch-up: pages from the log while the sink keeps up, then live delivery. */
   private pump(): void {
     this.paused = false;
-    for (;;) {
-      if (this.closed) return;
-      const firstPage = this.firstPage;
-      this.firstPage = false;
-      const size = firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
-      const page = this.log.readPage(this.runId, this.last, size);
-      for (const event of page) {
-        if (!this.deliver(event)) {
-          if (!this.closed) this.waitForDrain();
-          return;
-        }
-      }
-      if (page.length < size) break;
-      if (firstPage) {
-        // Let the first page leave now (sinks flush at the end of this block); the rest follows next turn.
-        setImmediate(() => this.pump());
+    if (this.closed) return;
+    const size = this.firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
+    this.firstPage = false;
+    const page = this.log.readPage(this.runId, this.last, size);
+    for (const event of page) {
+      if (!this.deliver(event)) {
+        if (!this.closed) this.waitForDrain();
         return;
       }
+    }
+    if (page.length === size) {
+      // More to read: let this page leave now (sinks flush at the end of the synchronous
+      // block) and read the next one next turn, so the socket is never idle while a page
+      // is read, and other clients are served in between.
+      setImmediate(() => this.pump());
+      return;
     }
     // Caught up with what is committed: EventLog.follow reads the rest and registers in
     // one synchronous block, so nothing slips between the last page and live delivery.
