@@ -5,8 +5,10 @@ const FIRST_PAGE_SIZE = 32;
 
 /** Where a feed writes its events: a WebSocket or an SSE response. */
 export interface FeedSink {
-  /** Writes one event; returns false once the transport's buffer is above its high-water mark. */
+  /** Writes one live event; returns false once the transport's buffer is above its high-water mark. */
   write(event: CommittedEvent): boolean;
+  /** Writes a page read from the log, in one write; returns false as `write` does. */
+  writePage(events: readonly CommittedEvent[]): boolean;
   /** Calls back once everything written so far has left the process (or the sink closed). */
   whenDrained(callback: () => void): void;
   /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
@@ -96,9 +98,18 @@ export class RunFeed {
     const size = this.firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
     this.firstPage = false;
     const page = this.log.readPage(this.runId, this.last, size);
-    for (const event of page) {
-      if (!this.deliver(event)) {
-        if (!this.closed) this.waitForDrain();
+    if (page.length > 0) {
+      const end = page.findIndex((event) => isTerminalEvent(event.event));
+      const events = end === -1 ? page : page.slice(0, end + 1);
+      const keepGoing = this.sink.writePage(events);
+      this.last = events[events.length - 1]!.index;
+      if (end !== -1) {
+        this.stop();
+        this.hooks.onEnd?.();
+        return;
+      }
+      if (!keepGoing) {
+        this.waitForDrain();
         return;
       }
     }

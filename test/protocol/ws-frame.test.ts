@@ -1,6 +1,6 @@
 import * as ws from "ws";
 import { describe, expect, it } from "vitest";
-import { encodeTextFrame } from "../../src/protocol/ws-frame.ts";
+import { encodeTextFrame, encodeTextFrames } from "../../src/protocol/ws-frame.ts";
 
 // ws's frame parser (exported by ws, not described by @types/ws).
 interface FrameReceiver {
@@ -38,8 +38,11 @@ describe("encodeTextFrame", () => {
     expect(decode([encodeTextFrame(text)])).toEqual([text]);
   });
 
-  it("keeps frames apart when many arrive in one chunk, as a corked socket sends them", () => {
-    const texts = Array.from({ length: 50 }, (_, i) => `{"event_index":${i}}`);
-    expect(decode([Buffer.concat(texts.map(encodeTextFrame))])).toEqual(texts);
+  it("puts a page of frames back to back in one buffer, each read back apart, whatever its length class", () => {
+    const texts = Array.from({ length: 50 }, (_, i) => `{"event_index":${i},"content":"${"é".repeat(i * 40)}"}`);
+    texts.push("y".repeat(70_000));
+    const page = encodeTextFrames(texts);
+    expect(page.length).toBe(texts.reduce((sum, text) => sum + encodeTextFrame(text).length, 0));
+    expect(decode([page])).toEqual(texts);
   });
 });

@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
-import { SSE_HEARTBEAT } from "../../protocol/sse.ts";
+import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import { RunFeed, type FeedOptions, type FeedSink } from "../run-feed.ts";
 
@@ -24,14 +24,22 @@ class ResponseSink implements FeedSink {
   ) {}
 
   write(event: CommittedEvent): boolean {
+    return this.send(event.sseBytes());
+  }
+
+  writePage(events: readonly CommittedEvent[]): boolean {
+    return this.send(events.map((event) => encodeSseEvent(event.index, event.event, event.frame)).join(""));
+  }
+
+  private send(chunk: Buffer | string): boolean {
     if (this.res.writableEnded || this.res.destroyed) return false;
-    // Events written in one synchronous block (a commit's batch, a catch-up page) leave in one write.
+    // Events written in one synchronous block (a commit's batch) leave in one write.
     if (!this.corked) {
       this.corked = true;
       this.res.cork();
       queueMicrotask(this.uncork);
     }
-    this.res.write(event.sseBytes());
+    this.res.write(chunk);
     return this.res.writableLength < this.highWaterBytes;
   }
 

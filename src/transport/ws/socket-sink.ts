@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
+import { encodeTextFrames } from "../../protocol/ws-frame.ts";
 import type { FeedSink } from "../run-feed.ts";
 
 /** Close code for a subscriber that stayed backed up too long: 1013, "try again later". */
@@ -41,15 +42,24 @@ export class SocketSink implements FeedSink {
   }
 
   write(event: CommittedEvent): boolean {
+    return this.send(event.wsFrame());
+  }
+
+  writePage(events: readonly CommittedEvent[]): boolean {
+    // Framed for this subscriber alone (a page is read per feed), all in one buffer.
+    return this.send(encodeTextFrames(events.map((event) => event.frame)));
+  }
+
+  private send(frames: Buffer): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
     if (!this.corked) {
-      // Corked for the rest of this synchronous block (a commit's batch, a catch-up page):
-      // its frames leave in one writev instead of a syscall each.
+      // Corked for the rest of this synchronous block (a commit's batch): its frames leave
+      // in one writev instead of a syscall each.
       this.corked = true;
       this.tcp.cork();
       queueMicrotask(this.uncork);
     }
-    this.tcp.write(event.wsFrame());
+    this.tcp.write(frames);
     return this.tcp.writableLength < this.highWaterBytes;
   }
 
