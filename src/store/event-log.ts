@@ -127,6 +127,7 @@ export class EventLog {
   private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number]>;
   private readonly insertEvent: Statement<[string, number, string, string | null, string, number]>;
   private readonly updateRun: Statement<[RunUpdate]>;
+  private readonly advanceRun: Statement<[number, number, string]>;
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly selectAfter: Statement<[string, number], EventRow>;
   private readonly selectPage: Statement<[string, number, number], EventRow>;
@@ -171,6 +172,8 @@ export class EventLog {
          paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END
        WHERE run_id = @runId`,
     );
+    // Most batches only move a run forward: a statement that touches no indexed column.
+    this.advanceRun = sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
     this.insertCheckpoint = sqlite.prepare(
       `INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -377,7 +380,10 @@ export class EventLog {
       applyTransition(update, body, now);
       committed.push(new CommittedEvent(runId, index, event, frame));
     }
-    for (const { update } of runs.values()) this.updateRun.run(update);
+    for (const { update } of runs.values()) {
+      if (update.status === null && update.attempt === null) this.advanceRun.run(update.index, update.now, update.runId);
+      else this.updateRun.run(update);
+    }
     return { committed, runs };
   }
 
