@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
+import { CorkedWriter } from "../corked-writer.ts";
 import { RunFeed, type FeedOptions, type FeedSink } from "../run-feed.ts";
 
 /** Interval of the comment heartbeat on quiet streams. */
@@ -12,16 +13,14 @@ export type SseStreams = Set<ServerResponse>;
 
 /** An SSE response as a feed sink: backed up when its unsent bytes pass the high-water mark. */
 class ResponseSink implements FeedSink {
-  private corked = false;
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.res.uncork();
-  };
+  private readonly out: CorkedWriter;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly highWaterBytes: number,
-  ) {}
+  ) {
+    this.out = new CorkedWriter(res);
+  }
 
   write(event: CommittedEvent): boolean {
     return this.send(event.sseBytes());
@@ -33,14 +32,7 @@ class ResponseSink implements FeedSink {
 
   private send(chunk: Buffer | string): boolean {
     if (this.res.writableEnded || this.res.destroyed) return false;
-    // Events written in one synchronous block (a commit's batch) leave in one write.
-    if (!this.corked) {
-      this.corked = true;
-      this.res.cork();
-      queueMicrotask(this.uncork);
-    }
-    this.res.write(chunk);
-    return this.res.writableLength < this.highWaterBytes;
+    return this.out.write(chunk) < this.highWaterBytes;
   }
 
   whenDrained(callback: () => void): void {

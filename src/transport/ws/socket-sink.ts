@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { encodeTextFrames } from "../../protocol/ws-frame.ts";
+import { CorkedWriter } from "../corked-writer.ts";
 import type { FeedSink } from "../run-feed.ts";
 
 /** Close code for a subscriber that stayed backed up too long: 1013, "try again later". */
@@ -18,7 +19,6 @@ export const STALLED_CLOSE_CODE = 1013;
  * (its `bufferedAmount` is the socket's write buffer, which is what backpressure watches).
  */
 export class SocketSink implements FeedSink {
-  private corked = false;
   private drainWaiters: (() => void)[] = [];
   private readonly onDrain = (): void => {
     const waiters = this.drainWaiters;
@@ -26,10 +26,7 @@ export class SocketSink implements FeedSink {
     for (const resume of waiters) resume();
   };
   private readonly tcp: Socket;
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.tcp.uncork();
-  };
+  private readonly out: CorkedWriter;
 
   constructor(
     private readonly socket: WebSocket,
@@ -39,6 +36,7 @@ export class SocketSink implements FeedSink {
     const tcp = (socket as unknown as { _socket?: Socket })._socket;
     if (!tcp) throw new Error("SocketSink needs an open WebSocket (ws exposes its TCP socket as _socket)");
     this.tcp = tcp;
+    this.out = new CorkedWriter(tcp);
   }
 
   write(event: CommittedEvent): boolean {
@@ -52,15 +50,7 @@ export class SocketSink implements FeedSink {
 
   private send(frames: Buffer): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
-    if (!this.corked) {
-      // Corked for the rest of this synchronous block (a commit's batch): its frames leave
-      // in one writev instead of a syscall each.
-      this.corked = true;
-      this.tcp.cork();
-      queueMicrotask(this.uncork);
-    }
-    this.tcp.write(frames);
-    return this.tcp.writableLength < this.highWaterBytes;
+    return this.out.write(frames) < this.highWaterBytes;
   }
 
   whenDrained(callback: () => void): void {
