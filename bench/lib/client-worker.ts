@@ -83,29 +83,43 @@ function consume(socket: WebSocket, onFrame: (frame: Frame, at: number) => boole
 const TERMINAL = new Set(["WorkflowCompleted", "WorkflowError", "WorkflowCancelled"]);
 
 /**
- * Reconnects to a finished run after `lastIndex` and reads `expect` events. Frames are
- * peeked at until the first event (the `replay` frame comes before it); after that a
- * finished run sends only events, so they are counted, as the raw-limit client does.
+ * Sends `request` and reads the socket's events: frames are peeked at until the first
+ * event at or after `fromIndex` (control frames such as `replay` come before it); after it
+ * the server sends this socket only events, in order (the test suite checks that), so they
+ * are counted and only the terminal one is looked for, as the raw-limit client counts.
+ * Resolves at the terminal event, or after `expect` events.
  */
-function catchUp(socket: WebSocket, runId: string, lastIndex: number, expect: number): Promise<{ count: number; firstEventMs: number; elapsedMs: number }> {
+function readEvents(
+  socket: WebSocket,
+  request: Record<string, unknown>,
+  options: { fromIndex?: number; expect?: number } = {},
+): Promise<{ count: number; firstAt: number; lastAt: number }> {
   return new Promise((resolve) => {
-    let first = 0;
     let count = 0;
-    const sentAt = now();
+    let firstAt = 0;
     const onMessage = (data: Buffer): void => {
+      const at = now();
       if (count === 0) {
-        if (peek(data).event_index === undefined) return;
-        first = now() - sentAt;
+        const index = peek(data).event_index;
+        if (index === undefined || index < (options.fromIndex ?? 0)) return;
+        firstAt = at;
       }
       count += 1;
-      if (count === expect) {
+      if (count === options.expect || isTerminal(data)) {
         socket.off("message", onMessage);
-        resolve({ count, firstEventMs: first, elapsedMs: now() - sentAt });
+        resolve({ count, firstAt, lastAt: at });
       }
     };
     socket.on("message", onMessage);
-    socket.send(JSON.stringify({ action: "reconnect", run_id: runId, last_event_index: lastIndex }));
+    socket.send(JSON.stringify(request));
   });
+}
+
+/** Reconnects to a finished run after `lastIndex` and reads `expect` events. */
+async function catchUp(socket: WebSocket, runId: string, lastIndex: number, expect: number): Promise<{ count: number; firstEventMs: number; elapsedMs: number }> {
+  const sentAt = now();
+  const read = await readEvents(socket, { action: "reconnect", run_id: runId, last_event_index: lastIndex }, { expect });
+  return { count: read.count, firstEventMs: read.firstAt - sentAt, elapsedMs: read.lastAt - sentAt };
 }
 
 /** Every socket starts a run at once; resolves when all have ended, with what each saw. */
@@ -114,32 +128,19 @@ async function startRound(
   workflow: string,
   data: Record<string, unknown>,
 ): Promise<{ events: number; elapsedMs: number; firstEventMs: number[] }> {
-  const firstEventMs: number[] = [];
-  let events = 0;
   const started = now();
-  await Promise.all(
-    sockets.map(
-      (socket) =>
-        new Promise<void>((resolve) => {
-          // Frames are peeked at until the run's first event; after it the run sends this
-          // socket only its events, which are counted (see the follow plan).
-          let first = true;
-          const sentAt = now();
-          socket.on("message", (data: Buffer) => {
-            if (first) {
-              if (peek(data).event_index === undefined) return;
-              first = false;
-              firstEventMs.push(now() - sentAt);
-            }
-            events += 1;
-            if (isTerminal(data)) resolve();
-          });
-          socket.send(JSON.stringify({ action: "start-workflow", workflow_id: workflow, additional_data: data }));
-        }),
-    ),
+  const reads = await Promise.all(
+    sockets.map(async (socket) => {
+      const sentAt = now();
+      const read = await readEvents(socket, { action: "start-workflow", workflow_id: workflow, additional_data: data });
+      return { count: read.count, firstEventMs: read.firstAt - sentAt };
+    }),
   );
-  for (const socket of sockets) socket.removeAllListeners("message");
-  return { events, elapsedMs: now() - started, firstEventMs };
+  return {
+    events: reads.reduce((sum, read) => sum + read.count, 0),
+    elapsedMs: now() - started,
+    firstEventMs: reads.map((read) => read.firstEventMs),
+  };
 }
 
 async function main(): Promise<void> {
@@ -157,36 +158,15 @@ async function main(): Promise<void> {
     }
     case "follow": {
       // Many clients follow one run; the clock starts at the first event at or after fromIndex.
-      // Once a client has reached fromIndex the run sends it only events, in order (the
-      // test suite checks that), so it counts them and looks only for the terminal event.
       const sockets = await Promise.all(Array.from({ length: plan.clients }, () => connect(plan.url)));
-      let firstAt = Infinity;
-      let lastAt = 0;
-      let delivered = 0;
-      await Promise.all(
-        sockets.map(
-          (socket) =>
-            new Promise<void>((resolve) => {
-              let reached = false;
-              socket.on("message", (data: Buffer) => {
-                const at = now();
-                if (!reached) {
-                  const index = peek(data).event_index;
-                  if (index === undefined || index < plan.fromIndex) return;
-                  reached = true;
-                  firstAt = Math.min(firstAt, at);
-                }
-                delivered += 1;
-                if (isTerminal(data)) {
-                  lastAt = Math.max(lastAt, at);
-                  resolve();
-                }
-              });
-              socket.send(JSON.stringify({ action: "reconnect", run_id: plan.runId, last_event_index: null }));
-            }),
+      const reads = await Promise.all(
+        sockets.map((socket) =>
+          readEvents(socket, { action: "reconnect", run_id: plan.runId, last_event_index: null }, { fromIndex: plan.fromIndex }),
         ),
       );
-      output({ delivered, elapsedMs: lastAt - firstAt });
+      const firstAt = Math.min(...reads.map((read) => read.firstAt));
+      const lastAt = Math.max(...reads.map((read) => read.lastAt));
+      output({ delivered: reads.reduce((sum, read) => sum + read.count, 0), elapsedMs: lastAt - firstAt });
       for (const s of sockets) s.terminate();
       return;
     }
