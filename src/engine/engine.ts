@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import { FlowdError, errorMessage } from "../errors.ts";
@@ -7,6 +6,7 @@ import { isFinished } from "../protocol/run-status.ts";
 import type { Checkpoint, EventLog } from "../store/event-log.ts";
 import type { ResumeState, ResumeStateReader } from "../store/resume-state.ts";
 import type { RunStore } from "../store/run-store.ts";
+import { timeOrderedId } from "../store/time-ordered-id.ts";
 import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
@@ -75,10 +75,10 @@ export class Engine {
     }
     const workflow = this.workflows.get(request.workflowId);
     const run = this.eventLog.createRun({
-      runId: randomUUID(),
+      runId: timeOrderedId(),
       workflowId: workflow.id,
       workflowName: workflow.name,
-      sessionId: request.sessionId ?? randomUUID(),
+      sessionId: request.sessionId ?? timeOrderedId(),
       userId: request.userId ?? null,
       input: request.message,
       additionalData: request.additionalData ?? null,
