@@ -106,7 +106,7 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
  */
 const MAX_COMMIT_DELAY_MS = 2;
 
-/** How long producers may run after a turn starts before they let the event loop serve sockets. */
+/** How long producers may run in a turn before they let the event loop serve sockets. */
 const PRODUCER_SLICE_MS = 1;
 
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
@@ -142,7 +142,12 @@ export class EventLog {
   private pendingRuns = new Set<string>();
   private firstPendingAt = 0;
   private turnScheduled = false;
-  private turnStartedAt = performance.now();
+  /**
+   * When producers first asked to go on since the last turn (null: not yet). The slice
+   * starts there, not when the turn did: a producer woken by I/O after the loop sat idle
+   * (a paced or streaming one) has used none of it, and emits at once.
+   */
+  private sliceStartedAt: number | null = null;
   private sliceCommitted = false;
   private commitWaiters: (() => void)[] = [];
   private turnWaiters: (() => void)[] = [];
@@ -232,18 +237,21 @@ export class EventLog {
     const now = performance.now();
     if (this.pending.length === 0) this.firstPendingAt = now;
     this.pending.push(write);
-    if (!this.turnScheduled) {
-      this.turnScheduled = true;
-      setImmediate(this.onTurn);
-    }
+    this.scheduleTurn();
     if (this.pending.length >= MAX_BATCH || now - this.firstPendingAt >= MAX_COMMIT_DELAY_MS) this.flushNow();
+  }
+
+  private scheduleTurn(): void {
+    if (this.turnScheduled) return;
+    this.turnScheduled = true;
+    setImmediate(this.onTurn);
   }
 
   /** A turn of the event loop (after its I/O): commit what is queued, then wake the producers. */
   private readonly onTurn = (): void => {
     this.turnScheduled = false;
     this.flushNow();
-    this.turnStartedAt = performance.now();
+    this.sliceStartedAt = null;
     this.sliceCommitted = false;
     const waiters = this.turnWaiters;
     this.turnWaiters = [];
@@ -262,16 +270,18 @@ export class EventLog {
    * every client, and its events would pile up faster than they are sent.
    */
   yieldTurn(): Promise<void> | null {
-    if (performance.now() - this.turnStartedAt < PRODUCER_SLICE_MS) return null;
+    const now = performance.now();
+    if (this.sliceStartedAt === null) {
+      this.sliceStartedAt = now;
+      // The next turn ends this slice, however the producer goes on.
+      this.scheduleTurn();
+    }
+    if (now - this.sliceStartedAt < PRODUCER_SLICE_MS) return null;
     if (!this.sliceCommitted) {
       // The slice is over: commit what it produced now, so requests served before the next
       // turn (a burst of starts) commit in small batches of their own.
       this.sliceCommitted = true;
       this.flushNow();
-    }
-    if (!this.turnScheduled) {
-      this.turnScheduled = true;
-      setImmediate(this.onTurn);
     }
     return new Promise((resolve) => this.turnWaiters.push(resolve));
   }

@@ -235,14 +235,30 @@ describe("the event log", () => {
   it("asks a producer that has run for its slice of the turn to wait, committing what the slice produced", async () => {
     newRun("p");
     await new Promise((resolve) => setImmediate(resolve));
+    // The slice starts when the producer first asks, however long the loop sat idle before.
+    expect(log.yieldTurn()).toBeNull();
     log.append("p", { event: "WorkflowStarted", input: "" });
     busyWait(2);
     const wait = log.yieldTurn();
     expect(wait).toBeInstanceOf(Promise);
     expect(storedIndices(reader, "p")).toEqual([0]);
+    // Every producer waits until the next turn once the slice is over.
+    expect(log.yieldTurn()).toBeInstanceOf(Promise);
     await wait;
     // A new turn: a fresh slice.
     expect(log.yieldTurn()).toBeNull();
+  });
+
+  it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
+    newRun("paced");
+    for (let i = 0; i < 3; i++) {
+      // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      expect(log.yieldTurn()).toBeNull();
+      log.append("paced", { event: "WorkflowStarted", input: String(i) });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(storedIndices(reader, "paced")).toEqual(range(i + 1));
+    }
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {
