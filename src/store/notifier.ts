@@ -42,6 +42,11 @@ export class Notifier {
     if (isTerminalEvent(event.event)) this.listeners.delete(event.runId);
   }
 
+  /** How many runs someone follows live. */
+  get watchedRunCount(): number {
+    return this.listeners.size;
+  }
+
   /** How many listeners follow `runId` live. */
   listenerCount(runId: string): number {
     return this.listeners.get(runId)?.size ?? 0;

@@ -251,14 +251,37 @@ describe("the event log", () => {
 
   it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
     newRun("paced");
+    const seen: number[] = [];
+    log.follow("paced", -1, (event) => seen.push(event.index));
     for (let i = 0; i < 3; i++) {
       // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
       await new Promise((resolve) => setTimeout(resolve, 5));
       expect(log.yieldTurn()).toBeNull();
       log.append("paced", { event: "WorkflowStarted", input: String(i) });
       await new Promise((resolve) => setImmediate(resolve));
-      expect(storedIndices(reader, "paced")).toEqual(range(i + 1));
+      expect(seen).toEqual(range(i + 1));
     }
+  });
+
+  it("while nobody follows any run live, commits every 2 ms rather than every turn", async () => {
+    newRun("unwatched");
+    log.append("unwatched", { event: "WorkflowStarted", input: "" });
+    await new Promise((resolve) => setImmediate(resolve));
+    log.append("unwatched", { event: "WorkflowStarted", input: "" });
+    await new Promise((resolve) => setImmediate(resolve));
+    // Two turns later, still one batch waiting for more.
+    expect(log.pendingCount).toBe(2);
+    // No further append comes: the batch still commits within the bound.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(log.pendingCount).toBe(0);
+    expect(storedIndices(reader, "unwatched")).toEqual([0, 1]);
+  });
+
+  it("commits a new run's row at the next turn even while nobody follows: its id is already out", async () => {
+    log.createRun({ runId: "fresh", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
+    log.append("fresh", { event: "WorkflowStarted", input: "" });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(runs.get("fresh")).toMatchObject({ status: "running", lastEventIndex: 0 });
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {
