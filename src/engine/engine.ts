@@ -244,7 +244,7 @@ export class Engine {
         this.eventLog.append(run.runId, body, checkpoint);
       },
       // A producer that never awaits I/O waits for the next turn, which lets sockets be served.
-      breathe: () => this.eventLog.yieldTurn(),
+      breathe: () => this.eventLog.yieldTurn(run.runId),
     };
     try {
       if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });

@@ -110,6 +110,20 @@ const MAX_COMMIT_DELAY_MS = 2;
 /** How long producers may run in a turn before they let the event loop serve sockets. */
 const PRODUCER_SLICE_MS = 1;
 
+/**
+ * How long one producer runs before the next waiting one gets the rest of the slice.
+ * Producers take turns in streaks rather than event by event: a batch then holds long
+ * runs of few runs' events, and its commit touches few places in the events index.
+ */
+const PRODUCER_QUANTUM_MS = 0.25;
+
+/**
+ * While anyone follows a run live, the slice also ends once this many events wait for
+ * the commit: committing and delivering them takes a couple of milliseconds, after which
+ * the event loop serves sockets again (a burst of starts gets its first events sooner).
+ */
+const WATCHED_SLICE_EVENTS = 300;
+
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
 export const MAX_BATCH = 4000;
 
@@ -153,13 +167,18 @@ export class EventLog {
    * (a paced or streaming one) has used none of it, and emits at once.
    */
   private sliceStartedAt: number | null = null;
-  private sliceCommitted = false;
+  /** The slice of this turn is used up: producers wait for the next turn. */
+  private sliceOver = false;
   /** A new run is queued: its id has been handed out, so its row commits at the next turn. */
   private runQueued = false;
   /** Commits a deferred batch once its oldest write has waited MAX_COMMIT_DELAY_MS, if no append did first. */
   private commitTimer: NodeJS.Timeout | null = null;
   private commitWaiters: (() => void)[] = [];
-  private turnWaiters: (() => void)[] = [];
+  /** Producers waiting for the slice, in order; each is resumed alone. */
+  private readonly waiting: { producer: string; resume: () => void }[] = [];
+  /** The producer whose streak it is (null: the next to ask takes it). */
+  private current: string | null = null;
+  private quantumStartedAt = 0;
 
   constructor(
     db: Db,
@@ -284,11 +303,21 @@ export class EventLog {
     this.turnScheduled = false;
     this.commitIfDue();
     this.sliceStartedAt = null;
-    this.sliceCommitted = false;
-    const waiters = this.turnWaiters;
-    this.turnWaiters = [];
-    for (const resume of waiters) resume();
+    this.sliceOver = false;
+    this.current = null;
+    this.handOver(performance.now());
   };
+
+  /** Resumes the longest-waiting producer, whose streak starts now. */
+  private handOver(now: number): void {
+    const next = this.waiting.shift();
+    if (!next) return;
+    this.current = next.producer;
+    this.quantumStartedAt = now;
+    next.resume();
+    // Whoever waits after it gets the next turn at the latest, whatever this one does.
+    if (this.waiting.length > 0) this.scheduleTurn();
+  }
 
   /** Events queued and not yet committed. */
   get pendingCount(): number {
@@ -296,26 +325,53 @@ export class EventLog {
   }
 
   /**
-   * For producers that never await I/O (a generator yielding in a loop): once they have
-   * run for a slice of this turn, a promise that resolves on the next turn, after the
-   * event loop has served sockets; else null. Without it such a producer would starve
-   * every client, and its events would pile up faster than they are sent.
+   * For producers that never await I/O (a generator yielding in a loop), called by
+   * `producer` (its run id) before each event: null to go on, or a promise to await first.
+   * Producers share a slice of each turn (PRODUCER_SLICE_MS, fewer events while anyone
+   * watches), then wait for the next turn, after the event loop has served sockets:
+   * without it such a producer would starve every client, and its events would pile up
+   * faster than they are sent. Within the slice they take streaks of PRODUCER_QUANTUM_MS
+   * each, in the order they came to wait, one at a time.
    */
-  yieldTurn(): Promise<void> | null {
+  yieldTurn(producer: string): Promise<void> | null {
     const now = performance.now();
     if (this.sliceStartedAt === null) {
       this.sliceStartedAt = now;
-      // The next turn ends this slice, however the producer goes on.
+      // The next turn ends this slice, however the producers go on.
       this.scheduleTurn();
     }
-    if (now - this.sliceStartedAt < PRODUCER_SLICE_MS) return null;
-    if (!this.sliceCommitted) {
-      // The slice is over: commit what it produced now, so requests served before the next
-      // turn (a burst of starts) commit in small batches of their own.
-      this.sliceCommitted = true;
+    if (
+      !this.sliceOver &&
+      (now - this.sliceStartedAt >= PRODUCER_SLICE_MS || (this.pending.length >= WATCHED_SLICE_EVENTS && this.commitDue(now)))
+    ) {
+      // Commit what the slice produced now, so requests served before the next turn (a
+      // burst of starts) commit in small batches of their own.
+      this.sliceOver = true;
+      this.current = null;
       this.commitIfDue();
     }
-    return new Promise((resolve) => this.turnWaiters.push(resolve));
+    if (this.sliceOver) return this.wait(producer);
+    if (this.current === null) {
+      this.current = producer;
+      this.quantumStartedAt = now;
+    }
+    // Another producer's streak: wait for its end.
+    if (this.current !== producer) return this.wait(producer);
+    if (now - this.quantumStartedAt < PRODUCER_QUANTUM_MS) return null;
+    if (this.waiting.length === 0) {
+      // Nobody else waits: a fresh streak.
+      this.quantumStartedAt = now;
+      return null;
+    }
+    // The streak is over and others wait: the longest-waiting one gets the rest of the slice.
+    const wait = this.wait(producer);
+    this.handOver(now);
+    return wait;
+  }
+
+  private wait(producer: string): Promise<void> {
+    this.scheduleTurn();
+    return new Promise((resume) => this.waiting.push({ producer, resume }));
   }
 
   /** Resolves once every event appended so far is committed (and delivered). */

@@ -234,19 +234,20 @@ describe("the event log", () => {
 
   it("asks a producer that has run for its slice of the turn to wait, committing what the slice produced", async () => {
     newRun("p");
+    log.follow("p", -1, () => {});
     await new Promise((resolve) => setImmediate(resolve));
     // The slice starts when the producer first asks, however long the loop sat idle before.
-    expect(log.yieldTurn()).toBeNull();
+    expect(log.yieldTurn("p")).toBeNull();
     log.append("p", { event: "WorkflowStarted", input: "" });
     busyWait(2);
-    const wait = log.yieldTurn();
+    const wait = log.yieldTurn("p");
     expect(wait).toBeInstanceOf(Promise);
     expect(storedIndices(reader, "p")).toEqual([0]);
     // Every producer waits until the next turn once the slice is over.
-    expect(log.yieldTurn()).toBeInstanceOf(Promise);
+    expect(log.yieldTurn("p")).toBeInstanceOf(Promise);
     await wait;
     // A new turn: a fresh slice.
-    expect(log.yieldTurn()).toBeNull();
+    expect(log.yieldTurn("p")).toBeNull();
   });
 
   it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
@@ -256,7 +257,7 @@ describe("the event log", () => {
     for (let i = 0; i < 3; i++) {
       // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
       await new Promise((resolve) => setTimeout(resolve, 5));
-      expect(log.yieldTurn()).toBeNull();
+      expect(log.yieldTurn("p")).toBeNull();
       log.append("paced", { event: "WorkflowStarted", input: String(i) });
       await new Promise((resolve) => setImmediate(resolve));
       expect(seen).toEqual(range(i + 1));
@@ -282,6 +283,60 @@ describe("the event log", () => {
     log.append("fresh", { event: "WorkflowStarted", input: "" });
     await new Promise((resolve) => setImmediate(resolve));
     expect(runs.get("fresh")).toMatchObject({ status: "running", lastEventIndex: 0 });
+  });
+
+  /** A producer that never awaits I/O, as a generator step yielding in a loop is. */
+  async function produce(runId: string, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const wait = log.yieldTurn(runId);
+      if (wait) await wait;
+      log.append(runId, { event: "WorkflowStarted", input: String(i) });
+    }
+  }
+
+  it("lets busy producers take turns in streaks, so a batch holds long runs of one run's events", async () => {
+    newRun("a");
+    newRun("b");
+    await Promise.all([produce("a", 3000), produce("b", 3000)]);
+    await log.flushed();
+    const order = (reader.prepare("SELECT run_id FROM events ORDER BY rowid").all() as { run_id: string }[]).map((row) => row.run_id);
+    expect(order).toHaveLength(6000);
+    const switches = order.filter((runId, i) => i > 0 && runId !== order[i - 1]).length;
+    // Event by event they would switch about 6,000 times; in streaks, a few dozen.
+    expect(switches).toBeLessThan(300);
+    // Both make progress all along: neither waits for the other to finish.
+    expect(order.indexOf("b")).toBeLessThan(order.lastIndexOf("a"));
+    expect(order.indexOf("a")).toBeLessThan(order.lastIndexOf("b"));
+    expect(storedIndices(reader, "a")).toEqual(range(3000));
+    expect(storedIndices(reader, "b")).toEqual(range(3000));
+  });
+
+  it("resumes a waiting producer at the next turn even if the one whose streak it is stops asking", async () => {
+    newRun("a");
+    newRun("b");
+    expect(log.yieldTurn("a")).toBeNull();
+    const waitB = log.yieldTurn("b");
+    expect(waitB).toBeInstanceOf(Promise);
+    // "a" now awaits I/O and does not ask again for a long time.
+    let resumed = false;
+    void waitB?.then(() => (resumed = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(resumed).toBe(true);
+  });
+
+  it("while anyone follows live, ends the slice at 300 waiting events and commits them, so delivery never takes long", async () => {
+    newRun("w");
+    log.follow("w", -1, () => {});
+    await new Promise((resolve) => setImmediate(resolve));
+    let produced = 0;
+    while (log.yieldTurn("w") === null && produced < 5000) {
+      log.append("w", { event: "WorkflowStarted", input: "" });
+      produced += 1;
+    }
+    expect(produced).toBeLessThanOrEqual(300);
+    expect(log.pendingCount).toBe(0);
+    expect(storedIndices(reader, "w")).toEqual(range(produced));
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {
