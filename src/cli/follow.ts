@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ClientConfig } from "../config.ts";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { FlowdError, errorMessage, isErrorCode } from "../errors.ts";
 import { isTerminalEvent } from "../protocol/run-events.ts";
 import { SseParser } from "../protocol/sse.ts";
 import { authHeaders, responseError } from "./api-client.ts";
@@ -60,6 +60,10 @@ export async function followRun(options: FollowOptions): Promise<FollowResult> {
       for await (const chunk of response.body.pipeThrough(new TextDecoderStream())) {
         for (const message of parser.push(chunk)) {
           const frame = JSON.parse(message.data) as Record<string, unknown>;
+          if (message.event === "error") {
+            // The server ended the stream with a reason (the run's events cannot be stored): retrying would not help.
+            throw new FlowdError(isErrorCode(frame.code) ? frame.code : "INTERNAL", String(frame.error));
+          }
           const index = frame.event_index;
           if (typeof index !== "number" || index <= last) continue;
           options.print(frame);

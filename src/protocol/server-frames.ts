@@ -8,7 +8,7 @@ export type ServerFrame =
   | { event: "auth_error"; error: string; code: ErrorCode }
   | { event: "auth_required"; error: string; code: ErrorCode }
   | { event: "pong" }
-  | { event: "error"; error: string; code: ErrorCode }
+  | { event: "error"; error: string; code: ErrorCode; run_id?: string }
   | {
       event: "catch_up";
       run_id: string;

@@ -1,9 +1,9 @@
 import type { Statement } from "better-sqlite3";
-import { FlowdError } from "../errors.ts";
+import { FlowdError, errorMessage } from "../errors.ts";
 import { CommittedEvent, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
-import { Notifier, type EventListener } from "./notifier.ts";
+import { Notifier, type EventListener, type FailureListener } from "./notifier.ts";
 import type { RunRow } from "./schema.ts";
 
 /** What creating a run needs. */
@@ -100,6 +100,23 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
   }
 }
 
+/** What a run's followers are told when one of its writes cannot be stored. */
+function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
+  const reason = errorMessage(cause);
+  if (write.kind === "run") {
+    return new FlowdError(
+      "STORAGE_FAILED",
+      `Run ${write.runId} could not be created: the database refused it (${reason}). Nothing of it was stored; ` +
+        "start it again once the database accepts writes (the server log has details).",
+    );
+  }
+  return new FlowdError(
+    "STORAGE_FAILED",
+    `Run ${write.runId} stopped: the database refused its events (${reason}). Everything delivered before this is stored; ` +
+      "the run resumes from there when flowd restarts with a writable database. Reconnect then with your last_event_index.",
+  );
+}
+
 /**
  * Longest an event waits for its commit while this thread is busy elsewhere (a burst of
  * requests in one poll phase, a long producer slice): a later append commits the batch.
@@ -156,6 +173,8 @@ export class EventLog {
    * again. Only commits change what it holds; a run leaves it when it ends.
    */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
+  /** Runs stopped because their events could not be stored (the engine stops them): later followers are told too. */
+  private readonly storageFailures = new Map<string, FlowdError>();
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
   private pendingRuns = new Set<string>();
@@ -393,6 +412,8 @@ export class EventLog {
       this.commitTimer = null;
     }
     const committed: CommittedEvent[] = [];
+    /** Runs with a write that failed for good, and what their followers are told. */
+    const failed = new Map<string, FlowdError>();
     try {
       this.remember(this.writeTx(batch), committed);
     } catch {
@@ -401,6 +422,7 @@ export class EventLog {
         try {
           this.remember(this.writeTx([write]), committed);
         } catch (error) {
+          if (!failed.has(write.runId)) failed.set(write.runId, storageFailure(write, error));
           this.onAppendError(error, write.runId);
         }
       }
@@ -408,6 +430,11 @@ export class EventLog {
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     for (const event of committed) this.notifier.publish(event);
+    // Followers of a run whose events cannot be stored would otherwise wait for ever.
+    for (const [runId, error] of failed) {
+      this.storageFailures.set(runId, error);
+      this.notifier.fail(runId, error);
+    }
     for (const resolve of waiters) resolve();
   }
 
@@ -507,7 +534,8 @@ export class EventLog {
   /**
    * Delivers every event after `afterIndex` to `listener`, then every later one live,
    * each exactly once and in order (I3). Returns the unsubscribe function, or null when
-   * the run has already ended: then everything there is has been delivered.
+   * the run has already ended: then everything there is has been delivered. If the run's
+   * events cannot be stored (now or later, in this process), `onFailure` says so instead.
    *
    * Why there is no gap or duplicate at the handoff: better-sqlite3 is synchronous and
    * all commits run on this one JS thread, so nothing can commit between the range read
@@ -515,7 +543,7 @@ export class EventLog {
    * event up to the read is in the backlog; every later one reaches the listener via
    * publish(), which runs only after its commit. Keep this function free of `await`.
    */
-  follow(runId: string, afterIndex: number, listener: EventListener): (() => void) | null {
+  follow(runId: string, afterIndex: number, listener: EventListener, onFailure?: FailureListener): (() => void) | null {
     let lastIndex = -1;
     // A run created in the batch not yet committed has nothing to read: all its events arrive live.
     if (!this.pendingRuns.has(runId)) {
@@ -527,13 +555,23 @@ export class EventLog {
       if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
       // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) return null;
+      // Stopped because its events could not be stored: nothing more comes until a restart.
+      const failure = this.storageFailures.get(runId);
+      if (failure) {
+        onFailure?.(failure);
+        return null;
+      }
       lastIndex = run.last_event_index;
     }
     // A client may name an index the run has not reached yet: skip live events up to it,
     // but never the terminal one, so the client learns that the run ended.
-    if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, listener);
-    return this.notifier.subscribe(runId, (event) => {
-      if (event.index > afterIndex || isTerminalEvent(event.event)) listener(event);
-    });
+    if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, listener, onFailure);
+    return this.notifier.subscribe(
+      runId,
+      (event) => {
+        if (event.index > afterIndex || isTerminalEvent(event.event)) listener(event);
+      },
+      onFailure,
+    );
   }
 }

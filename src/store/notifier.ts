@@ -1,25 +1,32 @@
+import type { FlowdError } from "../errors.ts";
 import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
 
 /** Receives committed events of one run, in index order. Must not throw. */
 export type EventListener = (event: CommittedEvent) => void;
+
+/** Told that the log could not store a run's events: no more of them will come. Must not throw. */
+export type FailureListener = (error: FlowdError) => void;
 
 /**
  * The in-process live feed, keyed by run id. It holds no history: the log is the
  * buffer, so anything a listener needs from the past it reads from the database.
  */
 export class Notifier {
-  private readonly listeners = new Map<string, Set<EventListener>>();
+  private readonly listeners = new Map<string, Map<EventListener, FailureListener | undefined>>();
 
   constructor(private readonly onListenerError: (error: unknown, runId: string) => void) {}
 
-  /** Registers `listener` for events of `runId` committed from now on; returns the unsubscribe function. */
-  subscribe(runId: string, listener: EventListener): () => void {
+  /**
+   * Registers `listener` for events of `runId` committed from now on, and `onFailure` for
+   * the end of them if the log cannot store them; returns the unsubscribe function.
+   */
+  subscribe(runId: string, listener: EventListener, onFailure?: FailureListener): () => void {
     let set = this.listeners.get(runId);
     if (!set) {
-      set = new Set();
+      set = new Map();
       this.listeners.set(runId, set);
     }
-    set.add(listener);
+    set.set(listener, onFailure);
     return () => {
       const current = this.listeners.get(runId);
       if (!current) return;
@@ -32,7 +39,7 @@ export class Notifier {
   publish(event: CommittedEvent): void {
     const set = this.listeners.get(event.runId);
     if (!set) return;
-    for (const listener of set) {
+    for (const listener of set.keys()) {
       try {
         listener(event);
       } catch (error) {
@@ -40,6 +47,20 @@ export class Notifier {
       }
     }
     if (isTerminalEvent(event.event)) this.listeners.delete(event.runId);
+  }
+
+  /** The log could not store `runId`'s events: tells its listeners, who then have none to wait for. */
+  fail(runId: string, error: FlowdError): void {
+    const set = this.listeners.get(runId);
+    if (!set) return;
+    this.listeners.delete(runId);
+    for (const onFailure of set.values()) {
+      try {
+        onFailure?.(error);
+      } catch (listenerError) {
+        this.onListenerError(listenerError, runId);
+      }
+    }
   }
 
   /** How many runs someone follows live. */

@@ -1,3 +1,4 @@
+import type { FlowdError } from "../errors.ts";
 import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
 import type { EventLog } from "../store/event-log.ts";
 
@@ -13,6 +14,8 @@ export interface FeedSink {
   whenDrained(callback: () => void): void;
   /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
   stalled(lastIndex: number): void;
+  /** The run's events cannot be stored, so none will follow: tell the subscriber why. */
+  failed(runId: string, error: FlowdError): void;
 }
 
 /** How feeds behave; one set per server. */
@@ -27,7 +30,7 @@ export interface FeedOptions {
 export interface FeedHooks {
   /** First switch from catch-up to live delivery (the WebSocket sends `subscribed` here). */
   onLive?: () => void;
-  /** The terminal event was written: the feed is over. */
+  /** The terminal event was written (or the run's events cannot be stored): the feed is over. */
   onEnd?: () => void;
 }
 
@@ -122,7 +125,12 @@ export class RunFeed {
     }
     // Caught up with what is committed: EventLog.follow reads the rest and registers in
     // one synchronous block, so nothing slips between the last page and live delivery.
-    const stop = this.log.follow(this.runId, this.last, (event) => this.onLive(event));
+    const stop = this.log.follow(
+      this.runId,
+      this.last,
+      (event) => this.onLive(event),
+      (error) => this.onFailure(error),
+    );
     if (this.closed) {
       stop?.();
       return;
@@ -153,6 +161,13 @@ export class RunFeed {
       this.stopLive = null;
       this.waitForDrain();
     }
+  }
+
+  private onFailure(error: FlowdError): void {
+    if (this.closed) return;
+    this.stop();
+    this.sink.failed(this.runId, error);
+    this.hooks.onEnd?.();
   }
 
   private waitForDrain(): void {

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { FlowdError } from "../../src/errors.ts";
 import type { CommittedEvent, RunEventBody } from "../../src/protocol/run-events.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
 import { EventLog, type Checkpoint } from "../../src/store/event-log.ts";
@@ -337,6 +338,56 @@ describe("the event log", () => {
     expect(produced).toBeLessThanOrEqual(300);
     expect(log.pendingCount).toBe(0);
     expect(storedIndices(reader, "w")).toEqual(range(produced));
+  });
+
+  it("tells the followers of a run whose events the database refuses, and still commits the other runs' events", () => {
+    newRun("doomed");
+    newRun("fine");
+    // A real refusal from SQLite, as a full disk or an I/O error would give.
+    db.sqlite.exec(
+      `CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.run_id = 'doomed' AND NEW.event_index >= 1
+       BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END`,
+    );
+    const seen: number[] = [];
+    const failures: FlowdError[] = [];
+    log.follow("doomed", -1, (event) => seen.push(event.index), (error) => failures.push(error));
+    log.append("doomed", { event: "WorkflowStarted", input: "" });
+    log.flushNow();
+    log.append("doomed", { event: "WorkflowStarted", input: "" });
+    log.append("fine", { event: "WorkflowStarted", input: "" });
+    log.append("doomed", { event: "WorkflowStarted", input: "" });
+    log.flushNow();
+    expect(seen).toEqual([0]);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toMatchObject({ code: "STORAGE_FAILED" });
+    expect(failures[0]?.message).toContain("disk I/O error (simulated)");
+    expect(failures[0]?.message).toContain("resumes");
+    expect(appendErrors).toHaveLength(2);
+    expect(storedIndices(reader, "doomed")).toEqual([0]);
+    expect(storedIndices(reader, "fine")).toEqual([0]);
+    expect(log.notifier.listenerCount("doomed")).toBe(0);
+    // Whoever follows the stopped run later is told too, after what was stored.
+    const late: number[] = [];
+    const lateFailures: FlowdError[] = [];
+    expect(log.follow("doomed", -1, (event) => late.push(event.index), (error) => lateFailures.push(error))).toBeNull();
+    expect(late).toEqual([0]);
+    expect(lateFailures).toEqual([failures[0]]);
+  });
+
+  it("tells the followers of a new run whose row the database refuses that nothing of it was stored", () => {
+    db.sqlite.exec(
+      `CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.run_id = 'unborn'
+       BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END`,
+    );
+    log.createRun({ runId: "unborn", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
+    log.append("unborn", { event: "WorkflowStarted", input: "" });
+    const failures: FlowdError[] = [];
+    log.follow("unborn", -1, () => expect.fail("no event of it can be delivered"), (error) => failures.push(error));
+    log.flushNow();
+    expect(failures).toEqual([expect.objectContaining({ code: "STORAGE_FAILED" })]);
+    expect(failures[0]?.message).toContain("could not be created");
+    expect(failures[0]?.message).toContain("database or disk is full (simulated)");
+    expect(runs.get("unborn")).toBeUndefined();
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {

@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { FlowdError } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
@@ -39,6 +40,13 @@ class ResponseSink implements FeedSink {
     if (this.res.writableEnded || this.res.destroyed) return; // 'close' stops the feed
     if (this.res.writableLength === 0) setImmediate(callback);
     else this.res.once("drain", callback);
+  }
+
+  failed(runId: string, error: FlowdError): void {
+    if (this.res.writableEnded || this.res.destroyed) return;
+    // No id: a resuming client's Last-Event-ID stays at the last event it got.
+    const data = JSON.stringify({ event: "error", error: error.message, code: error.code, run_id: runId });
+    this.out.write(`event: error\ndata: ${data}\n\n`);
   }
 
   stalled(): void {

@@ -1,5 +1,7 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
+import type { FlowdError } from "../../errors.ts";
+import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { encodeTextFrames } from "../../protocol/ws-frame.ts";
 import { CorkedWriter } from "../corked-writer.ts";
@@ -65,6 +67,13 @@ export class SocketSink implements FeedSink {
     // One listener for all the feeds of this socket that wait.
     if (this.drainWaiters.length === 0) this.tcp.once("drain", this.onDrain);
     this.drainWaiters.push(callback);
+  }
+
+  failed(runId: string, error: FlowdError): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    // After any frames already written: ws writes to the same socket, in call order.
+    const frame: ServerFrame = { event: "error", error: error.message, code: error.code, run_id: runId };
+    this.socket.send(JSON.stringify(frame));
   }
 
   stalled(lastIndex: number): void {
