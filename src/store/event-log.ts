@@ -100,6 +100,16 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
   }
 }
 
+/**
+ * Whether a batch failed because of one of its writes (a constraint, a run that is not
+ * there or has ended), so that the others can still be committed without it.
+ */
+function failedForOneWrite(error: unknown): boolean {
+  if (error instanceof FlowdError) return true;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && (code.startsWith("SQLITE_CONSTRAINT") || code === "SQLITE_TOOBIG" || code === "SQLITE_MISMATCH");
+}
+
 /** What a run's followers are told when one of its writes cannot be stored. */
 function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
   const reason = errorMessage(cause);
@@ -238,7 +248,10 @@ export class EventLog {
         "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
       )
       .raw(true);
-    this.writeTx = sqlite.transaction((batch: readonly PendingWrite[]) => this.writeBatch(batch));
+    // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
+    // gets SQLITE_BUSY at once when another connection holds the write lock, without
+    // waiting busy_timeout for it.
+    this.writeTx = sqlite.transaction((batch: readonly PendingWrite[]) => this.writeBatch(batch)).immediate;
   }
 
   /**
@@ -275,7 +288,7 @@ export class EventLog {
   /**
    * Queues one event for the next group commit. A checkpoint given with it is stored in
    * the same transaction: an event that says a step completed and the output a resume
-   * reuses are never apart. Failures are reported to `onAppendError`, per run.
+   * reuses are never apart. Failures are reported to `onAppendError`, once per run.
    */
   append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): void {
     this.enqueue({ kind: "event", runId, body, checkpoint });
@@ -414,19 +427,30 @@ export class EventLog {
     const committed: CommittedEvent[] = [];
     /** Runs with a write that failed for good, and what their followers are told. */
     const failed = new Map<string, FlowdError>();
+    const causes = new Map<string, unknown>();
+    const fail = (write: PendingWrite, error: unknown): void => {
+      if (causes.has(write.runId)) return;
+      causes.set(write.runId, error);
+      failed.set(write.runId, storageFailure(write, error));
+    };
     try {
       this.remember(this.writeTx(batch), committed);
-    } catch {
-      // One bad write must not sink the others: commit them one by one and report the failures.
-      for (const write of batch) {
-        try {
-          this.remember(this.writeTx([write]), committed);
-        } catch (error) {
-          if (!failed.has(write.runId)) failed.set(write.runId, storageFailure(write, error));
-          this.onAppendError(error, write.runId);
+    } catch (batchError) {
+      if (failedForOneWrite(batchError)) {
+        // One bad write must not sink the others: commit them one by one.
+        for (const write of batch) {
+          try {
+            this.remember(this.writeTx([write]), committed);
+          } catch (error) {
+            fail(write, error);
+          }
         }
+      } else {
+        // The database itself refused (locked, full, I/O): each write alone would wait on the same lock or disk again.
+        for (const write of batch) fail(write, batchError);
       }
     }
+    for (const [runId, error] of causes) this.onAppendError(error, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     for (const event of committed) this.notifier.publish(event);

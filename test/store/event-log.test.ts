@@ -1,4 +1,7 @@
+import { once } from "node:events";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FlowdError } from "../../src/errors.ts";
@@ -362,7 +365,8 @@ describe("the event log", () => {
     expect(failures[0]).toMatchObject({ code: "STORAGE_FAILED" });
     expect(failures[0]?.message).toContain("disk I/O error (simulated)");
     expect(failures[0]?.message).toContain("resumes");
-    expect(appendErrors).toHaveLength(2);
+    // Reported once per run, not once per refused write.
+    expect(appendErrors).toHaveLength(1);
     expect(storedIndices(reader, "doomed")).toEqual([0]);
     expect(storedIndices(reader, "fine")).toEqual([0]);
     expect(log.notifier.listenerCount("doomed")).toBe(0);
@@ -372,6 +376,55 @@ describe("the event log", () => {
     expect(log.follow("doomed", -1, (event) => late.push(event.index), (error) => lateFailures.push(error))).toBeNull();
     expect(late).toEqual([0]);
     expect(lateFailures).toEqual([failures[0]]);
+  });
+
+  it("waits for another connection's write lock (busy_timeout) instead of failing the batch", async () => {
+    newRun("patient");
+    // Another connection, on another thread, holds the write lock for 200 ms.
+    const holder = new Worker(
+      `const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve("better-sqlite3"))});
+       const { workerData, parentPort } = require("node:worker_threads");
+       const other = new Database(workerData);
+       other.exec("BEGIN IMMEDIATE");
+       parentPort.postMessage("locked");
+       setTimeout(() => { other.exec("COMMIT"); other.close(); }, 200);`,
+      { eval: true, workerData: db.path },
+    );
+    await once(holder, "message");
+    // The run's row is read before its first write in this batch: the case that once failed at once.
+    log.append("patient", { event: "WorkflowStarted", input: "" });
+    const started = performance.now();
+    log.flushNow();
+    expect(performance.now() - started).toBeGreaterThan(100);
+    expect(appendErrors).toEqual([]);
+    expect(storedIndices(reader, "patient")).toEqual([0]);
+    await once(holder, "exit");
+  });
+
+  it("fails a whole batch at once when the database is locked, instead of waiting on the lock for each write", () => {
+    newRun("x");
+    newRun("y");
+    db.sqlite.pragma("busy_timeout = 100");
+    const failures: string[] = [];
+    log.follow("x", -1, () => {}, (error) => failures.push(error.code));
+    log.follow("y", -1, () => {}, (error) => failures.push(error.code));
+    for (let i = 0; i < 50; i++) {
+      log.append("x", { event: "WorkflowStarted", input: "" });
+      log.append("y", { event: "WorkflowStarted", input: "" });
+    }
+    // Another process holds the write lock (a sqlite3 shell in a transaction, say).
+    const other = new Database(db.path);
+    other.exec("BEGIN IMMEDIATE");
+    const started = performance.now();
+    log.flushNow();
+    const waited = performance.now() - started;
+    other.exec("ROLLBACK");
+    other.close();
+    // One wait for the lock, not one per write (100 writes × 100 ms).
+    expect(waited).toBeLessThan(2_000);
+    expect(failures).toEqual(["STORAGE_FAILED", "STORAGE_FAILED"]);
+    expect(appendErrors).toEqual([expect.objectContaining({ code: "SQLITE_BUSY" }), expect.objectContaining({ code: "SQLITE_BUSY" })]);
+    expect(storedIndices(reader, "x")).toEqual([]);
   });
 
   it("tells the followers of a new run whose row the database refuses that nothing of it was stored", () => {
