@@ -73,7 +73,11 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const workflows = given ? [...given] : builtinWorkflows(config);
   const registry = new WorkflowRegistry(workflows);
 
-  const db = openDb(config.dbPath, { exclusive: true, sync: config.sync });
+  const db = openDb(config.dbPath, {
+    exclusive: true,
+    sync: config.sync,
+    checkpointInBackground: (error) => logger.error({ err: error }, "the WAL checkpointer failed; commits checkpoint by themselves"),
+  });
   // The log reports a failed commit to the engine, which stops that run (it resumes at the next start).
   let engine: Engine | null = null;
   const eventLog = new EventLog(
