@@ -425,13 +425,10 @@ export class EventLog {
       this.commitTimer = null;
     }
     const committed: CommittedEvent[] = [];
-    /** Runs with a write that failed for good, and what their followers are told. */
-    const failed = new Map<string, FlowdError>();
-    const causes = new Map<string, unknown>();
-    const fail = (write: PendingWrite, error: unknown): void => {
-      if (causes.has(write.runId)) return;
-      causes.set(write.runId, error);
-      failed.set(write.runId, storageFailure(write, error));
+    /** Runs with a write that failed for good: the first cause, and what their followers are told. */
+    const failed = new Map<string, { cause: unknown; error: FlowdError }>();
+    const fail = (write: PendingWrite, cause: unknown): void => {
+      if (!failed.has(write.runId)) failed.set(write.runId, { cause, error: storageFailure(write, cause) });
     };
     try {
       this.remember(this.writeTx(batch), committed);
@@ -450,12 +447,12 @@ export class EventLog {
         for (const write of batch) fail(write, batchError);
       }
     }
-    for (const [runId, error] of causes) this.onAppendError(error, runId);
+    for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     for (const event of committed) this.notifier.publish(event);
     // Followers of a run whose events cannot be stored would otherwise wait for ever.
-    for (const [runId, error] of failed) {
+    for (const [runId, { error }] of failed) {
       this.storageFailures.set(runId, error);
       this.notifier.fail(runId, error);
     }
