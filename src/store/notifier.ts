@@ -21,12 +21,12 @@ export class Notifier {
    * the end of them if the log cannot store them; returns the unsubscribe function.
    */
   subscribe(runId: string, listener: EventListener, onFailure?: FailureListener): () => void {
-    let set = this.listeners.get(runId);
-    if (!set) {
-      set = new Map();
-      this.listeners.set(runId, set);
+    let followers = this.listeners.get(runId);
+    if (!followers) {
+      followers = new Map();
+      this.listeners.set(runId, followers);
     }
-    set.set(listener, onFailure);
+    followers.set(listener, onFailure);
     return () => {
       const current = this.listeners.get(runId);
       if (!current) return;
@@ -37,9 +37,9 @@ export class Notifier {
 
   /** Hands a committed event to every listener of its run; after a terminal event the run has none left. */
   publish(event: CommittedEvent): void {
-    const set = this.listeners.get(event.runId);
-    if (!set) return;
-    for (const listener of set.keys()) {
+    const followers = this.listeners.get(event.runId);
+    if (!followers) return;
+    for (const listener of followers.keys()) {
       try {
         listener(event);
       } catch (error) {
@@ -51,10 +51,10 @@ export class Notifier {
 
   /** The log could not store `runId`'s events: tells its listeners, who then have none to wait for. */
   fail(runId: string, error: FlowdError): void {
-    const set = this.listeners.get(runId);
-    if (!set) return;
+    const followers = this.listeners.get(runId);
+    if (!followers) return;
     this.listeners.delete(runId);
-    for (const onFailure of set.values()) {
+    for (const onFailure of followers.values()) {
       try {
         onFailure?.(error);
       } catch (listenerError) {

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import type { FlowdError } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
+import type { ServerFrame } from "../../protocol/server-frames.ts";
 import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import { CorkedWriter } from "../corked-writer.ts";
@@ -45,8 +46,8 @@ class ResponseSink implements FeedSink {
   failed(runId: string, error: FlowdError): void {
     if (this.res.writableEnded || this.res.destroyed) return;
     // No id: a resuming client's Last-Event-ID stays at the last event it got.
-    const data = JSON.stringify({ event: "error", error: error.message, code: error.code, run_id: runId });
-    this.out.write(`event: error\ndata: ${data}\n\n`);
+    const frame: ServerFrame = { event: "error", error: error.message, code: error.code, run_id: runId };
+    this.out.write(`event: error\ndata: ${JSON.stringify(frame)}\n\n`);
   }
 
   stalled(): void {
