@@ -1,5 +1,5 @@
 import { encodeSseEvent } from "./sse.ts";
-import { encodeTextFrame } from "./ws-frame.ts";
+import { encodeTextFrames } from "./ws-frame.ts";
 
 /**
  * Run events: what the engine emits and the log stores, named as in AgentOS.
@@ -96,9 +96,6 @@ export function isTerminalEvent(name: string): boolean {
 
 /** A committed event as the log hands it out: the frame is serialized once and sent as-is. */
 export class CommittedEvent {
-  private ws: Buffer | null = null;
-  private sse: Buffer | null = null;
-
   constructor(
     readonly runId: string,
     readonly index: number,
@@ -106,16 +103,46 @@ export class CommittedEvent {
     /** The JSON text of the frame: stored in `events.payload` and sent to every subscriber. */
     readonly frame: string,
   ) {}
+}
 
-  /** The whole WebSocket frame (header and UTF-8 text), encoded once however many subscribers get it. */
-  wsFrame(): Buffer {
-    this.ws ??= encodeTextFrame(this.frame);
+/**
+ * Consecutive events of one run, in index order, as a subscriber is sent them: what one
+ * commit added (live), or a page read from the log (catch-up). Their frames are encoded
+ * once, into one buffer, however many subscribers get them: each subscriber gets one
+ * write per commit, not one per event.
+ */
+export class EventBatch {
+  private ws: Buffer | null = null;
+  private sse: Buffer | null = null;
+
+  /** `events` is not empty. */
+  constructor(readonly events: readonly CommittedEvent[]) {}
+
+  get last(): CommittedEvent {
+    return this.events[this.events.length - 1]!;
+  }
+
+  /** The run's terminal event is in it (it is always the run's last). */
+  get endsRun(): boolean {
+    return isTerminalEvent(this.last.event);
+  }
+
+  /** The WebSocket frames (headers and UTF-8 text), back to back. */
+  wsFrames(): Buffer {
+    this.ws ??= encodeTextFrames(this.events.map((event) => event.frame));
     return this.ws;
   }
 
-  /** The SSE message (`id`, `event`, `data`), encoded once however many SSE subscribers get it. */
+  /** The SSE messages (`id`, `event`, `data`), back to back. */
   sseBytes(): Buffer {
-    this.sse ??= Buffer.from(encodeSseEvent(this.index, this.event, this.frame));
+    this.sse ??= Buffer.from(this.events.map((event) => encodeSseEvent(event.index, event.event, event.frame)).join(""));
     return this.sse;
+  }
+
+  /** The events that pass `keep` (this batch itself if all do), or null if none does. */
+  filter(keep: (event: CommittedEvent) => boolean): EventBatch | null {
+    const kept = this.events.filter(keep);
+    if (kept.length === this.events.length) return this;
+    return kept.length > 0 ? new EventBatch(kept) : null;
   }
 }

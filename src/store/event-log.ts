@@ -1,6 +1,6 @@
 import type { Statement } from "better-sqlite3";
 import { FlowdError, errorMessage } from "../errors.ts";
-import { CommittedEvent, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
+import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type EventListener, type FailureListener } from "./notifier.ts";
@@ -151,6 +151,12 @@ const PRODUCER_QUANTUM_MS = 0.25;
  */
 const WATCHED_SLICE_EVENTS = 300;
 
+/** Full catch-up pages kept for other subscribers at the same place: a few MB at most. */
+const RECENT_PAGES = 8;
+
+/** Events per batch when `follow` hands over what was committed since a subscriber's last page. */
+const FOLLOW_BACKLOG_BATCH = 500;
+
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
 export const MAX_BATCH = 4000;
 
@@ -183,6 +189,8 @@ export class EventLog {
    * again. Only commits change what it holds; a run leaves it when it ends.
    */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
+  /** Full pages read lately, oldest first (see readPage). */
+  private readonly recentPages = new Map<string, EventBatch>();
   /** Runs stopped because their events could not be stored (the engine stops them): later followers are told too. */
   private readonly storageFailures = new Map<string, FlowdError>();
   private pending: PendingWrite[] = [];
@@ -450,13 +458,25 @@ export class EventLog {
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
-    for (const event of committed) this.notifier.publish(event);
+    this.publish(committed);
     // Followers of a run whose events cannot be stored would otherwise wait for ever.
     for (const [runId, { error }] of failed) {
       this.storageFailures.set(runId, error);
       this.notifier.fail(runId, error);
     }
     for (const resolve of waiters) resolve();
+  }
+
+  /** Hands each watched run's share of a commit to its listeners, as one batch. */
+  private publish(committed: readonly CommittedEvent[]): void {
+    const byRun = new Map<string, CommittedEvent[]>();
+    for (const event of committed) {
+      if (!this.notifier.watches(event.runId)) continue;
+      const events = byRun.get(event.runId);
+      if (events) events.push(event);
+      else byRun.set(event.runId, [event]);
+    }
+    for (const [runId, events] of byRun) this.notifier.publish(runId, new EventBatch(events));
   }
 
   /** After a commit: collects its events and keeps the envelopes of the runs still going. */
@@ -545,11 +565,26 @@ export class EventLog {
     }
   }
 
-  /** At most `limit` events after `afterIndex`: one page of a catch-up. */
-  readPage(runId: string, afterIndex: number, limit: number): CommittedEvent[] {
+  /**
+   * At most `limit` events after `afterIndex`: one page of a catch-up, or null if there
+   * are none. A full page never changes once committed, so the last few are kept: many
+   * subscribers catching up on one run (all of a run's watchers reconnecting at once,
+   * say) read and encode each page once between them.
+   */
+  readPage(runId: string, afterIndex: number, limit: number): EventBatch | null {
     // A run whose row is not committed yet has no events to read (a start follows its new run at once).
-    if (this.pendingRuns.has(runId)) return [];
-    return this.selectPage.all(runId, afterIndex, limit).map(([index, event, payload]) => new CommittedEvent(runId, index, event, payload));
+    if (this.pendingRuns.has(runId)) return null;
+    const key = `${runId} ${afterIndex} ${limit}`;
+    const recent = this.recentPages.get(key);
+    if (recent) return recent;
+    const rows = this.selectPage.all(runId, afterIndex, limit);
+    if (rows.length === 0) return null;
+    const page = new EventBatch(rows.map(([index, event, payload]) => new CommittedEvent(runId, index, event, payload)));
+    if (rows.length === limit) {
+      this.recentPages.set(key, page);
+      if (this.recentPages.size > RECENT_PAGES) this.recentPages.delete(this.recentPages.keys().next().value!);
+    }
+    return page;
   }
 
   /**
@@ -568,13 +603,20 @@ export class EventLog {
     let lastIndex = -1;
     // A run created in the batch not yet committed has nothing to read: all its events arrive live.
     if (!this.pendingRuns.has(runId)) {
+      let backlog: CommittedEvent[] = [];
       for (const event of this.readAfter(runId, afterIndex)) {
-        listener(event);
-        if (isTerminalEvent(event.event)) return null;
+        backlog.push(event);
+        if (backlog.length === FOLLOW_BACKLOG_BATCH) {
+          listener(new EventBatch(backlog));
+          backlog = [];
+        }
+        if (isTerminalEvent(event.event)) break;
       }
+      if (backlog.length > 0) listener(new EventBatch(backlog));
+      if (backlog.length > 0 && isTerminalEvent(backlog[backlog.length - 1]!.event)) return null;
       const run = this.selectEnvelope.get(runId);
       if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
-      // The terminal event was at or before afterIndex: nothing will ever follow.
+      // The terminal event was at or before afterIndex (or in a full backlog batch): nothing will ever follow.
       if (isFinished(run.status)) return null;
       // Stopped because its events could not be stored: nothing more comes until a restart.
       const failure = this.storageFailures.get(runId);
@@ -589,8 +631,9 @@ export class EventLog {
     if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, listener, onFailure);
     return this.notifier.subscribe(
       runId,
-      (event) => {
-        if (event.index > afterIndex || isTerminalEvent(event.event)) listener(event);
+      (batch) => {
+        const rest = batch.filter((event) => event.index > afterIndex || isTerminalEvent(event.event));
+        if (rest) listener(rest);
       },
       onFailure,
     );

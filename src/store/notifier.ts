@@ -1,8 +1,8 @@
 import type { FlowdError } from "../errors.ts";
-import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
+import type { EventBatch } from "../protocol/run-events.ts";
 
-/** Receives committed events of one run, in index order. Must not throw. */
-export type EventListener = (event: CommittedEvent) => void;
+/** Receives a run's committed events, a commit's worth at a time, in index order. Must not throw. */
+export type EventListener = (batch: EventBatch) => void;
 
 /** Told that the log could not store a run's events: no more of them will come. Must not throw. */
 export type FailureListener = (error: FlowdError) => void;
@@ -35,18 +35,23 @@ export class Notifier {
     };
   }
 
-  /** Hands a committed event to every listener of its run; after a terminal event the run has none left. */
-  publish(event: CommittedEvent): void {
-    const followers = this.listeners.get(event.runId);
+  /** Hands what a commit added to a run to every listener of it; after the terminal event the run has none left. */
+  publish(runId: string, batch: EventBatch): void {
+    const followers = this.listeners.get(runId);
     if (!followers) return;
     for (const listener of followers.keys()) {
       try {
-        listener(event);
+        listener(batch);
       } catch (error) {
-        this.onListenerError(error, event.runId);
+        this.onListenerError(error, runId);
       }
     }
-    if (isTerminalEvent(event.event)) this.listeners.delete(event.runId);
+    if (batch.endsRun) this.listeners.delete(runId);
+  }
+
+  /** Whether anyone follows `runId` live. */
+  watches(runId: string): boolean {
+    return this.listeners.has(runId);
   }
 
   /** The log could not store `runId`'s events: tells its listeners, who then have none to wait for. */

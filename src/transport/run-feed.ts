@@ -1,15 +1,16 @@
 import type { FlowdError } from "../errors.ts";
-import { isTerminalEvent, type CommittedEvent } from "../protocol/run-events.ts";
+import type { EventBatch } from "../protocol/run-events.ts";
 import type { EventLog } from "../store/event-log.ts";
 
 const FIRST_PAGE_SIZE = 32;
 
 /** Where a feed writes its events: a WebSocket or an SSE response. */
 export interface FeedSink {
-  /** Writes one live event; returns false once the transport's buffer is above its high-water mark. */
-  write(event: CommittedEvent): boolean;
-  /** Writes a page read from the log, in one write; returns false as `write` does. */
-  writePage(events: readonly CommittedEvent[]): boolean;
+  /**
+   * Writes a batch of the run's events (what a commit added, or a page read from the log)
+   * in one write; returns false once the transport's buffer is above its high-water mark.
+   */
+  write(batch: EventBatch): boolean;
   /** Calls back once everything written so far has left the process (or the sink closed). */
   whenDrained(callback: () => void): void;
   /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
@@ -83,10 +84,11 @@ export class RunFeed {
     return this.last;
   }
 
-  private deliver(event: CommittedEvent): boolean {
-    const keepGoing = this.sink.write(event);
-    this.last = event.index;
-    if (isTerminalEvent(event.event)) {
+  /** Writes a batch; false once the feed is over (the run ended) or the sink is backed up. */
+  private deliver(batch: EventBatch): boolean {
+    const keepGoing = this.sink.write(batch);
+    this.last = batch.last.index;
+    if (batch.endsRun) {
       this.stop();
       this.hooks.onEnd?.();
       return false;
@@ -101,22 +103,12 @@ export class RunFeed {
     const size = this.firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
     this.firstPage = false;
     const page = this.log.readPage(this.runId, this.last, size);
-    if (page.length > 0) {
-      const end = page.findIndex((event) => isTerminalEvent(event.event));
-      const events = end === -1 ? page : page.slice(0, end + 1);
-      const keepGoing = this.sink.writePage(events);
-      this.last = events[events.length - 1]!.index;
-      if (end !== -1) {
-        this.stop();
-        this.hooks.onEnd?.();
-        return;
-      }
-      if (!keepGoing) {
-        this.waitForDrain();
-        return;
-      }
+    // Nothing is stored after a run's terminal event: if a page has it, it is the last.
+    if (page && !this.deliver(page)) {
+      if (!this.closed) this.waitForDrain();
+      return;
     }
-    if (page.length === size) {
+    if (page?.events.length === size) {
       // More to read: let this page leave now (sinks flush at the end of the synchronous
       // block) and read the next one next turn, so the socket is never idle while a page
       // is read, and other clients are served in between.
@@ -128,7 +120,7 @@ export class RunFeed {
     const stop = this.log.follow(
       this.runId,
       this.last,
-      (event) => this.onLive(event),
+      (batch) => this.onLive(batch),
       (error) => this.onFailure(error),
     );
     if (this.closed) {
@@ -153,9 +145,9 @@ export class RunFeed {
     }
   }
 
-  private onLive(event: CommittedEvent): void {
+  private onLive(batch: EventBatch): void {
     if (this.paused || this.closed) return;
-    if (!this.deliver(event) && !this.closed) {
+    if (!this.deliver(batch) && !this.closed) {
       // Backed up: leave live delivery; the log keeps everything for later.
       this.stopLive?.();
       this.stopLive = null;

@@ -5,9 +5,10 @@ import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FlowdError } from "../../src/errors.ts";
-import type { CommittedEvent, RunEventBody } from "../../src/protocol/run-events.ts";
+import { EventBatch, type CommittedEvent, type RunEventBody } from "../../src/protocol/run-events.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
 import { EventLog, type Checkpoint } from "../../src/store/event-log.ts";
+import type { EventListener } from "../../src/store/notifier.ts";
 import { RunStore } from "../../src/store/run-store.ts";
 import { range, storedIndices, tempDir } from "../helpers/server.ts";
 
@@ -17,6 +18,11 @@ let log: EventLog;
 let runs: RunStore;
 let reader: Database.Database;
 let appendErrors: unknown[];
+
+/** A listener that takes each event of every batch it is handed. */
+function each(take: (event: CommittedEvent) => void): EventListener {
+  return (batch) => batch.events.forEach(take);
+}
 
 /** Creates a run and commits it, as a start does with its first event. */
 function newRun(runId: string): void {
@@ -88,13 +94,13 @@ describe("the event log", () => {
   it("stores the frame it delivers, byte for byte, with the envelope fields", () => {
     newRun("r");
     const delivered: CommittedEvent[] = [];
-    log.notifier.subscribe("r", (e) => delivered.push(e));
+    log.notifier.subscribe("r", each((e) => delivered.push(e)));
     append("r", { event: "WorkflowStarted", input: "hello" });
     const row = reader.prepare("SELECT event, payload FROM events WHERE run_id = 'r'").get() as { event: string; payload: string };
     expect(row.event).toBe("WorkflowStarted");
     expect(delivered[0]?.frame).toBe(row.payload);
     // The WebSocket frame carries the same bytes after its 2-, 4- or 10-byte header.
-    expect(delivered[0]?.wsFrame().subarray(-Buffer.byteLength(row.payload)).toString()).toBe(row.payload);
+    expect(new EventBatch(delivered).wsFrames().subarray(-Buffer.byteLength(row.payload)).toString()).toBe(row.payload);
     expect(JSON.parse(row.payload)).toMatchObject({
       event: "WorkflowStarted",
       event_index: 0,
@@ -110,7 +116,7 @@ describe("the event log", () => {
     newRun("r");
     const visibleWhenDelivered: boolean[] = [];
     const check = reader.prepare("SELECT 1 FROM events WHERE run_id = 'r' AND event_index = ?");
-    log.notifier.subscribe("r", (e) => visibleWhenDelivered.push(check.get(e.index) !== undefined));
+    log.notifier.subscribe("r", each((e) => visibleWhenDelivered.push(check.get(e.index) !== undefined)));
     for (let i = 0; i < 20; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(visibleWhenDelivered).toEqual(range(20).map(() => true));
   });
@@ -138,7 +144,7 @@ describe("the event log", () => {
     newRun("r");
     for (let i = 0; i < 5; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     const seen: number[] = [];
-    log.follow("r", 1, (e) => seen.push(e.index));
+    log.follow("r", 1, each((e) => seen.push(e.index)));
     expect(seen).toEqual([2, 3, 4]);
     append("r", { event: "WorkflowStarted", input: "5" });
     append("r", { event: "WorkflowCancelled", reason: "test" });
@@ -150,14 +156,14 @@ describe("the event log", () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "0" });
     const seen: number[] = [];
-    expect(log.follow("r", 4, (e) => seen.push(e.index))).not.toBeNull();
+    expect(log.follow("r", 4, each((e) => seen.push(e.index)))).not.toBeNull();
     for (let i = 1; i <= 6; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(seen).toEqual([5, 6]);
 
     newRun("short");
     append("short", { event: "WorkflowStarted", input: "" });
     const late: number[] = [];
-    log.follow("short", 10, (e) => late.push(e.index));
+    log.follow("short", 10, each((e) => late.push(e.index)));
     append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     expect(late).toEqual([1]);
   });
@@ -167,7 +173,7 @@ describe("the event log", () => {
     append("done", { event: "WorkflowStarted", input: "" });
     append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     const seen: number[] = [];
-    expect(log.follow("done", 1, (e) => seen.push(e.index))).toBeNull();
+    expect(log.follow("done", 1, each((e) => seen.push(e.index)))).toBeNull();
     expect(seen).toEqual([]);
   });
 
@@ -175,8 +181,9 @@ describe("the event log", () => {
     newRun("a");
     newRun("b");
     const delivered: string[] = [];
-    log.notifier.subscribe("a", (e) => delivered.push(`a${e.index}`));
-    log.notifier.subscribe("b", (e) => delivered.push(`b${e.index}`));
+    // One batch per run and commit, so each subscriber gets one write per commit.
+    log.notifier.subscribe("a", (batch) => delivered.push(batch.events.map((e) => `a${e.index}`).join(" ")));
+    log.notifier.subscribe("b", (batch) => delivered.push(batch.events.map((e) => `b${e.index}`).join(" ")));
     for (let i = 0; i < 3; i++) {
       log.append("a", { event: "WorkflowStarted", input: String(i) });
       log.append("b", { event: "WorkflowStarted", input: String(i) });
@@ -185,7 +192,7 @@ describe("the event log", () => {
     expect(delivered).toEqual([]);
     expect(reader.prepare("SELECT count(*) AS n FROM events").get()).toEqual({ n: 0 });
     await log.flushed();
-    expect(delivered).toEqual(["a0", "b0", "a1", "b1", "a2", "b2"]);
+    expect(delivered).toEqual(["a0 a1 a2", "b0 b1 b2"]);
     expect(storedIndices(reader, "a")).toEqual([0, 1, 2]);
     expect(runs.get("b")?.lastEventIndex).toBe(2);
   });
@@ -204,7 +211,7 @@ describe("the event log", () => {
     log.createRun({ runId: "n", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "hi", additionalData: { k: 1 } });
     log.append("n", { event: "WorkflowStarted", input: "hi" });
     const seen: number[] = [];
-    const stop = log.follow("n", -1, (e) => seen.push(e.index));
+    const stop = log.follow("n", -1, each((e) => seen.push(e.index)));
     expect(stop).not.toBeNull();
     expect(runs.get("n")).toBeUndefined();
     expect(reader.prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 0 });
@@ -257,7 +264,7 @@ describe("the event log", () => {
   it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
     newRun("paced");
     const seen: number[] = [];
-    log.follow("paced", -1, (event) => seen.push(event.index));
+    log.follow("paced", -1, each((event) => seen.push(event.index)));
     for (let i = 0; i < 3; i++) {
       // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -353,7 +360,7 @@ describe("the event log", () => {
     );
     const seen: number[] = [];
     const failures: FlowdError[] = [];
-    log.follow("doomed", -1, (event) => seen.push(event.index), (error) => failures.push(error));
+    log.follow("doomed", -1, each((event) => seen.push(event.index)), (error) => failures.push(error));
     log.append("doomed", { event: "WorkflowStarted", input: "" });
     log.flushNow();
     log.append("doomed", { event: "WorkflowStarted", input: "" });
@@ -373,7 +380,7 @@ describe("the event log", () => {
     // Whoever follows the stopped run later is told too, after what was stored.
     const late: number[] = [];
     const lateFailures: FlowdError[] = [];
-    expect(log.follow("doomed", -1, (event) => late.push(event.index), (error) => lateFailures.push(error))).toBeNull();
+    expect(log.follow("doomed", -1, each((event) => late.push(event.index)), (error) => lateFailures.push(error))).toBeNull();
     expect(late).toEqual([0]);
     expect(lateFailures).toEqual([failures[0]]);
   });
@@ -441,6 +448,21 @@ describe("the event log", () => {
     expect(failures[0]?.message).toContain("could not be created");
     expect(failures[0]?.message).toContain("database or disk is full (simulated)");
     expect(runs.get("unborn")).toBeUndefined();
+  });
+
+  it("shares a full catch-up page between readers, but reads a short one again, since more may come", () => {
+    newRun("r");
+    for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
+    log.flushNow();
+    const full = log.readPage("r", -1, 5);
+    expect(full?.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    // Another subscriber at the same place gets the same page, frames encoded once.
+    expect(log.readPage("r", -1, 5)).toBe(full);
+    const short = log.readPage("r", 4, 10);
+    expect(short?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
+    append("r", { event: "WorkflowStarted", input: "10" });
+    expect(log.readPage("r", 4, 10)?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9, 10]);
+    expect(log.readPage("r", 10, 5)).toBeNull();
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {

@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { FlowdError } from "../../errors.ts";
 import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody } from "../../protocol/http-requests.ts";
-import { isTerminalEvent } from "../../protocol/run-events.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import type { RunRow } from "../../store/schema.ts";
@@ -36,8 +35,8 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
 function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string): Promise<void> {
   return new Promise((resolve) => {
     const current = deps.runStore.get(runId);
-    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, (event) => {
-      if (isTerminalEvent(event.event)) resolve();
+    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, (batch) => {
+      if (batch.endsRun) resolve();
     });
     if (!stop) return resolve();
     // The response's close (not the request's: that fires once the body is read) means the client left.
@@ -131,8 +130,8 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     }
     // A page of stored frames, spliced in as-is: each was serialized once, at append.
     const page = deps.eventLog.readPage(run.runId, after, query.limit);
-    const frames = page.map((event) => event.frame);
-    const last = page.at(-1)?.index ?? after;
+    const frames = page?.events.map((event) => event.frame) ?? [];
+    const last = page?.last.index ?? after;
     const hasMore = last < run.lastEventIndex;
     const body =
       `{"run_id":${JSON.stringify(run.runId)},"status":${JSON.stringify(run.status)},` +

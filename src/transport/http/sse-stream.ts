@@ -1,8 +1,8 @@
 import type { ServerResponse } from "node:http";
 import type { FlowdError } from "../../errors.ts";
-import type { CommittedEvent } from "../../protocol/run-events.ts";
+import type { EventBatch } from "../../protocol/run-events.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
-import { SSE_HEARTBEAT, encodeSseEvent } from "../../protocol/sse.ts";
+import { SSE_HEARTBEAT } from "../../protocol/sse.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import { CorkedWriter } from "../corked-writer.ts";
 import { RunFeed, type FeedOptions, type FeedSink } from "../run-feed.ts";
@@ -24,17 +24,9 @@ class ResponseSink implements FeedSink {
     this.out = new CorkedWriter(res);
   }
 
-  write(event: CommittedEvent): boolean {
-    return this.send(event.sseBytes());
-  }
-
-  writePage(events: readonly CommittedEvent[]): boolean {
-    return this.send(events.map((event) => encodeSseEvent(event.index, event.event, event.frame)).join(""));
-  }
-
-  private send(chunk: Buffer | string): boolean {
+  write(batch: EventBatch): boolean {
     if (this.res.writableEnded || this.res.destroyed) return false;
-    return this.out.write(chunk) < this.highWaterBytes;
+    return this.out.write(batch.sseBytes()) < this.highWaterBytes;
   }
 
   whenDrained(callback: () => void): void {

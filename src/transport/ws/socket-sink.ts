@@ -2,8 +2,7 @@ import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { FlowdError } from "../../errors.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
-import type { CommittedEvent } from "../../protocol/run-events.ts";
-import { encodeTextFrames } from "../../protocol/ws-frame.ts";
+import type { EventBatch } from "../../protocol/run-events.ts";
 import { CorkedWriter } from "../corked-writer.ts";
 import type { FeedSink } from "../run-feed.ts";
 
@@ -13,9 +12,9 @@ export const STALLED_CLOSE_CODE = 1013;
 /**
  * A WebSocket as a feed sink: backed up when its socket's write buffer passes the high-water mark.
  *
- * Run events skip ws's per-message framing: each event's complete frame is built once
- * (CommittedEvent.wsFrame) and written to the TCP socket as-is, one write per event for
- * every subscriber. This is safe because ws writes its own frames to the same socket
+ * Run events skip ws's per-message framing: the complete frames of what one commit added
+ * to a run are built once, into one buffer (EventBatch.wsFrames), and written to the TCP
+ * socket as-is, one write per commit for every subscriber. This is safe because ws writes its own frames to the same socket
  * synchronously and in call order when it does not compress (the server turns
  * permessage-deflate off), so frames never interleave, and it queues nothing of its own
  * (its `bufferedAmount` is the socket's write buffer, which is what backpressure watches).
@@ -41,18 +40,9 @@ export class SocketSink implements FeedSink {
     this.out = new CorkedWriter(tcp);
   }
 
-  write(event: CommittedEvent): boolean {
-    return this.send(event.wsFrame());
-  }
-
-  writePage(events: readonly CommittedEvent[]): boolean {
-    // Framed for this subscriber alone (a page is read per feed), all in one buffer.
-    return this.send(encodeTextFrames(events.map((event) => event.frame)));
-  }
-
-  private send(frames: Buffer): boolean {
+  write(batch: EventBatch): boolean {
     if (this.socket.readyState !== this.socket.OPEN) return false;
-    return this.out.write(frames) < this.highWaterBytes;
+    return this.out.write(batch.wsFrames()) < this.highWaterBytes;
   }
 
   whenDrained(callback: () => void): void {
