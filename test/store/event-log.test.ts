@@ -450,19 +450,13 @@ describe("the event log", () => {
     expect(runs.get("unborn")).toBeUndefined();
   });
 
-  it("shares a full catch-up page between readers, but reads a short one again, since more may come", () => {
+  it("reads a catch-up page of at most the given size, or null past the end", () => {
     newRun("r");
     for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
     log.flushNow();
-    const full = log.readPage("r", -1, 5);
-    expect(full?.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
-    // Another subscriber at the same place gets the same page, frames encoded once.
-    expect(log.readPage("r", -1, 5)).toBe(full);
-    const short = log.readPage("r", 4, 10);
-    expect(short?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
-    append("r", { event: "WorkflowStarted", input: "10" });
-    expect(log.readPage("r", 4, 10)?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9, 10]);
-    expect(log.readPage("r", 10, 5)).toBeNull();
+    expect(log.readPage("r", -1, 5)?.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    expect(log.readPage("r", 4, 10)?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
+    expect(log.readPage("r", 9, 5)).toBeNull();
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {
