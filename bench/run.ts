@@ -142,30 +142,6 @@ const benches: Record<string, Bench> = {
     }
   },
 
-  // Not in the issue: many subscribers catching up on one run at once (a run's watchers
-  // reconnecting after a restart), which share the pages they read.
-  B4herd: async () => {
-    const clients = 50;
-    const events = n(20_000);
-    const tmp = scratch();
-    try {
-      const db = join(tmp.dir, "flowd.db");
-      const runId = seedDatabase(db, { finishedRuns: 1, eventsPerFinishedRun: events, runningRuns: 0, eventsPerRunningRun: 0, runningWorkflowId: "emit" }).finished[0] ?? "";
-      const server = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db]);
-      try {
-        const catchUp = () => runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: server.wsUrl, clients, runId, fromIndex: 0 });
-        await catchUp(); // warm-up
-        const result = await catchUp();
-        const limit = await best(2, () => rawWsSend(clients, events, FRAME, "preframed"));
-        report({ bench: "B4herd", workload: `${clients} clients reconnecting from index 0 to the same run of ${events} stored events`, figure: Math.round(result.delivered / (result.elapsedMs / 1000)), unit: "events/s delivered", limit: Math.round(limit), limit_is: `raw socket, one pre-built WebSocket frame written per event, ${clients} clients`, target: "-" });
-      } finally {
-        await server.stop();
-      }
-    } finally {
-      tmp.remove();
-    }
-  },
-
   // Fan-out: one run, 100 subscribers.
   B5: async () => {
     const clients = 100;
