@@ -142,6 +142,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
       sqlite.pragma(`synchronous = ${options.sync ?? "NORMAL"}`);
       // Checkpoint every 4,000 pages (16 MB of WAL) instead of 1,000: pages that many commits
       // touch (index leaves of running runs, run rows) are copied back once, not four times.
+      // With a background checkpointer, only as a fallback.
       const autocheckpoint = options.checkpointInBackground ? WAL_AUTOCHECKPOINT_FALLBACK_PAGES : WAL_AUTOCHECKPOINT_PAGES;
       sqlite.pragma(`wal_autocheckpoint = ${autocheckpoint}`);
     }

@@ -591,20 +591,22 @@ export class EventLog {
     let lastIndex = -1;
     // A run created in the batch not yet committed has nothing to read: all its events arrive live.
     if (!this.pendingRuns.has(runId)) {
+      // Nothing is stored after a run's terminal event, so if the backlog has it, it is the last.
       let backlog: CommittedEvent[] = [];
+      let ended = false;
       for (const event of this.readAfter(runId, afterIndex)) {
         backlog.push(event);
+        ended = isTerminalEvent(event.event);
         if (backlog.length === FOLLOW_BACKLOG_BATCH) {
           listener(new EventBatch(backlog));
           backlog = [];
         }
-        if (isTerminalEvent(event.event)) break;
       }
       if (backlog.length > 0) listener(new EventBatch(backlog));
-      if (backlog.length > 0 && isTerminalEvent(backlog[backlog.length - 1]!.event)) return null;
+      if (ended) return null;
       const run = this.selectEnvelope.get(runId);
       if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
-      // The terminal event was at or before afterIndex (or in a full backlog batch): nothing will ever follow.
+      // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) return null;
       // Stopped because its events could not be stored: nothing more comes until a restart.
       const failure = this.storageFailures.get(runId);

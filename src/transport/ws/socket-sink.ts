@@ -14,10 +14,11 @@ export const STALLED_CLOSE_CODE = 1013;
  *
  * Run events skip ws's per-message framing: the complete frames of what one commit added
  * to a run are built once, into one buffer (EventBatch.wsFrames), and written to the TCP
- * socket as-is, one write per commit for every subscriber. This is safe because ws writes its own frames to the same socket
- * synchronously and in call order when it does not compress (the server turns
- * permessage-deflate off), so frames never interleave, and it queues nothing of its own
- * (its `bufferedAmount` is the socket's write buffer, which is what backpressure watches).
+ * socket as-is, one write per commit for every subscriber. This is safe because ws
+ * writes its own frames to the same socket synchronously and in call order when it does
+ * not compress (the server turns permessage-deflate off), so frames never interleave,
+ * and it queues nothing of its own (its `bufferedAmount` is the socket's write buffer,
+ * which is what backpressure watches).
  */
 export class SocketSink implements FeedSink {
   private drainWaiters: (() => void)[] = [];
