@@ -336,18 +336,46 @@ describe("the event log", () => {
     expect(resumed).toBe(true);
   });
 
+  /** Appends to `runId` until the log asks its producer to wait; returns how many it appended. */
+  function produceSlice(runId: string): number {
+    let produced = 0;
+    while (log.yieldTurn(runId) === null && produced < 5000) {
+      log.append(runId, { event: "WorkflowStarted", input: "" });
+      produced += 1;
+    }
+    return produced;
+  }
+
   it("while anyone follows live, ends the slice at 300 waiting events and commits them, so delivery never takes long", async () => {
     newRun("w");
     log.follow("w", -1, () => {});
-    await new Promise((resolve) => setImmediate(resolve));
-    let produced = 0;
-    while (log.yieldTurn("w") === null && produced < 5000) {
-      log.append("w", { event: "WorkflowStarted", input: "" });
-      produced += 1;
-    }
+    // Past the short slices of a run's first millisecond.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const produced = produceSlice("w");
+    expect(produced).toBeGreaterThan(32);
     expect(produced).toBeLessThanOrEqual(300);
     expect(log.pendingCount).toBe(0);
     expect(storedIndices(reader, "w")).toEqual(range(produced));
+  });
+
+  it("while runs are being started, ends slices at 32 waiting writes, so a burst of starts does not wait behind long commits", async () => {
+    newRun("streaming");
+    log.follow("streaming", -1, () => {});
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const before = produceSlice("streaming");
+    expect(before).toBeGreaterThan(32);
+    await new Promise((resolve) => setImmediate(resolve));
+    // A start arrives: its row waits for the commit with the slice's events.
+    log.createRun({ runId: "fresh", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
+    const during = produceSlice("streaming");
+    expect(during).toBe(31);
+    expect(log.pendingCount).toBe(0);
+    expect(runs.get("fresh")?.status).toBe("pending");
+    // Once no run has started for a while, slices are long again.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const after = produceSlice("streaming");
+    expect(after).toBeGreaterThan(32);
+    expect(storedIndices(reader, "streaming")).toEqual(range(before + during + after));
   });
 
   it("tells the followers of a run whose events the database refuses, and still commits the other runs' events", () => {
