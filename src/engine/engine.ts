@@ -88,7 +88,10 @@ export class Engine {
     return run;
   }
 
-  /** Asks a run to stop; it ends with `WorkflowCancelled` at its next step or content boundary. */
+  /**
+   * Asks a run to stop; it ends with `WorkflowCancelled` at its next step or content
+   * boundary, or at once if nothing in this process runs it (it halted here).
+   */
   cancel(runId: string): RunRow {
     const run = this.runStore.get(runId);
     if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
@@ -97,6 +100,11 @@ export class Engine {
     }
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
+    if (this.eventLog.haltReason(runId) && !this.active.has(runId)) {
+      this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request (the run was halted on this server)" });
+      this.logger.info({ runId }, "halted run cancelled");
+      return run;
+    }
     this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled"));
     this.logger.info({ runId }, "run cancel requested");
     return run;
@@ -126,6 +134,14 @@ export class Engine {
         summary[this.recoverRun(run)].push(run.runId);
       } catch (error) {
         this.logger.error({ runId: run.runId, err: error }, "could not recover run");
+        if (!this.active.has(run.runId)) this.eventLog.halt(
+          run.runId,
+          new FlowdError(
+            "RUN_NOT_RESUMED",
+            `Run ${run.runId} is unfinished, but this server could not resume it (${errorMessage(error)}). ` +
+              "Everything stored has been sent; the server log has details. Cancel the run, or fix the cause and restart flowd to resume it.",
+          ),
+        );
         summary.skipped.push(run.runId);
       }
     }
@@ -146,6 +162,14 @@ export class Engine {
       workflow = this.workflows.get(run.workflowId);
     } catch {
       log.warn("run not resumed: its workflow is not served by this process; serve it again to resume the run");
+      this.eventLog.halt(
+        run.runId,
+        new FlowdError(
+          "RUN_NOT_RESUMED",
+          `Run ${run.runId} is unfinished, but this server does not run it: its workflow "${run.workflowId}" is not served here. ` +
+            "Everything stored has been sent. Restart flowd with that workflow loaded to resume the run, then reconnect with your last_event_index; or cancel the run.",
+        ),
+      );
       return "skipped";
     }
     if (run.lastEventIndex < 0) {

@@ -195,8 +195,11 @@ export class EventLog {
    * again. Only commits change what it holds; a run leaves it when it ends.
    */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
-  /** Runs stopped because their events could not be stored (the engine stops them): later followers are told too. */
-  private readonly storageFailures = new Map<string, FlowdError>();
+  /**
+   * Unfinished runs that no longer progress in this process (their events could not be
+   * stored, or nothing here runs them), with what their followers are told.
+   */
+  private readonly haltedRuns = new Map<string, FlowdError>();
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
   private pendingRuns = new Set<string>();
@@ -469,12 +472,23 @@ export class EventLog {
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     this.publish(committed);
-    // Followers of a run whose events cannot be stored would otherwise wait for ever.
-    for (const [runId, { error }] of failed) {
-      this.storageFailures.set(runId, error);
-      this.notifier.fail(runId, error);
-    }
+    for (const [runId, { error }] of failed) this.halt(runId, error);
     for (const resolve of waiters) resolve();
+  }
+
+  /**
+   * Says that an unfinished run gets no more events from this process (its events cannot
+   * be stored, or its workflow is not served here). Its followers, now and later, get
+   * everything stored and then `reason`, instead of waiting for ever.
+   */
+  halt(runId: string, reason: FlowdError): void {
+    this.haltedRuns.set(runId, reason);
+    this.notifier.fail(runId, reason);
+  }
+
+  /** Why `runId` gets no more events from this process, if it does not. */
+  haltReason(runId: string): FlowdError | undefined {
+    return this.haltedRuns.get(runId);
   }
 
   /** Hands each watched run's share of a commit to its listeners, as one batch. */
@@ -633,10 +647,10 @@ export class EventLog {
       if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
       // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) return null;
-      // Stopped because its events could not be stored: nothing more comes until a restart.
-      const failure = this.storageFailures.get(runId);
-      if (failure) {
-        onFailure?.(failure);
+      // Nothing more comes from this process (until a restart): say why.
+      const halted = this.haltedRuns.get(runId);
+      if (halted) {
+        onFailure?.(halted);
         return null;
       }
       lastIndex = run.last_event_index;

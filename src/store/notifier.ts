@@ -54,7 +54,7 @@ export class Notifier {
     return this.listeners.has(runId);
   }
 
-  /** The log could not store `runId`'s events: tells its listeners, who then have none to wait for. */
+  /** No more events of `runId` will come (see EventLog.halt): tells its listeners why, and drops them. */
   fail(runId: string, error: FlowdError): void {
     const followers = this.listeners.get(runId);
     if (!followers) return;

@@ -15,7 +15,7 @@ export interface FeedSink {
   whenDrained(callback: () => void): void;
   /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
   stalled(lastIndex: number): void;
-  /** The run's events cannot be stored, so none will follow: tell the subscriber why. */
+  /** No more of the run's events will come from this server (see EventLog.halt): tell the subscriber why. */
   failed(runId: string, error: FlowdError): void;
 }
 
@@ -31,7 +31,7 @@ export interface FeedOptions {
 export interface FeedHooks {
   /** First switch from catch-up to live delivery (the WebSocket sends `subscribed` here). */
   onLive?: () => void;
-  /** The terminal event was written (or the run's events cannot be stored): the feed is over. */
+  /** The terminal event was written (or the run halted in this server, see EventLog.halt): the feed is over. */
   onEnd?: () => void;
 }
 

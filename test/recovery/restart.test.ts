@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { range, storedIndices, tempDir, waitFor } from "../helpers/server.ts";
 import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
+import { SseParser } from "../../src/protocol/sse.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
@@ -159,6 +160,55 @@ describe("cancel across a restart", () => {
     try {
       expect(runRow(runId)).toMatchObject({ status: "cancelled" });
       expect(storedEvents(runId)).toHaveLength(before);
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe("a run whose workflow the restarted server does not serve", () => {
+  it("is left as it was; followers get what was stored, then RUN_NOT_RESUMED, instead of waiting; a cancel ends it", async () => {
+    const first = await startServerProcess(serverArgs());
+    const { client } = await TestClient.connect(first.wsUrl);
+    client.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 1000, delayMs: 5 } });
+    const runId = (await client.next()).run_id as string;
+    await client.take(5);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const stored = storedEvents(runId).length;
+
+    // Only the built-in workflows: "ticker" is not served.
+    const second = await startServerProcess(["--db", db]);
+    try {
+      expect(second.output()).toContain("its workflow is not served by this process");
+      expect(runRow(runId)).toMatchObject({ status: "running" });
+      const { client: later } = await TestClient.connect(second.wsUrl);
+      later.send({ action: "reconnect", run_id: runId, last_event_index: -1 });
+      const frames = await later.take(stored + 2);
+      expect(frames[0]).toMatchObject({ event: "catch_up", missed_events: stored });
+      expect(indicesOf(frames)).toEqual(range(stored));
+      const reason = frames.at(-1);
+      expect(reason).toMatchObject({ event: "error", code: "RUN_NOT_RESUMED", run_id: runId });
+      expect(reason?.error).toContain('workflow "ticker" is not served');
+      expect(reason?.error).toContain("last_event_index");
+
+      // Over SSE: the stored events, then the same reason, and the stream ends.
+      const sse = await fetch(`${second.url}/runs/${runId}/events?after=${stored - 3}`);
+      const messages = new SseParser().push(await sse.text());
+      expect(messages.map((m) => m.event)).toEqual(["RunContent", "RunContent", "error"]);
+      expect(JSON.parse(messages[2]!.data)).toMatchObject({ code: "RUN_NOT_RESUMED", run_id: runId });
+
+      // Nothing here runs it, so a cancel ends it at once.
+      expect(await later.request({ action: "cancel-workflow", run_id: runId })).toMatchObject({ event: "cancel_requested" });
+      await waitFor("the run to be cancelled", () => (runRow(runId).status === "cancelled" ? true : undefined));
+      expect(storedEvents(runId).map((e) => e.event).at(-1)).toBe("WorkflowCancelled");
+      // Ended now: a reconnect replays it whole, up to the cancel.
+      later.send({ action: "reconnect", run_id: runId, last_event_index: stored - 1 });
+      const replay = await later.untilTerminal();
+      expect(replay[0]).toMatchObject({ event: "replay", status: "cancelled", total_events: stored + 1 });
+      expect(indicesOf(replay)).toEqual(range(stored + 1));
+      expect(replay.at(-1)?.event).toBe("WorkflowCancelled");
+      await later.close();
     } finally {
       await second.stop();
     }
