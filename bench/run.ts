@@ -81,6 +81,8 @@ const benches: Record<string, Bench> = {
     const figure = result.events / (result.elapsedMs / 1000);
     const limit = await best(2, () => rawWsSend(1, n(200_000), FRAME, "preframed"));
     const wsSend = await rawWsSend(1, n(200_000), FRAME, "once");
+    // A plain ws.send loop, as the reference figure for this limit was taken.
+    const wsSendUncorked = await best(2, () => rawWsSend(1, n(200_000), FRAME, "uncorked"));
     // Every event is committed before it is sent (I2): the append is the pipeline's other raw stage.
     const append = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1));
     report({
@@ -91,7 +93,10 @@ const benches: Record<string, Bench> = {
       limit: Math.round(limit),
       limit_is: "raw socket, one pre-built WebSocket frame written per event, 1 client",
       raw_ws_send_events_per_s: Math.round(wsSend),
+      raw_ws_send_uncorked_events_per_s: Math.round(wsSendUncorked),
+      ratio_to_uncorked_ws_send: Math.round((figure / wsSendUncorked) * 100) / 100,
       raw_sqlite_append_one_run_events_per_s: Math.round(append),
+      ratio_to_sqlite_append: Math.round((figure / append) * 100) / 100,
       target: 0.6,
     });
   },

@@ -65,9 +65,17 @@ function peek(data: Buffer): Frame {
   return new Frame(event, eventIndex, data);
 }
 
-/** True for WorkflowCompleted, WorkflowError and WorkflowCancelled (only Workflow* events are looked at closely). */
+/** The byte after `{"event":"` in a Workflow* event. */
+const W = 0x57;
+
+/**
+ * True for WorkflowCompleted, WorkflowError and WorkflowCancelled. Only Workflow* events
+ * are looked at closely, and a byte is checked before anything else: this runs for every
+ * frame, and a Buffer.compare costs ~90 ns, ~10% of the client's time when 100 sockets
+ * receive a million frames a second.
+ */
 function isTerminal(data: Buffer): boolean {
-  return WORKFLOW_PREFIX.compare(data, 0, WORKFLOW_PREFIX.length) === 0 && TERMINAL.has(peek(data).event);
+  return data[EVENT_PREFIX.length] === W && WORKFLOW_PREFIX.compare(data, 0, WORKFLOW_PREFIX.length) === 0 && TERMINAL.has(peek(data).event);
 }
 
 /** Calls `onFrame` with each message until it returns true. */
@@ -97,9 +105,11 @@ function readEvents(
   return new Promise((resolve) => {
     let count = 0;
     let firstAt = 0;
+    // The clock is read only where it is used: like the raw-limit client, this one does
+    // as little per frame as it can.
     const onMessage = (data: Buffer): void => {
-      const at = now();
       if (count === 0) {
+        const at = now();
         const index = peek(data).event_index;
         if (index === undefined || index < (options.fromIndex ?? 0)) return;
         firstAt = at;
@@ -107,7 +117,7 @@ function readEvents(
       count += 1;
       if (count === options.expect || isTerminal(data)) {
         socket.off("message", onMessage);
-        resolve({ count, firstAt, lastAt: at });
+        resolve({ count, firstAt, lastAt: now() });
       }
     };
     socket.on("message", onMessage);
