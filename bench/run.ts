@@ -165,8 +165,11 @@ const benches: Record<string, Bench> = {
   B6: async () => {
     const clients = 50;
     const events = n(1000);
+    // The first-event p50 of one round of 50 starts moves by a few ms from one round to the
+    // next (a scavenge, the other process's scheduling): the p50 is taken over three rounds.
+    const rounds = 3;
     const result = await withServer((_url, wsUrl) =>
-      runClients<{ events: number; elapsedMs: number; firstEventMs: number[] }>({
+      runClients<{ events: number; elapsedMs: number; firstEventMs: number[]; roundFirstEventMs: number[][] }>({
         kind: "start",
         url: wsUrl,
         clients,
@@ -175,10 +178,22 @@ const benches: Record<string, Bench> = {
         // One unmeasured round of the same workload first: a fresh process runs cold
         // (unoptimized) code, a server that has been up does not.
         warmup: { count: events, bytes: BYTES },
+        rounds,
       }),
     );
-    const sorted = [...result.firstEventMs].sort((a, b) => a - b);
-    report({ bench: "B6", workload: `${clients} clients, each starting a run of ${events} events over WebSocket (after a warm-up round), synchronous=${SYNC}`, figure: Math.round(result.events / (result.elapsedMs / 1000)), unit: "events/s total", first_event_p50_ms: Math.round((sorted[Math.floor(sorted.length / 2)] ?? NaN) * 100) / 100, target: "≥ 100000 events/s, first event p50 ≤ 5 ms" });
+    const median = (values: readonly number[]): number => {
+      const sorted = [...values].sort((a, b) => a - b);
+      return Math.round((sorted[Math.floor(sorted.length / 2)] ?? NaN) * 100) / 100;
+    };
+    report({
+      bench: "B6",
+      workload: `${clients} clients, each starting a run of ${events} events over WebSocket, ${rounds} rounds (after a warm-up round), synchronous=${SYNC}`,
+      figure: Math.round(result.events / (result.elapsedMs / 1000)),
+      unit: "events/s total",
+      first_event_p50_ms: median(result.firstEventMs),
+      first_event_p50_ms_by_round: result.roundFirstEventMs.map(median),
+      target: "≥ 100000 events/s, first event p50 ≤ 5 ms",
+    });
   },
 
   // Idle connections: memory per connection.

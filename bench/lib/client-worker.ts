@@ -6,7 +6,7 @@ import type { Socket } from "node:net";
 import WebSocket from "ws";
 
 type Plan =
-  | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown>; warmup?: Record<string, unknown> }
+  | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown>; warmup?: Record<string, unknown>; rounds?: number }
   | { kind: "follow"; url: string; clients: number; runId: string; fromIndex: number }
   | { kind: "latency"; url: string; data: Record<string, unknown> }
   | { kind: "catchup"; url: string; runId: string; expect: number }
@@ -156,13 +156,19 @@ async function startRound(
 async function main(): Promise<void> {
   switch (plan.kind) {
     case "start": {
-      // Each client starts its own run and reads it to the end. With `warmup`, one unmeasured
-      // round of runs with that data first, so both processes run warm code, as a server that
-      // has been up does.
+      // Each client starts its own run and reads it to the end, `rounds` times (default 1),
+      // all measured together. With `warmup`, one unmeasured round of runs with that data
+      // first, so both processes run warm code, as a server that has been up does.
       const sockets = await Promise.all(Array.from({ length: plan.clients }, () => connect(plan.url)));
       if (plan.warmup) await startRound(sockets, plan.workflow, plan.warmup);
-      const result = await startRound(sockets, plan.workflow, plan.data);
-      output(result);
+      const rounds: Awaited<ReturnType<typeof startRound>>[] = [];
+      for (let i = 0; i < (plan.rounds ?? 1); i++) rounds.push(await startRound(sockets, plan.workflow, plan.data));
+      output({
+        events: rounds.reduce((sum, round) => sum + round.events, 0),
+        elapsedMs: rounds.reduce((sum, round) => sum + round.elapsedMs, 0),
+        firstEventMs: rounds.flatMap((round) => round.firstEventMs),
+        roundFirstEventMs: rounds.map((round) => round.firstEventMs),
+      });
       for (const s of sockets) s.terminate();
       return;
     }
