@@ -1,10 +1,14 @@
 import type { Statement } from "better-sqlite3";
 import { FlowdError, errorMessage } from "../errors.ts";
 import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
-import { isFinished, type RunStatus } from "../protocol/run-status.ts";
+import { isFinished } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type EventListener, type FailureListener } from "./notifier.ts";
+import { BatchWriter, type Checkpoint, type PendingWrite } from "./batch-writer.ts";
+import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
+
+export type { Checkpoint };
 
 /** What creating a run needs. */
 export interface NewRun {
@@ -17,88 +21,8 @@ export interface NewRun {
   additionalData: unknown;
 }
 
-interface RunEnvelopeRow {
-  attempt: number;
-  workflow_id: string;
-  workflow_name: string;
-  session_id: string;
-  status: RunStatus;
-  last_event_index: number;
-}
-
 /** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read ~25% faster (catch-up reads many). */
 type EventRow = [index: number, event: RunEventName, payload: string];
-
-/** A node's completion (or a decision) to store with its event, for resume. */
-export interface Checkpoint {
-  path: string;
-  stepName: string | null;
-  output: unknown;
-}
-
-/** What waits for the next commit: a new run's row, or an event. */
-type PendingWrite =
-  | { kind: "run"; runId: string; row: RunRow }
-  | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined };
-
-/** A run's row as a batch changes it: each column keeps the last value its events set. */
-interface RunUpdate {
-  runId: string;
-  index: number;
-  now: number;
-  status: RunStatus | null;
-  startedAt: number | null;
-  finishedAt: number | null;
-  output: string | null;
-  error: string | null;
-  attempt: number | null;
-  crashIncrement: number;
-}
-
-/** What a committed batch wrote: its events, and each touched run's state after it. */
-interface WrittenBatch {
-  committed: CommittedEvent[];
-  runs: Map<string, RunInBatch>;
-}
-
-interface RunInBatch {
-  envelope: RunEnvelopeRow;
-  update: RunUpdate;
-  /** The frame's closing envelope fields after `event_index`, the same for all of this run's events in the batch. */
-  frameTail: string;
-}
-
-/** Applies one event's effect on its run row to the batch's pending update. */
-function applyTransition(update: RunUpdate, body: RunEventBody, now: number): void {
-  switch (body.event) {
-    case "WorkflowResumed":
-      update.status = "running";
-      update.attempt = body.attempt;
-      if (body.after_crash) update.crashIncrement += 1;
-      return;
-    case "WorkflowStarted":
-      update.status = "running";
-      update.startedAt ??= now;
-      return;
-    case "WorkflowCompleted":
-      update.status = "completed";
-      update.finishedAt = now;
-      update.output = JSON.stringify(body.content ?? null);
-      return;
-    case "WorkflowError":
-      update.status = "error";
-      update.finishedAt = now;
-      update.error = body.error;
-      return;
-    case "WorkflowCancelled":
-      update.status = "cancelled";
-      update.finishedAt = now;
-      update.error = body.reason;
-      return;
-    default:
-      return;
-  }
-}
 
 /**
  * Whether a batch failed because of one of its writes (a constraint, a run that is not
@@ -134,32 +58,6 @@ function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
  */
 const MAX_COMMIT_DELAY_MS = 2;
 
-/** How long producers may run in a turn before they let the event loop serve sockets. */
-const PRODUCER_SLICE_MS = 1;
-
-/**
- * How long one producer runs before the next waiting one gets the rest of the slice.
- * Producers take turns in streaks rather than event by event: a batch then holds long
- * runs of few runs' events, and its commit touches few places in the events index.
- */
-const PRODUCER_QUANTUM_MS = 0.25;
-
-/**
- * While anyone follows a run live, the slice also ends once this many events wait for
- * the commit: committing and delivering them takes a couple of milliseconds, after which
- * the event loop serves sockets again (a burst of starts gets its first events sooner).
- */
-const WATCHED_SLICE_EVENTS = 300;
-
-/**
- * While runs are being started (one was created in the last STARTING_WINDOW_MS), a slice
- * ends at this many events instead. A burst of starts then waits behind commits of a few
- * dozen events (~0.1 ms) rather than of WATCHED_SLICE_EVENTS (~1.4 ms with their delivery),
- * so each start's first event leaves sooner; once the burst is over, slices grow back.
- */
-const STARTING_SLICE_EVENTS = 32;
-const STARTING_WINDOW_MS = 1;
-
 /** Events per batch when `follow` hands over what was committed since a subscriber's last page. */
 const FOLLOW_BACKLOG_BATCH = 500;
 
@@ -178,23 +76,15 @@ export const MAX_BATCH = 4000;
  * While nobody follows any run live, no one waits for a commit but the disk: then the log
  * commits every MAX_COMMIT_DELAY_MS rather than every turn. Batches grow about twice as
  * big, and each commit writes the index pages it touches once for twice the events.
+ *
+ * Its parts: BatchWriter turns a batch into rows; ProducerTurns paces the producers whose
+ * slices end with a commit; Notifier hands committed events to live listeners.
  */
 export class EventLog {
   readonly notifier: Notifier;
-  private readonly selectEnvelope: Statement<[string], RunEnvelopeRow>;
-  private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number]>;
-  private readonly insertEvent: Statement<[string, number, string, string | null, string, number]>;
-  private readonly updateRun: Statement<[RunUpdate]>;
-  private readonly advanceRun: Statement<[number, number, string]>;
-  private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
+  private readonly writer: BatchWriter;
   private readonly selectAfter: Statement<[string, number], EventRow>;
   private readonly selectPage: Statement<[string, number, number], EventRow>;
-  private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
-  /**
-   * Active runs' envelopes as last committed, so a batch does not read each run's row
-   * again. Only commits change what it holds; a run leaves it when it ends.
-   */
-  private readonly envelopes = new Map<string, RunEnvelopeRow>();
   /**
    * Unfinished runs that no longer progress in this process (their events could not be
    * stored, or nothing here runs them), with what their followers are told.
@@ -205,26 +95,18 @@ export class EventLog {
   private pendingRuns = new Set<string>();
   private firstPendingAt = 0;
   private turnScheduled = false;
-  /**
-   * When producers first asked to go on since the last turn (null: not yet). The slice
-   * starts there, not when the turn did: a producer woken by I/O after the loop sat idle
-   * (a paced or streaming one) has used none of it, and emits at once.
-   */
-  private sliceStartedAt: number | null = null;
-  /** The slice of this turn is used up: producers wait for the next turn. */
-  private sliceOver = false;
   /** A new run is queued: its id has been handed out, so its row commits at the next turn. */
   private runQueued = false;
-  /** When the last run was created (performance.now()): slices stay short while runs are being started. */
-  private lastRunCreatedAt = -Infinity;
   /** Commits a deferred batch once its oldest write has waited MAX_COMMIT_DELAY_MS, if no append did first. */
   private commitTimer: NodeJS.Timeout | null = null;
   private commitWaiters: (() => void)[] = [];
-  /** Producers waiting for the slice, in order; each is resumed alone. */
-  private readonly waiting: { producer: string; resume: () => void }[] = [];
-  /** The producer whose streak it is (null: the next to ask takes it). */
-  private current: string | null = null;
-  private quantumStartedAt = 0;
+  /** Paces producers that never await I/O; their slices end with a commit. */
+  private readonly turns = new ProducerTurns({
+    pendingCount: () => this.pending.length,
+    commitDue: (now) => this.commitDue(now),
+    commitIfDue: () => this.commitIfDue(),
+    scheduleTurn: () => this.scheduleTurn(),
+  });
 
   constructor(
     db: Db,
@@ -233,30 +115,7 @@ export class EventLog {
   ) {
     const { sqlite } = db;
     this.notifier = new Notifier(onListenerError);
-    this.selectEnvelope = sqlite.prepare(
-      "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
-    );
-    this.insertRun = sqlite.prepare(
-      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    this.insertEvent = sqlite.prepare(
-      "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-    );
-    this.updateRun = sqlite.prepare(
-      `UPDATE runs SET last_event_index = @index, updated_at = @now, status = coalesce(@status, status),
-         started_at = coalesce(started_at, @startedAt), finished_at = coalesce(@finishedAt, finished_at),
-         output = coalesce(@output, output), error = coalesce(@error, error),
-         attempt = coalesce(@attempt, attempt), crash_resumes = crash_resumes + @crashIncrement,
-         paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END
-       WHERE run_id = @runId`,
-    );
-    // Most batches only move a run forward: a statement that touches no indexed column.
-    this.advanceRun = sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
-    this.insertCheckpoint = sqlite.prepare(
-      `INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    );
+    this.writer = new BatchWriter(sqlite);
     this.selectAfter = sqlite
       .prepare<[string, number], EventRow>("SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index")
       .raw(true);
@@ -265,10 +124,6 @@ export class EventLog {
         "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
       )
       .raw(true);
-    // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
-    // gets SQLITE_BUSY at once when another connection holds the write lock, without
-    // waiting busy_timeout for it.
-    this.writeTx = sqlite.transaction((batch: readonly PendingWrite[]) => this.writeBatch(batch)).immediate;
   }
 
   /**
@@ -298,7 +153,7 @@ export class EventLog {
     };
     this.pendingRuns.add(run.runId);
     this.runQueued = true;
-    this.lastRunCreatedAt = performance.now();
+    this.turns.runCreated(performance.now());
     this.enqueue({ kind: "run", runId: run.runId, row });
     return row;
   }
@@ -352,22 +207,8 @@ export class EventLog {
   private readonly onTurn = (): void => {
     this.turnScheduled = false;
     this.commitIfDue();
-    this.sliceStartedAt = null;
-    this.sliceOver = false;
-    this.current = null;
-    this.handOver(performance.now());
+    this.turns.newTurn(performance.now());
   };
-
-  /** Resumes the longest-waiting producer, whose streak starts now. */
-  private handOver(now: number): void {
-    const next = this.waiting.shift();
-    if (!next) return;
-    this.current = next.producer;
-    this.quantumStartedAt = now;
-    next.resume();
-    // Whoever waits after it gets the next turn at the latest, whatever this one does.
-    if (this.waiting.length > 0) this.scheduleTurn();
-  }
 
   /** Events queued and not yet committed. */
   get pendingCount(): number {
@@ -376,55 +217,11 @@ export class EventLog {
 
   /**
    * For producers that never await I/O (a generator yielding in a loop), called by
-   * `producer` (its run id) before each event: null to go on, or a promise to await first.
-   * Producers share a slice of each turn (PRODUCER_SLICE_MS, fewer events while anyone
-   * watches), then wait for the next turn, after the event loop has served sockets:
-   * without it such a producer would starve every client, and its events would pile up
-   * faster than they are sent. Within the slice they take streaks of PRODUCER_QUANTUM_MS
-   * each, in the order they came to wait, one at a time.
+   * `producer` (its run id) before each event: null to go on, or a promise to await
+   * first (see ProducerTurns).
    */
   yieldTurn(producer: string): Promise<void> | null {
-    const now = performance.now();
-    if (this.sliceStartedAt === null) {
-      this.sliceStartedAt = now;
-      // The next turn ends this slice, however the producers go on.
-      this.scheduleTurn();
-    }
-    if (!this.sliceOver && (now - this.sliceStartedAt >= PRODUCER_SLICE_MS || this.sliceFull(now))) {
-      // Commit what the slice produced now, so requests served before the next turn (a
-      // burst of starts) commit in small batches of their own.
-      this.sliceOver = true;
-      this.current = null;
-      this.commitIfDue();
-    }
-    if (this.sliceOver) return this.wait(producer);
-    if (this.current === null) {
-      this.current = producer;
-      this.quantumStartedAt = now;
-    }
-    // Another producer's streak: wait for its end.
-    if (this.current !== producer) return this.wait(producer);
-    if (now - this.quantumStartedAt < PRODUCER_QUANTUM_MS) return null;
-    if (this.waiting.length === 0) {
-      // Nobody else waits: a fresh streak.
-      this.quantumStartedAt = now;
-      return null;
-    }
-    // The streak is over and others wait: the longest-waiting one gets the rest of the slice.
-    const wait = this.wait(producer);
-    this.handOver(now);
-    return wait;
-  }
-
-  /** Whether the slice has produced as many events as someone waiting for a commit should wait behind. */
-  private sliceFull(now: number): boolean {
-    const limit = now - this.lastRunCreatedAt < STARTING_WINDOW_MS ? STARTING_SLICE_EVENTS : WATCHED_SLICE_EVENTS;
-    return this.pending.length >= limit && this.commitDue(now);
-  }
-
-  private wait(producer: string): Promise<void> {
-    this.scheduleTurn();
-    return new Promise((resume) => this.waiting.push({ producer, resume }));
+    return this.turns.yieldTurn(producer);
   }
 
   /** Resolves once every event appended so far is committed (and delivered). */
@@ -445,20 +242,20 @@ export class EventLog {
       clearTimeout(this.commitTimer);
       this.commitTimer = null;
     }
-    const committed: CommittedEvent[] = [];
+    let committed: CommittedEvent[] = [];
     /** Runs with a write that failed for good: the first cause, and what their followers are told. */
     const failed = new Map<string, { cause: unknown; error: FlowdError }>();
     const fail = (write: PendingWrite, cause: unknown): void => {
       if (!failed.has(write.runId)) failed.set(write.runId, { cause, error: storageFailure(write, cause) });
     };
     try {
-      this.remember(this.writeTx(batch), committed);
+      committed = this.writer.commit(batch);
     } catch (batchError) {
       if (failedForOneWrite(batchError)) {
         // One bad write must not sink the others: commit them one by one.
         for (const write of batch) {
           try {
-            this.remember(this.writeTx([write]), committed);
+            committed.push(...this.writer.commit([write]));
           } catch (error) {
             fail(write, error);
           }
@@ -503,95 +300,6 @@ export class EventLog {
     for (const [runId, events] of byRun) this.notifier.publish(runId, new EventBatch(events));
   }
 
-  /** After a commit: collects its events and keeps the envelopes of the runs still going. */
-  private remember(written: WrittenBatch, committed: CommittedEvent[]): void {
-    for (const event of written.committed) committed.push(event);
-    for (const [runId, { envelope, update }] of written.runs) {
-      const status = update.status ?? envelope.status;
-      if (isFinished(status)) {
-        this.envelopes.delete(runId);
-      } else {
-        this.envelopes.set(runId, { ...envelope, status, last_event_index: update.index, attempt: update.attempt ?? envelope.attempt });
-      }
-    }
-  }
-
-  private writeBatch(batch: readonly PendingWrite[]): WrittenBatch {
-    const now = Date.now();
-    const createdAt = Math.floor(now / 1000);
-    const runs = new Map<string, RunInBatch>();
-    /** Runs inserted by this batch, as inserted: their first events need not read the row back. */
-    const created = new Map<string, RunEnvelopeRow>();
-    const committed: CommittedEvent[] = [];
-    for (const write of batch) {
-      const { runId } = write;
-      if (write.kind === "run") {
-        const { row } = write;
-        const additionalData = row.additionalData === null ? null : JSON.stringify(row.additionalData);
-        this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
-        created.set(runId, {
-          attempt: row.attempt,
-          workflow_id: row.workflowId,
-          workflow_name: row.workflowName,
-          session_id: row.sessionId,
-          status: row.status,
-          last_event_index: row.lastEventIndex,
-        });
-        continue;
-      }
-      const { body, checkpoint } = write;
-      let run = runs.get(runId);
-      if (!run) {
-        const envelope = this.envelopes.get(runId) ?? created.get(runId) ?? this.selectEnvelope.get(runId);
-        if (!envelope) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
-        run = {
-          envelope,
-          update: {
-            runId,
-            index: envelope.last_event_index,
-            now,
-            status: null,
-            startedAt: null,
-            finishedAt: null,
-            output: null,
-            error: null,
-            attempt: null,
-            crashIncrement: 0,
-          },
-          frameTail:
-            `,"run_id":${JSON.stringify(runId)},"workflow_id":${JSON.stringify(envelope.workflow_id)},` +
-            `"workflow_name":${JSON.stringify(envelope.workflow_name)},"session_id":${JSON.stringify(envelope.session_id)},` +
-            `"created_at":${createdAt}}`,
-        };
-        runs.set(runId, run);
-      }
-      const { envelope, update } = run;
-      if (isFinished(update.status ?? envelope.status)) {
-        throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${update.status ?? envelope.status}; it takes no more events.`);
-      }
-      const index = update.index + 1;
-      // The body's own fields (`event` first), then the envelope: the body is serialized
-      // once and the envelope appended as text, the cheapest way to build the frame.
-      const bodyJson = JSON.stringify(body);
-      const frame = `${bodyJson.slice(0, -1)},"event_index":${index}${run.frameTail}`;
-      const { event } = body;
-      const stepPath = "step_path" in body ? body.step_path : null;
-      this.insertEvent.run(runId, index, event, stepPath, frame, now);
-      if (checkpoint) {
-        const output = JSON.stringify(checkpoint.output ?? null);
-        this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, update.attempt ?? envelope.attempt, index, now);
-      }
-      update.index = index;
-      applyTransition(update, body, now);
-      committed.push(new CommittedEvent(runId, index, event, frame));
-    }
-    for (const { update } of runs.values()) {
-      if (update.status === null && update.attempt === null) this.advanceRun.run(update.index, update.now, update.runId);
-      else this.updateRun.run(update);
-    }
-    return { committed, runs };
-  }
-
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
     for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
@@ -617,8 +325,8 @@ export class EventLog {
   /**
    * Delivers every event after `afterIndex` to `listener`, then every later one live,
    * each exactly once and in order (I3). Returns the unsubscribe function, or null when
-   * the run has already ended: then everything there is has been delivered. If the run's
-   * events cannot be stored (now or later, in this process), `onFailure` says so instead.
+   * the run has already ended: then everything there is has been delivered. If the run
+   * halts in this process (see `halt`), now or later, `onFailure` says why instead.
    *
    * Why there is no gap or duplicate at the handoff: better-sqlite3 is synchronous and
    * all commits run on this one JS thread, so nothing can commit between the range read
@@ -643,7 +351,7 @@ export class EventLog {
       }
       if (backlog.length > 0) listener(new EventBatch(backlog));
       if (ended) return null;
-      const run = this.selectEnvelope.get(runId);
+      const run = this.writer.storedEnvelope(runId);
       if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
       // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) return null;

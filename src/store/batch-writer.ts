@@ -1,0 +1,239 @@
+import type { Database, Statement } from "better-sqlite3";
+import { FlowdError } from "../errors.ts";
+import { CommittedEvent, type RunEventBody } from "../protocol/run-events.ts";
+import { isFinished, type RunStatus } from "../protocol/run-status.ts";
+import type { RunRow } from "./schema.ts";
+
+/** What a batch needs of a run's row to append to it (and `follow` to know where it stands). */
+export interface RunEnvelopeRow {
+  attempt: number;
+  workflow_id: string;
+  workflow_name: string;
+  session_id: string;
+  status: RunStatus;
+  last_event_index: number;
+}
+
+/** A node's completion (or a decision) to store with its event, for resume. */
+export interface Checkpoint {
+  path: string;
+  stepName: string | null;
+  output: unknown;
+}
+
+/** What waits for the next commit: a new run's row, or an event. */
+export type PendingWrite =
+  | { kind: "run"; runId: string; row: RunRow }
+  | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined };
+
+/** A run's row as a batch changes it: each column keeps the last value its events set. */
+interface RunUpdate {
+  runId: string;
+  index: number;
+  now: number;
+  status: RunStatus | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  output: string | null;
+  error: string | null;
+  attempt: number | null;
+  crashIncrement: number;
+}
+
+/** What a committed batch wrote: its events, and each touched run's state after it. */
+interface WrittenBatch {
+  committed: CommittedEvent[];
+  runs: Map<string, RunInBatch>;
+}
+
+interface RunInBatch {
+  envelope: RunEnvelopeRow;
+  update: RunUpdate;
+  /** The frame's closing envelope fields after `event_index`, the same for all of this run's events in the batch. */
+  frameTail: string;
+}
+
+/** Applies one event's effect on its run row to the batch's pending update. */
+function applyTransition(update: RunUpdate, body: RunEventBody, now: number): void {
+  switch (body.event) {
+    case "WorkflowResumed":
+      update.status = "running";
+      update.attempt = body.attempt;
+      if (body.after_crash) update.crashIncrement += 1;
+      return;
+    case "WorkflowStarted":
+      update.status = "running";
+      update.startedAt ??= now;
+      return;
+    case "WorkflowCompleted":
+      update.status = "completed";
+      update.finishedAt = now;
+      update.output = JSON.stringify(body.content ?? null);
+      return;
+    case "WorkflowError":
+      update.status = "error";
+      update.finishedAt = now;
+      update.error = body.error;
+      return;
+    case "WorkflowCancelled":
+      update.status = "cancelled";
+      update.finishedAt = now;
+      update.error = body.reason;
+      return;
+    default:
+      return;
+  }
+}
+
+/**
+ * Turns a batch of queued writes into rows, in one `BEGIN IMMEDIATE` transaction: new
+ * runs' rows, each event under its run's next index with its checkpoint, and each
+ * touched run's row updated once. Each event's frame is built here, once, and stored as
+ * its payload: what subscribers are sent is what is stored.
+ */
+export class BatchWriter {
+  private readonly selectEnvelope: Statement<[string], RunEnvelopeRow>;
+  private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number]>;
+  private readonly insertEvent: Statement<[string, number, string, string | null, string, number]>;
+  private readonly updateRun: Statement<[RunUpdate]>;
+  private readonly advanceRun: Statement<[number, number, string]>;
+  private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
+  private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
+  /**
+   * Active runs' envelopes as last committed, so a batch does not read each run's row
+   * again. Only commits change what it holds; a run leaves it when it ends.
+   */
+  private readonly envelopes = new Map<string, RunEnvelopeRow>();
+
+  constructor(sqlite: Database) {
+    this.selectEnvelope = sqlite.prepare(
+      "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
+    );
+    this.insertRun = sqlite.prepare(
+      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertEvent = sqlite.prepare(
+      "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    this.updateRun = sqlite.prepare(
+      `UPDATE runs SET last_event_index = @index, updated_at = @now, status = coalesce(@status, status),
+         started_at = coalesce(started_at, @startedAt), finished_at = coalesce(@finishedAt, finished_at),
+         output = coalesce(@output, output), error = coalesce(@error, error),
+         attempt = coalesce(@attempt, attempt), crash_resumes = crash_resumes + @crashIncrement,
+         paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END
+       WHERE run_id = @runId`,
+    );
+    // Most batches only move a run forward: a statement that touches no indexed column.
+    this.advanceRun = sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
+    this.insertCheckpoint = sqlite.prepare(
+      `INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
+    // gets SQLITE_BUSY at once when another connection holds the write lock, without
+    // waiting busy_timeout for it.
+    this.writeTx = sqlite.transaction((batch: readonly PendingWrite[]) => this.write(batch)).immediate;
+  }
+
+  /** Writes and commits `batch`, or throws and writes nothing; returns its events as committed. */
+  commit(batch: readonly PendingWrite[]): CommittedEvent[] {
+    const written = this.writeTx(batch);
+    this.remember(written);
+    return written.committed;
+  }
+
+  /** The run's row as stored (what `follow` needs to know where the run stands), or undefined. */
+  storedEnvelope(runId: string): RunEnvelopeRow | undefined {
+    return this.selectEnvelope.get(runId);
+  }
+
+  /** After a commit: keeps the envelopes of the runs still going. */
+  private remember(written: WrittenBatch): void {
+    for (const [runId, { envelope, update }] of written.runs) {
+      const status = update.status ?? envelope.status;
+      if (isFinished(status)) {
+        this.envelopes.delete(runId);
+      } else {
+        this.envelopes.set(runId, { ...envelope, status, last_event_index: update.index, attempt: update.attempt ?? envelope.attempt });
+      }
+    }
+  }
+
+  /** Inside the transaction: writes every row of the batch, or throws. */
+  private write(batch: readonly PendingWrite[]): WrittenBatch {
+    const now = Date.now();
+    const createdAt = Math.floor(now / 1000);
+    const runs = new Map<string, RunInBatch>();
+    /** Runs inserted by this batch, as inserted: their first events need not read the row back. */
+    const created = new Map<string, RunEnvelopeRow>();
+    const committed: CommittedEvent[] = [];
+    for (const write of batch) {
+      const { runId } = write;
+      if (write.kind === "run") {
+        const { row } = write;
+        const additionalData = row.additionalData === null ? null : JSON.stringify(row.additionalData);
+        this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
+        created.set(runId, {
+          attempt: row.attempt,
+          workflow_id: row.workflowId,
+          workflow_name: row.workflowName,
+          session_id: row.sessionId,
+          status: row.status,
+          last_event_index: row.lastEventIndex,
+        });
+        continue;
+      }
+      const { body, checkpoint } = write;
+      let run = runs.get(runId);
+      if (!run) {
+        const envelope = this.envelopes.get(runId) ?? created.get(runId) ?? this.selectEnvelope.get(runId);
+        if (!envelope) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+        run = {
+          envelope,
+          update: {
+            runId,
+            index: envelope.last_event_index,
+            now,
+            status: null,
+            startedAt: null,
+            finishedAt: null,
+            output: null,
+            error: null,
+            attempt: null,
+            crashIncrement: 0,
+          },
+          frameTail:
+            `,"run_id":${JSON.stringify(runId)},"workflow_id":${JSON.stringify(envelope.workflow_id)},` +
+            `"workflow_name":${JSON.stringify(envelope.workflow_name)},"session_id":${JSON.stringify(envelope.session_id)},` +
+            `"created_at":${createdAt}}`,
+        };
+        runs.set(runId, run);
+      }
+      const { envelope, update } = run;
+      if (isFinished(update.status ?? envelope.status)) {
+        throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${update.status ?? envelope.status}; it takes no more events.`);
+      }
+      const index = update.index + 1;
+      // The body's own fields (`event` first), then the envelope: the body is serialized
+      // once and the envelope appended as text, the cheapest way to build the frame.
+      const bodyJson = JSON.stringify(body);
+      const frame = `${bodyJson.slice(0, -1)},"event_index":${index}${run.frameTail}`;
+      const { event } = body;
+      const stepPath = "step_path" in body ? body.step_path : null;
+      this.insertEvent.run(runId, index, event, stepPath, frame, now);
+      if (checkpoint) {
+        const output = JSON.stringify(checkpoint.output ?? null);
+        this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, update.attempt ?? envelope.attempt, index, now);
+      }
+      update.index = index;
+      applyTransition(update, body, now);
+      committed.push(new CommittedEvent(runId, index, event, frame));
+    }
+    for (const { update } of runs.values()) {
+      if (update.status === null && update.attempt === null) this.advanceRun.run(update.index, update.now, update.runId);
+      else this.updateRun.run(update);
+    }
+    return { committed, runs };
+  }
+}
