@@ -4,7 +4,7 @@ import type { EventBatch } from "../protocol/run-events.ts";
 /** Receives a run's committed events, a commit's worth at a time, in index order. Must not throw. */
 export type EventListener = (batch: EventBatch) => void;
 
-/** Told that the log could not store a run's events: no more of them will come. Must not throw. */
+/** Told that a run halted in this process (see EventLog.halt): no more of its events will come. Must not throw. */
 export type FailureListener = (error: FlowdError) => void;
 
 /**
@@ -18,7 +18,7 @@ export class Notifier {
 
   /**
    * Registers `listener` for events of `runId` committed from now on, and `onFailure` for
-   * the end of them if the log cannot store them; returns the unsubscribe function.
+   * their end if the run halts; returns the unsubscribe function.
    */
   subscribe(runId: string, listener: EventListener, onFailure?: FailureListener): () => void {
     let followers = this.listeners.get(runId);
@@ -71,10 +71,5 @@ export class Notifier {
   /** How many runs someone follows live. */
   get watchedRunCount(): number {
     return this.listeners.size;
-  }
-
-  /** How many listeners follow `runId` live. */
-  listenerCount(runId: string): number {
-    return this.listeners.get(runId)?.size ?? 0;
   }
 }
