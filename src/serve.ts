@@ -53,8 +53,12 @@ export function modelProvider(config: FlowdConfig): ModelProvider {
 
 /** Unsent bytes above which a subscriber leaves live delivery and reads the log at its own pace (I6). */
 export const SUBSCRIBER_HIGH_WATER_BYTES = 1024 * 1024;
-/** Events per page when a subscriber catches up from the log. */
-const FEED_PAGE_SIZE = 500;
+/**
+ * Events per page when a subscriber catches up from the log (~330 KB of frames). Each page
+ * costs a turn of the event loop and a write, so bigger pages catch up faster (B4: 250
+ * events 420k/s, 500 475k/s, 1,000 515k/s, 2,000 525k/s) for more memory per subscriber.
+ */
+const FEED_PAGE_SIZE = 1000;
 
 /** Close code sent to WebSocket clients when the server stops: 1012 "service restart" tells them to reconnect. */
 export const SHUTDOWN_CLOSE_CODE = 1012;
