@@ -134,20 +134,24 @@ export class Engine {
         summary[this.recoverRun(run)].push(run.runId);
       } catch (error) {
         this.logger.error({ runId: run.runId, err: error }, "could not recover run");
-        if (!this.active.has(run.runId)) this.eventLog.halt(
-          run.runId,
-          new FlowdError(
-            "RUN_NOT_RESUMED",
-            `Run ${run.runId} is unfinished, but this server could not resume it (${errorMessage(error)}). ` +
-              "Everything stored has been sent; the server log has details. Cancel the run, or fix the cause and restart flowd to resume it.",
-          ),
-        );
+        if (!this.active.has(run.runId)) {
+          this.haltUnresumed(
+            run.runId,
+            `this server could not resume it (${errorMessage(error)})`,
+            "The server log has details. Cancel the run, or fix the cause and restart flowd to resume it.",
+          );
+        }
         summary.skipped.push(run.runId);
       }
     }
     // Committed before the server answers anyone: WorkflowResumed, cancels, crash-loop errors.
     this.eventLog.flushNow();
     return summary;
+  }
+
+  /** Tells a run's followers, now and later, that this process will not run it: why, and what to do. */
+  private haltUnresumed(runId: string, why: string, whatToDo: string): void {
+    this.eventLog.halt(runId, new FlowdError("RUN_NOT_RESUMED", `Run ${runId} is unfinished, but ${why}. Everything stored has been sent. ${whatToDo}`));
   }
 
   private recoverRun(run: RunRow): keyof RecoverySummary {
@@ -162,13 +166,10 @@ export class Engine {
       workflow = this.workflows.get(run.workflowId);
     } catch {
       log.warn("run not resumed: its workflow is not served by this process; serve it again to resume the run");
-      this.eventLog.halt(
+      this.haltUnresumed(
         run.runId,
-        new FlowdError(
-          "RUN_NOT_RESUMED",
-          `Run ${run.runId} is unfinished, but this server does not run it: its workflow "${run.workflowId}" is not served here. ` +
-            "Everything stored has been sent. Restart flowd with that workflow loaded to resume the run, then reconnect with your last_event_index; or cancel the run.",
-        ),
+        `this server does not run it: its workflow "${run.workflowId}" is not served here`,
+        "Restart flowd with that workflow loaded to resume the run, then reconnect with your last_event_index; or cancel the run.",
       );
       return "skipped";
     }
