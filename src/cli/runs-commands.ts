@@ -168,7 +168,7 @@ export function runsCommand(): Command {
       const run = (await callServer(config, "GET", `/runs/${encodeURIComponent(runId)}`)) as RunJson;
       const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/cancel`;
       const answer = await callServer(config, "POST", path);
-      print(flags.json ? JSON.stringify(answer, null, 2) : `Cancel requested for run ${runId}; it ends at its next step or content boundary.`);
+      print(flags.json ? JSON.stringify(answer, null, 2) : `Cancel requested for run ${runId}; it ends at its next step or content boundary (at once if no process is running it).`);
     });
 
   return runs;

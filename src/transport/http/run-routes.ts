@@ -107,7 +107,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     deps.engine.cancel(run.runId);
     return {
       ...toRunJson(findRun(deps, run.runId)),
-      message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary.",
+      message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary (at once if no process is running it).",
     };
   });
 

@@ -107,7 +107,7 @@ export class WorkflowSocket {
         this.send({
           event: "cancel_requested",
           run_id: run.runId,
-          message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary.",
+          message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary (at once if no process is running it).",
         });
         return;
       }
