@@ -61,7 +61,7 @@ export async function followRun(options: FollowOptions): Promise<FollowResult> {
         for (const message of parser.push(chunk)) {
           const frame = JSON.parse(message.data) as Record<string, unknown>;
           if (message.event === "error") {
-            // The server ended the stream with a reason (the run's events cannot be stored): retrying would not help.
+            // The server ended the stream with a reason (the run's events cannot be stored, or it does not run it): retrying would not help.
             throw new FlowdError(isErrorCode(frame.code) ? frame.code : "INTERNAL", String(frame.error));
           }
           const index = frame.event_index;

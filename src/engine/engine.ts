@@ -100,7 +100,9 @@ export class Engine {
     }
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
-    if (this.eventLog.haltReason(runId) && !this.active.has(runId)) {
+    // Nothing here runs a halted run: it ends now. Once only, so a second cancel before
+    // the commit does not append a second terminal event.
+    if (!this.active.has(runId) && this.eventLog.unhalt(runId)) {
       this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request (the run was halted on this server)" });
       this.logger.info({ runId }, "halted run cancelled");
       return run;

@@ -283,9 +283,12 @@ export class EventLog {
     this.notifier.fail(runId, reason);
   }
 
-  /** Why `runId` gets no more events from this process, if it does not. */
-  haltReason(runId: string): FlowdError | undefined {
-    return this.haltedRuns.get(runId);
+  /**
+   * Takes back `halt` for a run that is about to end here after all (a cancel appends its
+   * terminal event): followers from now on wait for that event. False if it had not halted.
+   */
+  unhalt(runId: string): boolean {
+    return this.haltedRuns.delete(runId);
   }
 
   /** Hands each watched run's share of a commit to its listeners, as one batch. */
