@@ -346,11 +346,15 @@ describe("the event log", () => {
     return produced;
   }
 
-  it("while anyone follows live, ends the slice at 300 waiting events and commits them, so delivery never takes long", async () => {
-    newRun("w");
-    log.follow("w", -1, () => {});
-    // Past the short slices of a run's first millisecond.
+  /** A run followed live, once the short slices of a run's first millisecond are past. */
+  async function followedRun(runId: string): Promise<void> {
+    newRun(runId);
+    log.follow(runId, -1, () => {});
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  it("while anyone follows live, ends the slice at 300 waiting events and commits them, so delivery never takes long", async () => {
+    await followedRun("w");
     const produced = produceSlice("w");
     expect(produced).toBeGreaterThan(32);
     expect(produced).toBeLessThanOrEqual(300);
@@ -359,9 +363,7 @@ describe("the event log", () => {
   });
 
   it("while runs are being started, ends slices at 32 waiting writes, so a burst of starts does not wait behind long commits", async () => {
-    newRun("streaming");
-    log.follow("streaming", -1, () => {});
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await followedRun("streaming");
     const before = produceSlice("streaming");
     expect(before).toBeGreaterThan(32);
     await new Promise((resolve) => setImmediate(resolve));
