@@ -112,6 +112,35 @@ describe("the event log", () => {
     });
   });
 
+  it("stores every event of a large interleaved batch in its own row, as delivered, with a checkpoint where given", () => {
+    const ids = ["a", "b", "c"];
+    ids.forEach(newRun);
+    const delivered: CommittedEvent[] = [];
+    for (const id of ids) log.notifier.subscribe(id, each((e) => delivered.push(e)));
+    // 3 × 45 events in one commit: not a multiple of any number of rows written at a time.
+    for (let i = 0; i < 45; i++) {
+      for (const id of ids) {
+        const checkpoint = i === 44 ? { path: "step", stepName: "step", output: `${id}-done` } : undefined;
+        log.append(id, { event: "StepOutput", step_name: "step", step_index: 0, step_path: "step", content: `${id}${i}` }, checkpoint);
+      }
+    }
+    log.flushNow();
+    expect(delivered).toHaveLength(135);
+    const rows = reader.prepare("SELECT run_id, event_index, event, step_path, payload FROM events ORDER BY run_id, event_index").all() as {
+      run_id: string; event_index: number; event: string; step_path: string; payload: string;
+    }[];
+    expect(rows).toHaveLength(135);
+    for (const id of ids) {
+      const mine = rows.filter((row) => row.run_id === id);
+      expect(mine.map((row) => row.event_index)).toEqual(range(45));
+      expect(mine.map((row) => JSON.parse(row.payload).content)).toEqual(range(45).map((i) => `${id}${i}`));
+      expect(mine.map((row) => row.payload)).toEqual(delivered.filter((e) => e.runId === id).map((e) => e.frame));
+      expect(mine.every((row) => row.event === "StepOutput" && row.step_path === "step")).toBe(true);
+      expect(reader.prepare("SELECT output, event_index FROM step_checkpoints WHERE run_id = ?").get(id)).toEqual({ output: `"${id}-done"`, event_index: 44 });
+      expect(runs.get(id)?.lastEventIndex).toBe(44);
+    }
+  });
+
   it("tells live listeners only about events another connection can already read (I2)", () => {
     newRun("r");
     const visibleWhenDelivered: boolean[] = [];
