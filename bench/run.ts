@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ROWS_PER_INSERT } from "../src/store/batch-writer.ts";
 import { seedDatabase } from "../test/helpers/seed-db.ts";
 import { startServerProcess } from "../test/helpers/server-process.ts";
 import {
@@ -33,6 +34,8 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const SYNC = (process.env.FLOWD_SYNC ?? "NORMAL").toUpperCase() === "FULL" ? "FULL" : "NORMAL";
 const BYTES = 100;
 const FRAME = sampleFrame(BYTES);
+/** Rows per transaction of the raw append (the issue's "batched 100–1000 per transaction", in whole blocks of flowd's rows per INSERT). */
+const RAW_APPEND_BATCH = 32 * ROWS_PER_INSERT;
 const n = (count: number): number => Math.max(1, Math.round(count * SCALE));
 
 type Bench = () => Promise<void>;
@@ -67,9 +70,23 @@ const benches: Record<string, Bench> = {
       await waitUntilIdle(url);
       return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
     });
-    const limit = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, runs));
-    const single = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1));
-    report({ bench: "B1", workload: `${runs} concurrent runs × ${perRun} events, no subscribers, synchronous=${SYNC}`, figure: Math.round(figure), unit: "events/s", limit: Math.round(limit), limit_is: `raw SQLite append, 1000 rows per transaction, interleaved over ${runs} runs`, raw_one_run_events_per_s: Math.round(single), target: 0.75 });
+    // The raw limit is the faster of two ways to write the same rows.
+    const oneByOne = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "one by one"));
+    const inBlocks = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "in blocks"));
+    const limit = Math.max(oneByOne, inBlocks);
+    const single = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"));
+    report({
+      bench: "B1",
+      workload: `${runs} concurrent runs × ${perRun} events, no subscribers, synchronous=${SYNC}`,
+      figure: Math.round(figure),
+      unit: "events/s",
+      limit: Math.round(limit),
+      limit_is: `raw SQLite append, ${RAW_APPEND_BATCH} rows per transaction over ${runs} runs, the faster of: one INSERT per row, the runs in turn; one INSERT per block of ${ROWS_PER_INSERT} rows of a run, the runs in turn`,
+      raw_one_by_one_events_per_s: Math.round(oneByOne),
+      raw_in_blocks_events_per_s: Math.round(inBlocks),
+      raw_one_run_events_per_s: Math.round(single),
+      target: 0.75,
+    });
   },
 
   // One run, one live WebSocket client.
@@ -79,24 +96,27 @@ const benches: Record<string, Bench> = {
       runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } }),
     );
     const figure = result.events / (result.elapsedMs / 1000);
-    const limit = await best(2, () => rawWsSend(1, n(200_000), FRAME, "preframed"));
-    const wsSend = await rawWsSend(1, n(200_000), FRAME, "once");
-    // A plain ws.send loop, as the issue's reference figure for this limit was taken.
-    const wsSendUncorked = await best(2, () => rawWsSend(1, n(200_000), FRAME, "uncorked"));
+    // The issue's limit: a ws.send loop of a frame serialized once (its reference, ~200k/s).
+    const limit = await best(2, () => rawWsSend(1, n(200_000), FRAME, "send"));
+    // Stricter: the same sends corked per slice, and pre-built frames written to the socket.
+    const corked = await rawWsSend(1, n(200_000), FRAME, "corked send");
+    const socket = await best(2, () => rawWsSend(1, n(200_000), FRAME, "socket"));
     // Every event is committed before it is sent (I2): the append is the pipeline's other raw stage.
-    const append = await best(2, () => rawSqliteAppend(n(200_000), 1000, FRAME, SYNC, 1));
+    const append = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"));
+    const ratio = (of: number): number => Math.round((figure / of) * 100) / 100;
     report({
       bench: "B2",
       workload: `1 run of ${events} events → 1 WebSocket client, synchronous=${SYNC}`,
       figure: Math.round(figure),
       unit: "events/s",
       limit: Math.round(limit),
-      limit_is: "raw socket, one pre-built WebSocket frame written per event, 1 client",
-      raw_ws_send_events_per_s: Math.round(wsSend),
-      raw_ws_send_uncorked_events_per_s: Math.round(wsSendUncorked),
-      ratio_to_uncorked_ws_send: Math.round((figure / wsSendUncorked) * 100) / 100,
+      limit_is: "raw ws: a loop of ws.send() of one frame serialized once, 1 client",
+      raw_ws_send_corked_events_per_s: Math.round(corked),
+      ratio_to_corked_ws_send: ratio(corked),
+      raw_socket_events_per_s: Math.round(socket),
+      ratio_to_raw_socket: ratio(socket),
       raw_sqlite_append_one_run_events_per_s: Math.round(append),
-      ratio_to_sqlite_append: Math.round((figure / append) * 100) / 100,
+      ratio_to_sqlite_append: ratio(append),
       target: 0.6,
     });
   },
@@ -156,9 +176,19 @@ const benches: Record<string, Bench> = {
       return runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients, runId: run.run_id, fromIndex: 2 });
     });
     const figure = result.delivered / (result.elapsedMs / 1000);
-    const limit = await best(2, () => rawWsSend(clients, n(20_000), FRAME, "preframed"));
-    const wsSend = await rawWsSend(clients, n(20_000), FRAME, "once");
-    report({ bench: "B5", workload: `1 run of ${events} events → ${clients} WebSocket subscribers`, figure: Math.round(figure), unit: "events/s delivered", limit: Math.round(limit), limit_is: `raw socket, one pre-built WebSocket frame written per event, ${clients} clients`, raw_ws_send_events_per_s: Math.round(wsSend), target: 0.7 });
+    const limit = await best(2, () => rawWsSend(clients, n(20_000), FRAME, "send"));
+    const socket = await best(2, () => rawWsSend(clients, n(20_000), FRAME, "socket"));
+    report({
+      bench: "B5",
+      workload: `1 run of ${events} events → ${clients} WebSocket subscribers`,
+      figure: Math.round(figure),
+      unit: "events/s delivered",
+      limit: Math.round(limit),
+      limit_is: `raw ws: a loop of ws.send() of one frame serialized once, to each of ${clients} clients`,
+      raw_socket_events_per_s: Math.round(socket),
+      ratio_to_raw_socket: Math.round((figure / socket) * 100) / 100,
+      target: 0.7,
+    });
   },
 
   // Many clients, each with its own run.

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { Socket } from "node:net";
 import WebSocket, { WebSocketServer } from "ws";
 import { encodeTextFrame } from "../../src/protocol/ws-frame.ts";
+import { ROWS_PER_INSERT } from "../../src/store/batch-writer.ts";
 import { openDb } from "../../src/store/db.ts";
 import { startServerProcess, type ServerProcess } from "../../test/helpers/server-process.ts";
 
@@ -97,10 +98,16 @@ export function sampleFrame(bytes: number): string {
 
 /**
  * Raw SQLite limit: inserting `events` rows into flowd's events table, `batch` per
- * transaction, spread over `runs` runs with UUID ids as flowd's are (interleaved runs
- * insert at as many places in the primary key, which costs SQLite more than one run).
+ * transaction, spread over `runs` runs with UUID ids as flowd's are. `"one by one"`: a
+ * statement per row, the runs in turn (interleaved runs insert at as many places in the
+ * primary key, which costs SQLite more than one run). `"in blocks"`: the runs in turn by
+ * blocks of `ROWS_PER_INSERT` rows, one statement per block (the fastest way SQLite takes
+ * rows of many runs; `batch` a multiple of the block).
  */
-export function rawSqliteAppend(events: number, batch: number, frame: string, sync: "FULL" | "NORMAL", runs = 1): number {
+export function rawSqliteAppend(events: number, batch: number, frame: string, sync: "FULL" | "NORMAL", runs: number, method: "one by one" | "in blocks"): number {
+  const rowsPerStatement = method === "in blocks" ? ROWS_PER_INSERT : 1;
+  if (batch % rowsPerStatement !== 0) throw new Error(`a transaction of ${batch} rows is not a whole number of ${rowsPerStatement}-row blocks`);
+  events = Math.ceil(events / rowsPerStatement) * rowsPerStatement;
   const tmp = scratch();
   try {
     const db = openDb(join(tmp.dir, "raw.db"), { sync });
@@ -109,11 +116,18 @@ export function rawSqliteAppend(events: number, batch: number, frame: string, sy
       db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(id);
     }
     const next = new Array<number>(runs).fill(0);
-    const insert = db.sqlite.prepare("INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES (?, ?, 'RunContent', '0', ?, 0)");
+    const values = Array.from({ length: rowsPerStatement }, () => "(?, ?, 'RunContent', '0', ?, 0)").join(", ");
+    const insert = db.sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`);
+    const args = new Array<unknown>(rowsPerStatement * 3);
     const tx = db.sqlite.transaction((from: number, n: number) => {
-      for (let i = from; i < from + n; i++) {
-        const r = i % runs;
-        insert.run(ids[r], next[r]!++, frame);
+      for (let i = from; i < from + n; i += rowsPerStatement) {
+        const r = (i / rowsPerStatement) % runs;
+        for (let row = 0; row < rowsPerStatement; row++) {
+          args[row * 3] = ids[r];
+          args[row * 3 + 1] = next[r]!++;
+          args[row * 3 + 2] = frame;
+        }
+        insert.run(...args);
       }
     });
     const started = performance.now();
@@ -164,17 +178,16 @@ export function rawPagedRead(dbPath: string, runId: string, page: number): numbe
 }
 
 /**
- * Raw socket limit: a bare WebSocket server in this process sends `messages` frames to each
- * of `clients` clients in the client process, as fast as the sockets take them (respecting
- * their buffers). `preframed` writes one pre-built WebSocket frame to every TCP socket, the
- * fastest way there is to send the same bytes (and what flowd does); `once` hands one
- * pre-encoded Buffer to `ws.send`; `stringify` calls JSON.stringify per send. These three
- * cork each socket for a slice of 500 messages, so each slice leaves in one writev.
- * `uncorked` is `once` without corking, a plain `ws.send` loop: each send is a syscall.
- * That is how the issue's reference figures (~200k msgs/s serialized once) were taken.
- * Returns delivered messages per second.
+ * Raw WebSocket limits: a bare WebSocket server in this process sends `messages` frames to
+ * each of `clients` clients in the client process, as fast as the sockets take them
+ * (respecting their buffers), in slices of 500 messages. `send`: a plain loop of
+ * `ws.send()` of one frame serialized once, each send a syscall, as the issue's reference
+ * figure (~200k msgs/s) was taken. `corked send`: the same with each socket corked for a
+ * slice, so a slice leaves in one writev. `socket`: one pre-built WebSocket frame written
+ * to every corked TCP socket, the fastest way there is to send the same bytes (what
+ * flowd's writer does). Returns delivered messages per second.
  */
-export async function rawWsSend(clients: number, messages: number, frame: string, mode: "preframed" | "once" | "stringify" | "uncorked"): Promise<number> {
+export async function rawWsSend(clients: number, messages: number, frame: string, mode: "send" | "corked send" | "socket"): Promise<number> {
   const server = new WebSocketServer({ port: 0, host: "127.0.0.1", perMessageDeflate: false });
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));
   const { port } = server.address() as { port: number };
@@ -185,7 +198,6 @@ export async function rawWsSend(clients: number, messages: number, frame: string
       if (sockets.length === clients) resolve();
     }),
   );
-  const object = JSON.parse(frame) as Record<string, unknown>;
   const bytes = Buffer.from(frame);
   const framed = encodeTextFrame(frame);
   let started = 0;
@@ -198,15 +210,14 @@ export async function rawWsSend(clients: number, messages: number, frame: string
     const pump = (): void => {
       // Send in slices, and wait whenever a socket's buffer is full, as flowd does.
       const until = Math.min(messages, sent + 500);
-      if (mode !== "uncorked") for (const socket of tcp) socket.cork();
+      if (mode !== "send") for (const socket of tcp) socket.cork();
       for (; sent < until; sent++) {
         for (let i = 0; i < sockets.length; i++) {
-          if (mode === "preframed") tcp[i]!.write(framed);
-          else if (mode === "once" || mode === "uncorked") sockets[i]!.send(bytes, { binary: false });
-          else sockets[i]!.send(JSON.stringify({ ...object, event_index: sent }));
+          if (mode === "socket") tcp[i]!.write(framed);
+          else sockets[i]!.send(bytes, { binary: false });
         }
       }
-      if (mode !== "uncorked") for (const socket of tcp) socket.uncork();
+      if (mode !== "send") for (const socket of tcp) socket.uncork();
       if (sent >= messages) return resolve();
       const backedUp = sockets.some((s) => s.bufferedAmount > 1024 * 1024);
       if (backedUp) setTimeout(pump, 1);
