@@ -128,6 +128,7 @@ const benches: Record<string, Bench> = {
         runClients<{ count: number; p50: number; p99: number; max: number }>({ kind: "latency", url: wsUrl, data: { rate, seconds: Math.max(1, 3 * SCALE) } }),
       );
       const raw = await rawWsLatency(rate, Math.max(1, 3 * SCALE));
+      const durable = await rawWsLatency(rate, Math.max(1, 3 * SCALE), SYNC);
       const ms = (value: number): number => Math.round(value * 1000) / 1000;
       report({
         bench: "B3",
@@ -140,6 +141,9 @@ const benches: Record<string, Bench> = {
         limit: ms(raw.p50),
         limit_is: "p50 of a bare ws server sending each frame as it is stamped, same rate (no storage)",
         raw_p99_ms: ms(raw.p99),
+        raw_commit_then_send_p50_ms: ms(durable.p50),
+        raw_commit_then_send_p99_ms: ms(durable.p99),
+        raw_commit_then_send_is: "the same bare server committing what is due in one SQLite transaction before sending it (I2's floor)",
         target: rate === 10_000 ? "p50 ≤ 0.2 ms, p99 ≤ 2 ms" : "-",
       });
     }

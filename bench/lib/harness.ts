@@ -9,7 +9,7 @@ import type { Socket } from "node:net";
 import WebSocket, { WebSocketServer } from "ws";
 import { encodeTextFrame } from "../../src/protocol/ws-frame.ts";
 import { ROWS_PER_INSERT } from "../../src/store/batch-writer.ts";
-import { openDb } from "../../src/store/db.ts";
+import { openDb, type Db } from "../../src/store/db.ts";
 import { startServerProcess, type ServerProcess } from "../../test/helpers/server-process.ts";
 
 const WORKER = fileURLToPath(new URL("./client-worker.ts", import.meta.url));
@@ -240,10 +240,17 @@ export async function best(times: number, measure: () => number | Promise<number
 /**
  * Raw latency floor: a bare WebSocket server in this process sends timestamped frames at
  * `rate` per second for `seconds` to the client process (paced like the `paced` workflow:
- * what is due, then a 1 ms timer), with nothing between the stamp and the send. Returns
- * the client's emit → receive latencies, as the B3 client measures them.
+ * what is due, then a 1 ms timer; what is due leaves in one write), with nothing between
+ * the stamp and the send. With
+ * `durable`, what is due is first committed as flowd would (one transaction: the rows
+ * inserted up to 32 per statement and the run's row updated, under that `synchronous`
+ * mode, with the WAL checkpointed from a worker): the floor of emit → commit → send.
+ * Returns the client's emit → receive latencies, as the B3 client measures them.
  */
-export async function rawWsLatency(rate: number, seconds: number): Promise<{ p50: number; p99: number }> {
+export async function rawWsLatency(rate: number, seconds: number, durable?: "FULL" | "NORMAL"): Promise<{ p50: number; p99: number }> {
+  const tmp = scratch();
+  const db = durable ? openDb(join(tmp.dir, "raw.db"), { sync: durable, checkpointInBackground: (error) => console.error(error) }) : null;
+  const commit = db ? rawCommitter(db) : () => {};
   const server = new WebSocketServer({ port: 0, host: "127.0.0.1", perMessageDeflate: false });
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));
   const { port } = server.address() as { port: number };
@@ -254,10 +261,18 @@ export async function rawWsLatency(rate: number, seconds: number): Promise<{ p50
       let sent = 0;
       const tick = (): void => {
         const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
-        for (; sent < due; sent++) {
-          const content = JSON.stringify({ t: performance.timeOrigin + performance.now(), i: sent });
-          socket.send(JSON.stringify({ event: "RunContent", event_index: sent, content }));
+        const frames: string[] = [];
+        for (let i = sent; i < due; i++) {
+          const content = JSON.stringify({ t: performance.timeOrigin + performance.now(), i });
+          frames.push(JSON.stringify({ event: "RunContent", event_index: i, content }));
         }
+        commit(frames, sent);
+        // One write for all of them, as flowd sends a commit's events.
+        const tcp = (socket as unknown as { _socket: Socket })._socket;
+        tcp.cork();
+        for (const frame of frames) socket.send(frame);
+        tcp.uncork();
+        sent = due;
         if (sent < total) setTimeout(tick, 1);
         else socket.send(JSON.stringify({ event: "WorkflowCompleted", event_index: sent }));
       };
@@ -266,5 +281,30 @@ export async function rawWsLatency(rate: number, seconds: number): Promise<{ p50
   });
   const result = await runClients<{ p50: number; p99: number }>({ kind: "latency", url: `ws://127.0.0.1:${port}`, data: {} });
   server.close();
+  db?.close();
+  tmp.remove();
   return result;
+}
+
+/** Commits frames as one run's events `from` on, in one transaction, the least flowd's writer does per batch. */
+function rawCommitter(db: Db): (frames: string[], from: number) => void {
+  const runId = randomUUID();
+  db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(runId);
+  // inserts[k] writes 2^k rows.
+  const inserts = Array.from({ length: Math.log2(ROWS_PER_INSERT) + 1 }, (_, k) => {
+    const values = Array.from({ length: 1 << k }, () => "(?, ?, 'RunContent', '0', ?, 0)").join(", ");
+    return db.sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`);
+  });
+  const advance = db.sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
+  return db.sqlite.transaction((frames: string[], from: number) => {
+    let at = 0;
+    for (let k = inserts.length - 1; k >= 0; k--) {
+      for (const size = 1 << k; frames.length - at >= size; at += size) {
+        const args: unknown[] = [];
+        for (let i = at; i < at + size; i++) args.push(runId, from + i, frames[i]);
+        inserts[k]!.run(...args);
+      }
+    }
+    advance.run(from + frames.length - 1, Date.now(), runId);
+  }).immediate;
 }
