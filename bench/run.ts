@@ -1,6 +1,9 @@
 /**
  * flowd's benchmarks, each printed as one JSON line beside the raw limit of the same
- * machine measured in the same run (`ratio` = figure ÷ limit):
+ * machine measured in the same run: `limit` measured by the performance issue's method for
+ * it (`ratio` = figure ÷ limit, what the target is against) and, where flowd does better
+ * than that method, `strict_limit`, the fastest raw way to do the same work (`strict_ratio`).
+ * Where a figure has a raw limit, all are the best of two or three measurements taken in turn.
  *
  *   npm run bench              all of them
  *   npm run bench -- B2 B5     some of them
@@ -15,7 +18,7 @@ import { seedDatabase } from "../test/helpers/seed-db.ts";
 import { startServerProcess } from "../test/helpers/server-process.ts";
 import {
   BENCH_WORKFLOWS,
-  best,
+  bestInTurn,
   post,
   rawPagedRead,
   rawRangeRead,
@@ -64,26 +67,29 @@ const benches: Record<string, Bench> = {
   B1: async () => {
     const runs = 100;
     const perRun = n(2000);
-    const figure = await withServer(async (url) => {
-      const started = performance.now();
-      await Promise.all(Array.from({ length: runs }, () => post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: perRun, bytes: BYTES } })));
-      await waitUntilIdle(url);
-      return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
+    // The issue's limit writes a row per statement, the runs in turn; the strict one the
+    // same rows in blocks of one run, a block per statement, as flowd's writer does.
+    const { figure, oneByOne, inBlocks, single } = await bestInTurn(2, {
+      figure: () =>
+        withServer(async (url) => {
+          const started = performance.now();
+          await Promise.all(Array.from({ length: runs }, () => post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: perRun, bytes: BYTES } })));
+          await waitUntilIdle(url);
+          return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
+        }),
+      oneByOne: () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "one by one"),
+      inBlocks: () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "in blocks"),
+      single: () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"),
     });
-    // The raw limit is the faster of two ways to write the same rows.
-    const oneByOne = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "one by one"));
-    const inBlocks = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, runs, "in blocks"));
-    const limit = Math.max(oneByOne, inBlocks);
-    const single = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"));
     report({
       bench: "B1",
       workload: `${runs} concurrent runs × ${perRun} events, no subscribers, synchronous=${SYNC}`,
       figure: Math.round(figure),
       unit: "events/s",
-      limit: Math.round(limit),
-      limit_is: `raw SQLite append, ${RAW_APPEND_BATCH} rows per transaction over ${runs} runs, the faster of: one INSERT per row, the runs in turn; one INSERT per block of ${ROWS_PER_INSERT} rows of a run, the runs in turn`,
-      raw_one_by_one_events_per_s: Math.round(oneByOne),
-      raw_in_blocks_events_per_s: Math.round(inBlocks),
+      limit: Math.round(oneByOne),
+      limit_is: `raw SQLite append, ${RAW_APPEND_BATCH} rows per transaction, one INSERT per row, the ${runs} runs in turn`,
+      strict_limit: Math.round(inBlocks),
+      strict_limit_is: `the same rows, one INSERT per block of ${ROWS_PER_INSERT} rows of a run, the runs in turn`,
       raw_one_run_events_per_s: Math.round(single),
       target: 0.75,
     });
@@ -92,31 +98,34 @@ const benches: Record<string, Bench> = {
   // One run, one live WebSocket client.
   B2: async () => {
     const events = n(100_000);
-    const result = await withServer((_url, wsUrl) =>
-      runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } }),
-    );
-    const figure = result.events / (result.elapsedMs / 1000);
-    // The limit is the fastest raw way to send these bytes: pre-built frames written to a
-    // corked socket. Beside it, the issue's reference method (a plain ws.send loop of a frame
-    // serialized once, ~200k/s there) and the same sends corked.
-    const limit = await best(2, () => rawWsSend(1, n(200_000), FRAME, "socket"));
-    const plainSend = await best(2, () => rawWsSend(1, n(200_000), FRAME, "send"));
-    const corkedSend = await rawWsSend(1, n(200_000), FRAME, "corked send");
-    // Every event is committed before it is sent (I2): the append is the pipeline's other raw stage.
-    const append = await best(2, () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"));
-    const ratio = (of: number): number => Math.round((figure / of) * 100) / 100;
+    // The issue's limit is a plain ws.send loop of a frame serialized once (~200k/s there);
+    // the strict one, pre-built frames written to a corked socket, the fastest way to send
+    // the same bytes. Every event is committed before it is sent (I2): the one-run append
+    // is the pipeline's other raw stage.
+    const { figure, plainSend, corkedSend, socket, append } = await bestInTurn(2, {
+      figure: async () => {
+        const result = await withServer((_url, wsUrl) =>
+          runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } }),
+        );
+        return result.events / (result.elapsedMs / 1000);
+      },
+      plainSend: () => rawWsSend(1, n(200_000), FRAME, "send"),
+      corkedSend: () => rawWsSend(1, n(200_000), FRAME, "corked send"),
+      socket: () => rawWsSend(1, n(200_000), FRAME, "socket"),
+      append: () => rawSqliteAppend(n(200_000), RAW_APPEND_BATCH, FRAME, SYNC, 1, "in blocks"),
+    });
     report({
       bench: "B2",
       workload: `1 run of ${events} events → 1 WebSocket client, synchronous=${SYNC}`,
       figure: Math.round(figure),
       unit: "events/s",
-      limit: Math.round(limit),
-      limit_is: "raw socket, one pre-built WebSocket frame written per event, 1 client",
-      raw_ws_send_events_per_s: Math.round(plainSend),
-      ratio_to_ws_send: ratio(plainSend),
+      limit: Math.round(plainSend),
+      limit_is: "raw ws: a loop of ws.send() of one frame serialized once, 1 client",
+      strict_limit: Math.round(socket),
+      strict_limit_is: "raw socket, one pre-built WebSocket frame written per event, corked, 1 client",
       raw_ws_send_corked_events_per_s: Math.round(corkedSend),
       raw_sqlite_append_one_run_events_per_s: Math.round(append),
-      ratio_to_sqlite_append: ratio(append),
+      ratio_to_sqlite_append: Math.round((figure / append) * 100) / 100,
       target: 0.6,
     });
   },
@@ -157,12 +166,32 @@ const benches: Record<string, Bench> = {
       const db = join(tmp.dir, "flowd.db");
       const seeded = seedDatabase(db, { finishedRuns: 1, eventsPerFinishedRun: events, runningRuns: 0, eventsPerRunningRun: 0, runningWorkflowId: "emit" });
       const runId = seeded.finished[0] ?? "";
-      const limit = await best(3, () => rawRangeRead(db, runId));
-      const paged = await best(3, () => rawPagedRead(db, runId, 500));
+      // The raw reads go first, while no server holds the file: without a WAL beside it, a
+      // read does not look up each page in the WAL index, as the server's reads then do.
+      const { limit, paged } = await bestInTurn(3, { limit: () => rawRangeRead(db, runId), paged: () => rawPagedRead(db, runId, 500) });
       const server = await startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db]);
       try {
-        const result = await runClients<{ count: number; firstEventMs: number; elapsedMs: number; clientCpu: number }>({ kind: "catchup", url: server.wsUrl, runId, expect: events });
-        report({ bench: "B4", workload: `reconnect from index 0 to a run of ${events} stored events (after a warm-up reconnect)`, figure: Math.round(result.count / (result.elapsedMs / 1000)), unit: "events/s", limit: Math.round(limit), limit_is: "raw range read with .iterate()", raw_paged_read_rows_per_s: Math.round(paged), first_event_ms: Math.round(result.firstEventMs * 100) / 100, client_cpu_share: Math.round(result.clientCpu * 100) / 100, target: "≥ 0.7, first event ≤ 5 ms" });
+        let fastest = { count: 0, firstEventMs: NaN, elapsedMs: Infinity, clientCpu: NaN };
+        const { figure } = await bestInTurn(3, {
+          figure: async () => {
+            const result = await runClients<typeof fastest>({ kind: "catchup", url: server.wsUrl, runId, expect: events });
+            if (result.elapsedMs < fastest.elapsedMs) fastest = result;
+            return result.count / (result.elapsedMs / 1000);
+          },
+        });
+        report({
+          bench: "B4",
+          workload: `reconnect from index 0 to a run of ${events} stored events (best of 3, each after a warm-up reconnect)`,
+          figure: Math.round(figure),
+          unit: "events/s",
+          limit: Math.round(limit),
+          limit_is: "raw range read with .iterate()",
+          strict_limit: Math.round(paged),
+          strict_limit_is: "raw read of the same rows in pages of 500, as arrays (flowd's catch-up reads, minus building events)",
+          first_event_ms: Math.round(fastest.firstEventMs * 100) / 100,
+          client_cpu_share: Math.round(fastest.clientCpu * 100) / 100,
+          target: "≥ 0.7, first event ≤ 5 ms",
+        });
       } finally {
         await server.stop();
       }
@@ -175,21 +204,27 @@ const benches: Record<string, Bench> = {
   B5: async () => {
     const clients = 100;
     const events = n(20_000);
-    const result = await withServer(async (url, wsUrl) => {
-      const run = await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: events, bytes: BYTES, startDelayMs: 2000 } });
-      return runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients, runId: run.run_id, fromIndex: 2 });
+    // As B2: the issue's plain ws.send loop, and the strict pre-built frames to corked sockets.
+    const { figure, plainSend, socket } = await bestInTurn(2, {
+      figure: async () => {
+        const result = await withServer(async (url, wsUrl) => {
+          const run = await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: events, bytes: BYTES, startDelayMs: 2000 } });
+          return runClients<{ delivered: number; elapsedMs: number }>({ kind: "follow", url: wsUrl, clients, runId: run.run_id, fromIndex: 2 });
+        });
+        return result.delivered / (result.elapsedMs / 1000);
+      },
+      plainSend: () => rawWsSend(clients, n(20_000), FRAME, "send"),
+      socket: () => rawWsSend(clients, n(20_000), FRAME, "socket"),
     });
-    const figure = result.delivered / (result.elapsedMs / 1000);
-    const limit = await best(2, () => rawWsSend(clients, n(20_000), FRAME, "socket"));
-    const plainSend = await rawWsSend(clients, n(20_000), FRAME, "send");
     report({
       bench: "B5",
       workload: `1 run of ${events} events → ${clients} WebSocket subscribers`,
       figure: Math.round(figure),
       unit: "events/s delivered",
-      limit: Math.round(limit),
-      limit_is: `raw socket, one pre-built WebSocket frame written per event, ${clients} clients`,
-      raw_ws_send_events_per_s: Math.round(plainSend),
+      limit: Math.round(plainSend),
+      limit_is: `raw ws: a loop of ws.send() of one frame serialized once, to each of ${clients} clients`,
+      strict_limit: Math.round(socket),
+      strict_limit_is: `raw socket, one pre-built WebSocket frame written per event, corked, ${clients} clients`,
       target: 0.7,
     });
   },
