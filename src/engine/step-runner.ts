@@ -185,18 +185,44 @@ async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previ
   return output;
 }
 
+/** Chunks of text per block of `StreamedText`: 32 KB of references, a regular young-generation object. */
+const TEXT_BLOCK = 4096;
+
+/**
+ * The text a generator step streams, kept for its output (the joined text, if it returns
+ * nothing). Kept in blocks of fixed size: one growing array would be copied again and
+ * again as a long stream grows, each copy garbage in V8's old space, tens of MB for a
+ * million chunks.
+ */
+class StreamedText {
+  private readonly blocks: string[][] = [[]];
+
+  push(chunk: string): void {
+    let block = this.blocks[this.blocks.length - 1]!;
+    if (block.length === TEXT_BLOCK) {
+      block = [];
+      this.blocks.push(block);
+    }
+    block.push(chunk);
+  }
+
+  join(): string {
+    return this.blocks.map((block) => block.join("")).join("");
+  }
+}
+
 /** Streams a generator step's chunks as events; stops at the next chunk once the run is stopped. */
 async function drainGenerator(
   ctx: RunContext,
   loc: StepLocation,
   generator: AsyncGenerator<unknown, unknown, undefined>,
 ): Promise<unknown> {
-  const text: string[] = [];
+  const text = new StreamedText();
   try {
     for (;;) {
       const next = await generator.next();
       contentBoundary(ctx);
-      if (next.done) return next.value === undefined ? text.join("") : next.value;
+      if (next.done) return next.value === undefined ? text.join() : next.value;
       const chunk = next.value;
       if (typeof chunk === "string") {
         // Wait first, then emit: a run that has had its share of this turn adds nothing to

@@ -133,6 +133,19 @@ describe("composite steps emit the AgentOS event sequence", () => {
     expect(frames.at(-1)?.content).toBe("hello world");
   });
 
+  it("a generator step that returns nothing outputs all the text it streamed, however long the stream", async () => {
+    const count = 10_000;
+    const { client } = await TestClient.connect(t.wsUrl);
+    client.send({ action: "start-workflow", workflow_id: "chatter", additional_data: { count } });
+    const frames = await client.untilTerminal();
+    await client.close();
+    const text = range(count).map((i) => `${i} `).join("");
+    expect(frames.filter((f) => f.event === "RunContent")).toHaveLength(count);
+    expect(frames.find((f) => f.event === "StepCompleted")?.content).toBe(text);
+    expect(frames.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: text });
+    expect(runRow(frames[0]?.run_id)).toMatchObject({ status: "completed", output: JSON.stringify(text) });
+  });
+
   it("a throwing step gives StepError then WorkflowError, and the run row keeps the message", async () => {
     const { sequence, frames } = await run("failing-flow", "");
     expect(sequence).toEqual([
