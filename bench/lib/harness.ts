@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Socket } from "node:net";
+import type { Statement } from "better-sqlite3";
 import WebSocket, { WebSocketServer } from "ws";
 import { encodeTextFrame } from "../../src/protocol/ws-frame.ts";
 import { ROWS_PER_INSERT } from "../../src/store/batch-writer.ts";
@@ -99,6 +100,19 @@ export function sampleFrame(bytes: number): string {
   });
 }
 
+/** A bare run row for the raw limits' events; returns its id (a UUID, as flowd's are). */
+function insertRawRun(db: Db): string {
+  const runId = randomUUID();
+  db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(runId);
+  return runId;
+}
+
+/** An INSERT of `rows` event rows, each bound as (run_id, event_index, payload). */
+function prepareRawEventInsert(db: Db, rows: number): Statement {
+  const values = Array.from({ length: rows }, () => "(?, ?, 'RunContent', '0', ?, 0)").join(", ");
+  return db.sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`);
+}
+
 /**
  * Raw SQLite limit: inserting `events` rows into flowd's events table, `batch` per
  * transaction, spread over `runs` runs with UUID ids as flowd's are. `"one by one"`: a
@@ -114,13 +128,9 @@ export function rawSqliteAppend(events: number, batch: number, frame: string, sy
   const tmp = scratch();
   try {
     const db = openDb(join(tmp.dir, "raw.db"), { sync });
-    const ids = Array.from({ length: runs }, () => randomUUID());
-    for (const id of ids) {
-      db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(id);
-    }
+    const ids = Array.from({ length: runs }, () => insertRawRun(db));
     const next = new Array<number>(runs).fill(0);
-    const values = Array.from({ length: rowsPerStatement }, () => "(?, ?, 'RunContent', '0', ?, 0)").join(", ");
-    const insert = db.sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`);
+    const insert = prepareRawEventInsert(db, rowsPerStatement);
     const args = new Array<unknown>(rowsPerStatement * 3);
     const tx = db.sqlite.transaction((from: number, n: number) => {
       for (let i = from; i < from + n; i += rowsPerStatement) {
@@ -297,13 +307,9 @@ export async function rawWsLatency(rate: number, seconds: number, durable?: "FUL
 
 /** Commits frames as one run's events `from` on, in one transaction, the least flowd's writer does per batch. */
 function rawCommitter(db: Db): (frames: string[], from: number) => void {
-  const runId = randomUUID();
-  db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)").run(runId);
+  const runId = insertRawRun(db);
   // inserts[k] writes 2^k rows.
-  const inserts = Array.from({ length: Math.log2(ROWS_PER_INSERT) + 1 }, (_, k) => {
-    const values = Array.from({ length: 1 << k }, () => "(?, ?, 'RunContent', '0', ?, 0)").join(", ");
-    return db.sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`);
-  });
+  const inserts = Array.from({ length: Math.log2(ROWS_PER_INSERT) + 1 }, (_, k) => prepareRawEventInsert(db, 1 << k));
   const advance = db.sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
   return db.sqlite.transaction((frames: string[], from: number) => {
     let at = 0;
