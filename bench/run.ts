@@ -32,6 +32,7 @@ import {
   scratch,
   startBenchServer,
 } from "./lib/harness.ts";
+import { percentile } from "./lib/percentile.ts";
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const SYNC = (process.env.FLOWD_SYNC ?? "NORMAL").toUpperCase() === "FULL" ? "FULL" : "NORMAL";
@@ -235,10 +236,7 @@ const benches: Record<string, Bench> = {
     const events = n(1000);
     const data = { count: events, bytes: BYTES };
     type Rounds = { events: number; elapsedMs: number; firstEventMs: number[]; roundFirstEventMs: number[][] };
-    const quantile = (values: readonly number[], q: number): number => {
-      const sorted = [...values].sort((a, b) => a - b);
-      return Math.round((sorted[Math.floor(sorted.length * q)] ?? NaN) * 100) / 100;
-    };
+    const quantile = (values: readonly number[], q: number): number => Math.round(percentile(values, q) * 100) / 100;
     // The first-event p50 of one round of 50 starts moves by several ms from one round to
     // the next (a scavenge, the other process's scheduling): it is taken over many rounds.
     const freshRounds = 3;

@@ -4,6 +4,7 @@
  */
 import type { Socket } from "node:net";
 import WebSocket from "ws";
+import { percentile } from "./percentile.ts";
 
 type Plan =
   | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown>; warmup?: Record<string, unknown>; rounds?: number }
@@ -196,9 +197,7 @@ async function main(): Promise<void> {
       socket.send(JSON.stringify({ action: "start-workflow", workflow_id: "paced", additional_data: plan.data }));
       await done;
       socket.terminate();
-      latencies.sort((a, b) => a - b);
-      const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN;
-      output({ count: latencies.length, p50: pct(0.5), p99: pct(0.99), max: latencies.at(-1) });
+      output({ count: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: percentile(latencies, 1) });
       return;
     }
     case "catchup": {
