@@ -33,6 +33,27 @@ export interface FlowdConfig {
    */
   readonly sync: "FULL" | "NORMAL";
   readonly logLevel: string;
+  /** Interval of the comment heartbeat on quiet SSE streams. */
+  readonly sseHeartbeatMs: number;
+  /** Largest WebSocket frame and HTTP request body (and so the largest `message` plus `additional_data`). */
+  readonly maxInputBytes: number;
+  /** Deepest nesting of arrays and objects accepted in any JSON a client sends. */
+  readonly maxInputDepth: number;
+  /**
+   * Bytes of answers (anything but run events: pongs, errors, heartbeats) a connection may
+   * queue while its peer reads nothing; past it the connection is closed.
+   */
+  readonly maxUnsentBytes: number;
+  /** Longest a client may take to send a whole HTTP request (headers and body). */
+  readonly requestTimeoutMs: number;
+  /** Open connections (HTTP, SSE and WebSocket) past which new ones are refused. */
+  readonly maxConnections: number;
+  /** Failed authentications one address may make per minute before it is refused for the rest of it. */
+  readonly authFailuresPerMinute: number;
+  /** Host names (beside the listening address's own) requests may be addressed to; `*` for any. */
+  readonly allowedHosts: readonly string[];
+  /** Origins (`https://app.example.com`) whose pages may call flowd (CORS, WebSocket); `*` for any. */
+  readonly allowedOrigins: readonly string[];
 }
 
 /** Settings given as flags (or `serve()` options); each wins over its environment variable. */
@@ -52,6 +73,15 @@ export interface ConfigFlags {
   stallTimeoutMs?: number | string | undefined;
   sync?: string | undefined;
   logLevel?: string | undefined;
+  sseHeartbeatMs?: number | string | undefined;
+  maxInputBytes?: number | string | undefined;
+  maxInputDepth?: number | string | undefined;
+  maxUnsentBytes?: number | string | undefined;
+  requestTimeoutMs?: number | string | undefined;
+  maxConnections?: number | string | undefined;
+  authFailuresPerMinute?: number | string | undefined;
+  allowedHosts?: string | readonly string[] | undefined;
+  allowedOrigins?: string | readonly string[] | undefined;
 }
 
 /** Defaults, as documented in README and DESIGN §7. */
@@ -68,6 +98,13 @@ export const DEFAULTS = {
   stallTimeoutMs: 30_000,
   sync: "NORMAL",
   logLevel: "info",
+  sseHeartbeatMs: 15_000,
+  maxInputBytes: 1024 * 1024,
+  maxInputDepth: 64,
+  maxUnsentBytes: 1024 * 1024,
+  requestTimeoutMs: 30_000,
+  maxConnections: 10_000,
+  authFailuresPerMinute: 10,
 } as const;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -82,6 +119,43 @@ function wholeNumber(name: string, raw: number | string, min: number, max: numbe
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === "" ? undefined : value;
+}
+
+/** A whole-number setting: the flag, else its environment variable, else the default. */
+function numberSetting(
+  flag: number | string | undefined,
+  env: NodeJS.ProcessEnv,
+  variable: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = flag ?? nonEmpty(env[variable]);
+  return raw === undefined ? fallback : wholeNumber(variable, raw, min, max);
+}
+
+/** A comma-separated list (or a list given in code), trimmed, empty entries dropped. */
+function listSetting(flag: string | readonly string[] | undefined, raw: string | undefined): string[] {
+  const value = flag ?? raw ?? "";
+  const items = typeof value === "string" ? value.split(",") : [...value];
+  return items.map((item) => item.trim()).filter((item) => item !== "");
+}
+
+/** Origins are compared as browsers send them: scheme://host[:port], lower case, no path. */
+function parseOrigins(items: string[]): string[] {
+  return items.map((item) => {
+    if (item === "*" || item === "null") return item;
+    let url: URL;
+    try {
+      url = new URL(item);
+    } catch {
+      throw new FlowdError("INVALID_CONFIG", `FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com; got "${item}".`);
+    }
+    if (url.origin === "null" || (url.pathname !== "/" && url.pathname !== "")) {
+      throw new FlowdError("INVALID_CONFIG", `FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com, with no path; got "${item}".`);
+    }
+    return url.origin;
+  });
 }
 
 /** Resolves flags over environment variables over defaults. The only reader of the environment. */
@@ -127,6 +201,22 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
       stallTimeout === undefined ? DEFAULTS.stallTimeoutMs : wholeNumber("FLOWD_STALL_TIMEOUT_MS", stallTimeout, 10, 3_600_000),
     sync,
     logLevel,
+    sseHeartbeatMs: numberSetting(flags.sseHeartbeatMs, env, "FLOWD_SSE_HEARTBEAT_MS", DEFAULTS.sseHeartbeatMs, 10, 3_600_000),
+    maxInputBytes: numberSetting(flags.maxInputBytes, env, "FLOWD_MAX_INPUT_BYTES", DEFAULTS.maxInputBytes, 1024, 256 * 1024 * 1024),
+    maxInputDepth: numberSetting(flags.maxInputDepth, env, "FLOWD_MAX_INPUT_DEPTH", DEFAULTS.maxInputDepth, 2, 1000),
+    maxUnsentBytes: numberSetting(flags.maxUnsentBytes, env, "FLOWD_MAX_UNSENT_BYTES", DEFAULTS.maxUnsentBytes, 1024, 1024 * 1024 * 1024),
+    requestTimeoutMs: numberSetting(flags.requestTimeoutMs, env, "FLOWD_REQUEST_TIMEOUT_MS", DEFAULTS.requestTimeoutMs, 100, 3_600_000),
+    maxConnections: numberSetting(flags.maxConnections, env, "FLOWD_MAX_CONNECTIONS", DEFAULTS.maxConnections, 1, 1_000_000),
+    authFailuresPerMinute: numberSetting(
+      flags.authFailuresPerMinute,
+      env,
+      "FLOWD_AUTH_FAILURES_PER_MINUTE",
+      DEFAULTS.authFailuresPerMinute,
+      1,
+      1_000_000,
+    ),
+    allowedHosts: Object.freeze(listSetting(flags.allowedHosts, env.FLOWD_ALLOWED_HOSTS).map((host) => host.toLowerCase())),
+    allowedOrigins: Object.freeze(parseOrigins(listSetting(flags.allowedOrigins, env.FLOWD_ALLOWED_ORIGINS))),
   });
 }
 

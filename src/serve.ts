@@ -51,6 +51,11 @@ export function modelProvider(config: FlowdConfig): ModelProvider {
   });
 }
 
+/** Whether an address the server is bound to is reachable only from this machine. */
+function isLoopback(address: string): boolean {
+  return address === "::1" || address.startsWith("127.") || address === "::ffff:127.0.0.1";
+}
+
 /** Unsent bytes above which a subscriber leaves live delivery and reads the log at its own pace (I6). */
 export const SUBSCRIBER_HIGH_WATER_BYTES = 1024 * 1024;
 /**
@@ -95,14 +100,27 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     maxCrashResumes: config.maxCrashResumes,
     models,
   });
+  const lock = db.lock;
   const transport = createTransport({
     engine,
     runStore,
     eventLog,
     workflows: registry,
-    securityKey: config.securityKey,
+    config,
     logger,
-    feed: { pageSize: FEED_PAGE_SIZE, stallTimeoutMs: config.stallTimeoutMs, highWaterBytes: SUBSCRIBER_HIGH_WATER_BYTES },
+    feed: {
+      pageSize: FEED_PAGE_SIZE,
+      stallTimeoutMs: config.stallTimeoutMs,
+      highWaterBytes: SUBSCRIBER_HIGH_WATER_BYTES,
+      maxUnsentBytes: config.maxUnsentBytes,
+    },
+    storageProblem: () => {
+      const lost = lock?.lost() ?? null;
+      if (lost) return lost;
+      // A failed commit is reported until a write goes through again: a probe, or a later commit.
+      if (eventLog.storageFault && lock?.probeWrite()) eventLog.storageFault = null;
+      return eventLog.storageFault;
+    },
   });
 
   let address;
@@ -128,6 +146,13 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     );
   } else {
     logger.info({ endpoint: models.endpoint, defaultModel: config.defaultModel }, "agents use an OpenAI-compatible endpoint");
+  }
+  if (!isLoopback(address.address) && config.securityKey === null) {
+    logger.warn(
+      { host: config.host },
+      "flowd listens beyond this machine without authentication: anyone who can reach the port can start and read runs. " +
+        "Set FLOWD_SECURITY_KEY, or listen on 127.0.0.1.",
+    );
   }
   logger.info(
     { url, port: address.port, db: config.dbPath, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },

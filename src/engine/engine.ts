@@ -222,7 +222,16 @@ export class Engine {
     this.closed = true;
     this.eventLog.flushNow();
     if (this.active.size > 0) {
-      this.logger.warn({ runs: [...this.active.keys()] }, "runs still busy at shutdown; they resume as crashed at next start");
+      // A step that ignores its signal is not a crash: these resume at the next start
+      // without counting toward the crash loop guard.
+      for (const runId of this.active.keys()) {
+        try {
+          this.runStore.markPaused(runId);
+        } catch (error) {
+          this.logger.error({ runId, err: error }, "could not mark a busy run paused; it resumes as after a crash");
+        }
+      }
+      this.logger.warn({ runs: [...this.active.keys()] }, "runs still busy at shutdown (a step ignores input.signal); they resume at the next start");
     }
   }
 

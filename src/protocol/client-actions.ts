@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Id, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
+import { nestsDeeperThan, tooDeepMessage } from "./json-depth.ts";
 
 /** Every action a WebSocket client may send, keyed on `action` (AgentOS protocol). */
 export const ClientAction = z.discriminatedUnion("action", [
@@ -25,10 +26,10 @@ export const CLIENT_ACTION_NAMES = ClientAction.options.map((option) => option.s
 /** Result of parsing one frame: the action, or a sentence saying what is wrong with it. */
 export type ParsedAction =
   | { ok: true; action: ClientAction }
-  | { ok: false; code: "INVALID_JSON" | "INVALID_MESSAGE" | "UNKNOWN_ACTION"; error: string };
+  | { ok: false; code: "INVALID_JSON" | "INVALID_MESSAGE" | "UNKNOWN_ACTION" | "INPUT_TOO_DEEP"; error: string };
 
-/** Parses and validates one text frame; never throws. */
-export function parseClientAction(text: string): ParsedAction {
+/** Parses and validates one text frame, refusing JSON nested deeper than `maxDepth`; never throws. */
+export function parseClientAction(text: string, maxDepth: number): ParsedAction {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -41,6 +42,9 @@ export function parseClientAction(text: string): ParsedAction {
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return { ok: false, code: "INVALID_MESSAGE", error: `Message must be a JSON object with an "action" field, like {"action":"ping"}.` };
+  }
+  if (nestsDeeperThan(value, maxDepth)) {
+    return { ok: false, code: "INPUT_TOO_DEEP", error: tooDeepMessage("Message", maxDepth) };
   }
   const action = (value as { action?: unknown }).action;
   if (typeof action !== "string") {

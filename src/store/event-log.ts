@@ -25,13 +25,23 @@ export interface NewRun {
 type EventRow = [index: number, event: RunEventName, payload: string];
 
 /**
- * Whether a batch failed because of one of its writes (a constraint, a run that is not
- * there or has ended), so that the others can still be committed without it.
+ * SQLite's answers that say the database itself refuses writes (locked, full, read-only,
+ * broken), so that every write of a batch would fail alike, each after the same wait.
  */
-function failedForOneWrite(error: unknown): boolean {
-  if (error instanceof FlowdError) return true;
+const DATABASE_WIDE_CODES = ["SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_NOMEM", "SQLITE_PROTOCOL"];
+
+/**
+ * Whether a batch failed because the database refuses writes, rather than because of
+ * one of its writes (a constraint, a run that has ended, a value that cannot be encoded,
+ * anything unforeseen): then the others are committed without it, so that no client's
+ * write can sink other clients' runs.
+ */
+function failedForWholeDatabase(error: unknown): boolean {
+  if (error instanceof FlowdError) return false;
+  // better-sqlite3 throws a TypeError on a closed connection.
+  if (error instanceof TypeError && /database connection is not open/.test(error.message)) return true;
   const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && (code.startsWith("SQLITE_CONSTRAINT") || code === "SQLITE_TOOBIG" || code === "SQLITE_MISMATCH");
+  return typeof code === "string" && DATABASE_WIDE_CODES.some((wide) => code === wide || code.startsWith(`${wide}_`));
 }
 
 /** What a run's followers are told when one of its writes cannot be stored. */
@@ -90,6 +100,8 @@ export class EventLog {
    * stored, or nothing here runs them), with what their followers are told.
    */
   private readonly haltedRuns = new Map<string, FlowdError>();
+  /** Why the last commit failed for the whole database, until one succeeds (`/health` reports it). */
+  storageFault: FlowdError | null = null;
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
   private pendingRuns = new Set<string>();
@@ -250,19 +262,27 @@ export class EventLog {
     };
     try {
       committed = this.writer.commit(batch);
+      this.storageFault = null;
     } catch (batchError) {
-      if (failedForOneWrite(batchError)) {
+      if (failedForWholeDatabase(batchError)) {
+        // The database itself refused (locked, full, I/O): each write alone would wait on the same lock or disk again.
+        for (const write of batch) fail(write, batchError);
+        this.storageFault = new FlowdError(
+          "STORAGE_FAILED",
+          `The database refused the last commit (${errorMessage(batchError)}): runs stop where they are until it accepts writes ` +
+            "again (free disk space, end whatever holds its write lock), then resume when flowd restarts.",
+          { cause: batchError },
+        );
+      } else {
         // One bad write must not sink the others: commit them one by one.
         for (const write of batch) {
           try {
             committed.push(...this.writer.commit([write]));
+            this.storageFault = null;
           } catch (error) {
             fail(write, error);
           }
         }
-      } else {
-        // The database itself refused (locked, full, I/O): each write alone would wait on the same lock or disk again.
-        for (const write of batch) fail(write, batchError);
       }
     }
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
@@ -281,6 +301,11 @@ export class EventLog {
   halt(runId: string, reason: FlowdError): void {
     this.haltedRuns.set(runId, reason);
     this.notifier.fail(runId, reason);
+  }
+
+  /** Why a run halted in this process (see `halt`), or undefined if it did not. */
+  haltReason(runId: string): FlowdError | undefined {
+    return this.haltedRuns.get(runId);
   }
 
   /**
@@ -337,7 +362,7 @@ export class EventLog {
    * event up to the read is in the backlog; every later one reaches the listener via
    * publish(), which runs only after its commit. Keep this function free of `await`.
    */
-  follow(runId: string, afterIndex: number, listener: EventListener, onFailure?: FailureListener): (() => void) | null {
+  follow(runId: string, afterIndex: number, listener: EventListener, onFailure: FailureListener): (() => void) | null {
     let lastIndex = -1;
     // A run created in the batch not yet committed has nothing to read: all its events arrive live.
     if (!this.pendingRuns.has(runId)) {
@@ -361,7 +386,7 @@ export class EventLog {
       // Nothing more comes from this process (until a restart): say why.
       const halted = this.haltedRuns.get(runId);
       if (halted) {
-        onFailure?.(halted);
+        onFailure(halted);
         return null;
       }
       lastIndex = run.last_event_index;

@@ -80,3 +80,20 @@ export const stepCheckpoints = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.runId, t.stepPath] })],
 );
+
+/**
+ * The server that owns the database (one row at most): a second server, whatever path
+ * it opens the file by (a symlink, a hard link), finds it here and refuses to start while
+ * that one lives. Deleted at a graceful stop; a killed owner's row is taken over.
+ */
+export const serverLock = sqliteTable("server_lock", {
+  /** Always 1: there is one owner. */
+  slot: integer("slot").primaryKey(),
+  hostname: text("hostname").notNull(),
+  pid: integer("pid").notNull(),
+  /** When the owning process started, as the kernel says (tells a reused pid from the owner). */
+  processStart: text("process_start"),
+  acquiredAt: integer("acquired_at").notNull(),
+  /** The owner's last successful write check (`/health` while storage is failing). */
+  checkedAt: integer("checked_at").notNull(),
+});

@@ -1,23 +1,29 @@
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
+import type { FlowdConfig } from "../config.ts";
 import type { Engine } from "../engine/engine.ts";
+import type { FlowdError } from "../errors.ts";
 import type { EventLog } from "../store/event-log.ts";
 import type { RunStore } from "../store/run-store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
+import { AccessPolicy } from "./access.ts";
+import { AuthGuard } from "./auth.ts";
 import { createHttpApp } from "./http/app.ts";
 import type { SseStreams } from "./http/sse-stream.ts";
+import { Outbounds, type OutboundLimits } from "./outbound.ts";
 import type { FeedOptions } from "./run-feed.ts";
 import { WorkflowSocket } from "./ws/workflow-socket.ts";
 
 /** The WebSocket path of the AgentOS workflow protocol. */
 export const WORKFLOW_WS_PATH = "/workflows/ws";
 
-/** Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (message too big). */
-export const MAX_FRAME_BYTES = 1024 * 1024;
-
 /** Interval of WebSocket pings; a peer silent for two of them is terminated. */
 export const WS_HEARTBEAT_MS = 30_000;
+
+/** How often a refused connection is logged at most (a flood of them would flood the log). */
+const DROP_LOG_INTERVAL_MS = 10_000;
 
 /** What the transports need. */
 export interface TransportDeps {
@@ -25,10 +31,20 @@ export interface TransportDeps {
   runStore: RunStore;
   eventLog: EventLog;
   workflows: WorkflowRegistry;
-  securityKey: string | null;
+  config: FlowdConfig;
   logger: Logger;
-  /** How subscribers are fed (page size, stall timeout, high-water mark). */
-  feed: FeedOptions & { highWaterBytes: number };
+  /** How subscribers are fed (page size, stall timeout) and what a connection may hold unsent. */
+  feed: FeedOptions & OutboundLimits;
+  /** Why the server cannot store events now (for `/health`), or null while it can. */
+  storageProblem: () => FlowdError | null;
+}
+
+/** What the HTTP and WebSocket sides share: who may call, and the open connections' outbounds. */
+export interface TransportShared {
+  access: AccessPolicy;
+  auth: AuthGuard;
+  outbounds: Outbounds;
+  sseStreams: SseStreams;
 }
 
 /** HTTP and WebSocket on one port. */
@@ -42,18 +58,47 @@ export interface Transport {
   close(closeCode: number, reason: string): Promise<void>;
 }
 
+/** Answers a refused upgrade in the HTTP API's error shape, then closes the socket. */
+function refuseUpgrade(socket: Duplex, status: string, error: { message: string; code: string }): void {
+  const body = JSON.stringify({ detail: error.message, code: error.code });
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
 /** Builds the HTTP API with the workflow WebSocket on the same port. */
 export function createTransport(deps: TransportDeps): Transport {
-  const sseStreams: SseStreams = new Set();
-  const app = createHttpApp({ ...deps, sseStreams });
+  const { config, logger } = deps;
+  const shared: TransportShared = {
+    access: new AccessPolicy(config),
+    auth: new AuthGuard(config.securityKey, config.authFailuresPerMinute),
+    outbounds: new Outbounds(),
+    sseStreams: new Set(),
+  };
+  const app = createHttpApp({ ...deps, ...shared });
   const http = app.server;
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  // Past the cap, Node closes new connections at once: each one costs memory and a descriptor.
+  http.maxConnections = config.maxConnections;
+  let dropped = 0;
+  let dropLogged = 0;
+  http.on("drop", () => {
+    dropped += 1;
+    const now = Date.now();
+    if (now - dropLogged < DROP_LOG_INTERVAL_MS) return;
+    dropLogged = now;
+    logger.warn({ maxConnections: config.maxConnections, dropped }, "connections refused: FLOWD_MAX_CONNECTIONS reached");
+  });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxInputBytes, perMessageDeflate: false });
   // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
   const alive = new WeakSet<WebSocket>();
-  wss.on("connection", (socket) => {
+  wss.on("connection", (socket, request) => {
     alive.add(socket);
     socket.on("pong", () => alive.add(socket));
-    new WorkflowSocket(socket, deps);
+    new WorkflowSocket(
+      socket,
+      { ...deps, auth: shared.auth, outbounds: shared.outbounds, maxInputDepth: config.maxInputDepth },
+      request.socket.remoteAddress,
+    );
   });
   const heartbeat = setInterval(() => {
     for (const socket of wss.clients) {
@@ -67,9 +112,15 @@ export function createTransport(deps: TransportDeps): Transport {
   }, WS_HEARTBEAT_MS);
   heartbeat.unref();
   http.on("upgrade", (req, socket, head) => {
+    socket.on("error", (error) => logger.debug({ err: error }, "upgrade socket error"));
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path !== WORKFLOW_WS_PATH) {
-      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n\r\nNo WebSocket at ${path}; use ${WORKFLOW_WS_PATH}.\n`);
+      refuseUpgrade(socket, "404 Not Found", { code: "NOT_FOUND", message: `No WebSocket at ${path}; use ${WORKFLOW_WS_PATH}.` });
+      return;
+    }
+    const refusal = shared.access.refusal(req.headers);
+    if (refusal) {
+      refuseUpgrade(socket, `${refusal.httpStatus} ${refusal.code === "HOST_NOT_ALLOWED" ? "Misdirected Request" : "Forbidden"}`, refusal);
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
@@ -96,7 +147,7 @@ export function createTransport(deps: TransportDeps): Transport {
       clearInterval(heartbeat);
       const closed = app.close();
       for (const client of wss.clients) client.close(closeCode, reason);
-      for (const stream of sseStreams) stream.end();
+      for (const stream of shared.sseStreams) stream.end();
       http.closeIdleConnections();
       // Sockets that do not finish the closing handshake in time are cut.
       const cut = setTimeout(() => {

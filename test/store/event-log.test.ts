@@ -20,6 +20,11 @@ let reader: Database.Database;
 let appendErrors: unknown[];
 
 /** A listener that takes each event of every batch it is handed. */
+/** For follows of runs that must not halt: a halt fails the test. */
+function unexpectedHalt(error: FlowdError): void {
+  throw error;
+}
+
 function each(take: (event: CommittedEvent) => void): EventListener {
   return (batch) => batch.events.forEach(take);
 }
@@ -173,7 +178,7 @@ describe("the event log", () => {
     newRun("r");
     for (let i = 0; i < 5; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     const seen: number[] = [];
-    log.follow("r", 1, each((e) => seen.push(e.index)));
+    log.follow("r", 1, each((e) => seen.push(e.index)), unexpectedHalt);
     expect(seen).toEqual([2, 3, 4]);
     append("r", { event: "WorkflowStarted", input: "5" });
     append("r", { event: "WorkflowCancelled", reason: "test" });
@@ -185,14 +190,14 @@ describe("the event log", () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "0" });
     const seen: number[] = [];
-    expect(log.follow("r", 4, each((e) => seen.push(e.index)))).not.toBeNull();
+    expect(log.follow("r", 4, each((e) => seen.push(e.index)), unexpectedHalt)).not.toBeNull();
     for (let i = 1; i <= 6; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(seen).toEqual([5, 6]);
 
     newRun("short");
     append("short", { event: "WorkflowStarted", input: "" });
     const late: number[] = [];
-    log.follow("short", 10, each((e) => late.push(e.index)));
+    log.follow("short", 10, each((e) => late.push(e.index)), unexpectedHalt);
     append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     expect(late).toEqual([1]);
   });
@@ -202,7 +207,7 @@ describe("the event log", () => {
     append("done", { event: "WorkflowStarted", input: "" });
     append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     const seen: number[] = [];
-    expect(log.follow("done", 1, each((e) => seen.push(e.index)))).toBeNull();
+    expect(log.follow("done", 1, each((e) => seen.push(e.index)), unexpectedHalt)).toBeNull();
     expect(seen).toEqual([]);
   });
 
@@ -240,7 +245,7 @@ describe("the event log", () => {
     log.createRun({ runId: "n", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "hi", additionalData: { k: 1 } });
     log.append("n", { event: "WorkflowStarted", input: "hi" });
     const seen: number[] = [];
-    const stop = log.follow("n", -1, each((e) => seen.push(e.index)));
+    const stop = log.follow("n", -1, each((e) => seen.push(e.index)), unexpectedHalt);
     expect(stop).not.toBeNull();
     expect(runs.get("n")).toBeUndefined();
     expect(reader.prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 0 });
@@ -274,7 +279,7 @@ describe("the event log", () => {
 
   it("asks a producer that has run for its slice of the turn to wait, committing what the slice produced", async () => {
     newRun("p");
-    log.follow("p", -1, () => {});
+    log.follow("p", -1, () => {}, unexpectedHalt);
     await new Promise((resolve) => setImmediate(resolve));
     // The slice starts when the producer first asks, however long the loop sat idle before.
     expect(log.yieldTurn("p")).toBeNull();
@@ -293,7 +298,7 @@ describe("the event log", () => {
   it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
     newRun("paced");
     const seen: number[] = [];
-    log.follow("paced", -1, each((event) => seen.push(event.index)));
+    log.follow("paced", -1, each((event) => seen.push(event.index)), unexpectedHalt);
     for (let i = 0; i < 3; i++) {
       // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -378,7 +383,7 @@ describe("the event log", () => {
   /** A run followed live, once the short slices of a run's first millisecond are past. */
   async function followedRun(runId: string): Promise<void> {
     newRun(runId);
-    log.follow(runId, -1, () => {});
+    log.follow(runId, -1, () => {}, unexpectedHalt);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 

@@ -1,22 +1,23 @@
+import type { Socket } from "node:net";
+import cors from "@fastify/cors";
 import formBody from "@fastify/formbody";
-import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import { FlowdError } from "../../errors.ts";
-import type { TransportDeps } from "../server.ts";
+import { nestsDeeperThan, tooDeepMessage } from "../../protocol/json-depth.ts";
+import type { TransportDeps, TransportShared } from "../server.ts";
 import { registerRunRoutes } from "./run-routes.ts";
-import type { SseStreams } from "./sse-stream.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
-import { tokenMatches } from "../auth.ts";
 
-/** Largest request body accepted, as for WebSocket frames. */
-export const MAX_BODY_BYTES = 1024 * 1024;
+/** Longest path parameter routed (ids are at most 256 characters); longer gets 414. */
+const MAX_PARAM_LENGTH = 512;
+/** How often Node checks requests against their timeouts (its default, 30 s, would let a timeout run that much late). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 
-/** What the HTTP routes need: the transports' dependencies, and the registry of open SSE streams. */
-export interface HttpDeps extends TransportDeps {
-  sseStreams: SseStreams;
-}
+/** What the HTTP routes need: the transports' dependencies and what they share with the WebSocket. */
+export interface HttpDeps extends TransportDeps, TransportShared {}
 
 /** Fastify's own client errors, translated into flowd's `{detail, code}` shape. */
-function clientError(error: FastifyError): FlowdError | null {
+function clientError(error: FastifyError, maxBodyBytes: number): FlowdError | null {
   switch (error.code) {
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return new FlowdError(
@@ -24,11 +25,15 @@ function clientError(error: FastifyError): FlowdError | null {
         "Unsupported Content-Type: send JSON (application/json) or a form (application/x-www-form-urlencoded).",
       );
     case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return new FlowdError("BODY_TOO_LARGE", `Request body is larger than ${MAX_BODY_BYTES} bytes.`);
+      return new FlowdError("BODY_TOO_LARGE", `Request body is larger than ${maxBodyBytes} bytes (FLOWD_MAX_INPUT_BYTES).`);
     case "FST_ERR_CTP_INVALID_JSON_BODY":
       return new FlowdError("INVALID_JSON", `Request body is not valid JSON (${error.message}).`);
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return new FlowdError("INVALID_JSON", "Content-Type is application/json but the body is empty: send a JSON object, or no Content-Type.");
+    case "FST_ERR_BAD_URL":
+      return new FlowdError("INVALID_URL", "The URL is not valid: a path part has a bad %-escape. Escape ids with encodeURIComponent.");
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      return new FlowdError("URI_TOO_LONG", `A path part is longer than ${MAX_PARAM_LENGTH} characters; ids are at most 256.`);
     default:
       if (error.statusCode === 400 && error instanceof SyntaxError) {
         return new FlowdError("INVALID_JSON", `Request body is not valid JSON (${error.message}).`);
@@ -39,33 +44,94 @@ function clientError(error: FastifyError): FlowdError | null {
   }
 }
 
+/** A request the HTTP parser refused before any route (timeout, malformed, huge headers), in `{detail, code}` shape. */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, code, detail] =
+    error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+      ? ["408 Request Timeout", "REQUEST_TIMEOUT", "The request (headers and body) did not arrive in time (FLOWD_REQUEST_TIMEOUT_MS). Send it whole, at once."]
+      : error.code === "HPE_HEADER_OVERFLOW"
+        ? ["431 Request Header Fields Too Large", "INVALID_REQUEST", "The request's headers are too large; send smaller ones."]
+        : ["400 Bad Request", "INVALID_REQUEST", "The request is not valid HTTP/1.1."];
+  const body = JSON.stringify({ detail, code });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+/** Sends a FlowdError in the API's error shape. */
+export function sendError(reply: FastifyReply, error: FlowdError): FastifyReply {
+  if (error.code === "AUTH_THROTTLED") void reply.header("retry-after", "60");
+  return reply.status(error.httpStatus).send({ detail: error.message, code: error.code });
+}
+
 /**
  * The HTTP API: AgentOS-shaped REST and SSE. Fastify, for its speed and its raw-response
  * escape hatch (`reply.hijack()`), which SSE needs to control writes and backpressure.
  */
 export function createHttpApp(deps: HttpDeps): FastifyInstance {
+  const { config } = deps;
   // Fastify's own logger stays off: flowd logs what matters (errors, runs) through its pino logger.
-  const app = Fastify({ logger: false, bodyLimit: MAX_BODY_BYTES });
-  void app.register(formBody, { bodyLimit: MAX_BODY_BYTES });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: config.maxInputBytes,
+    requestTimeout: config.requestTimeoutMs,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    http: {
+      headersTimeout: Math.min(config.requestTimeoutMs, 20_000),
+      connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_INTERVAL_MS, config.requestTimeoutMs),
+    },
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error, _request, reply) => {
+      const known = clientError(error, config.maxInputBytes) ?? new FlowdError("INVALID_REQUEST", error.message);
+      void sendError(reply, known);
+    },
+  });
+  void app.register(formBody, { bodyLimit: config.maxInputBytes });
   // Bodies are JSON or forms; plain text would only reach validation as a confusing string.
   app.removeContentTypeParser("text/plain");
 
+  // Who may call: the Host a request is addressed to and the page it comes from, before anything else.
   app.addHook("onRequest", async (request, reply) => {
-    const key = deps.securityKey;
-    if (key === null || request.url === "/health") return;
+    const refusal = deps.access.refusal(request.headers);
+    if (refusal) return sendError(reply, refusal);
+  });
+  // Pages of the allowed origins may read answers (CORS); the hook above refused the others.
+  void app.register(cors, {
+    origin: (origin, callback) => callback(null, origin !== undefined && deps.access.originAllowed(origin)),
+    methods: ["GET", "HEAD", "POST", "DELETE"],
+    exposedHeaders: ["retry-after"],
+    maxAge: 600,
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    // CORS preflights carry no credentials, by the browser's rules; what they precede does.
+    if (!deps.auth.required || request.routeOptions.url === "/health" || request.method === "OPTIONS") return;
     const header = request.headers.authorization ?? "";
     const token = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : null;
-    if (token === null || !tokenMatches(token, key)) {
-      await reply.status(401).send({
-        detail: "Missing or wrong bearer token: send the header Authorization: Bearer <FLOWD_SECURITY_KEY>.",
-        code: token === null ? "AUTH_REQUIRED" : "AUTH_FAILED",
-      });
+    if (token === null) {
+      return sendError(
+        reply,
+        new FlowdError("AUTH_REQUIRED", "Missing bearer token: send the header Authorization: Bearer <FLOWD_SECURITY_KEY>."),
+      );
+    }
+    const outcome = deps.auth.check(token, request.socket.remoteAddress);
+    if (!outcome.ok) return sendError(reply, outcome.error);
+  });
+
+  // Every JSON body, whatever the route, is bounded in depth where it is parsed.
+  app.addHook("preValidation", async (request) => {
+    if (nestsDeeperThan(request.body, config.maxInputDepth)) {
+      throw new FlowdError("INPUT_TOO_DEEP", tooDeepMessage("The request body", config.maxInputDepth));
     }
   });
 
   app.setErrorHandler(async (error: FastifyError, _request, reply) => {
-    const known = error instanceof FlowdError ? error : clientError(error);
-    if (known) return reply.status(known.httpStatus).send({ detail: known.message, code: known.code });
+    const known = error instanceof FlowdError ? error : clientError(error, config.maxInputBytes);
+    if (known) return sendError(reply, known);
     deps.logger.error({ err: error }, "unexpected error handling an HTTP request");
     return reply.status(500).send({ detail: `Internal error: ${error.message}. The server log has details.`, code: "INTERNAL" });
   });
@@ -77,7 +143,16 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     }),
   );
 
-  app.get("/health", async () => ({ status: "ok", active_runs: deps.engine.activeRunCount }));
+  app.get("/health", async (_request, reply) => {
+    const counters = {
+      active_runs: deps.engine.activeRunCount,
+      streaming_connections: deps.outbounds.count,
+      unsent_bytes: deps.outbounds.unsentBytes,
+    };
+    const problem = deps.storageProblem();
+    if (problem) return reply.status(503).send({ status: "unavailable", code: problem.code, detail: problem.message, ...counters });
+    return { status: "ok", ...counters };
+  });
   registerWorkflowRoutes(app, deps);
   registerRunRoutes(app, deps);
   return app;

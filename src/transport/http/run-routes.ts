@@ -25,19 +25,36 @@ function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): R
   return run;
 }
 
-/** Hands the raw response to an SSE stream of the run from `afterIndex`. */
+/** Hands the raw response to an SSE stream of the run from `afterIndex`, with the headers set so far (CORS). */
 function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: number): void {
   reply.hijack();
-  streamRunAsSse(reply.raw, deps.eventLog, deps.sseStreams, runId, afterIndex, deps.feed);
+  const context = {
+    eventLog: deps.eventLog,
+    streams: deps.sseStreams,
+    outbounds: deps.outbounds,
+    feed: deps.feed,
+    heartbeatMs: deps.config.sseHeartbeatMs,
+    logger: deps.logger,
+  };
+  streamRunAsSse(reply.raw, reply.getHeaders(), context, runId, afterIndex);
 }
 
-/** Resolves once the run has its terminal event, or when the client goes away (the run goes on). */
+/**
+ * Resolves once the run has its terminal event, or when the client goes away (the run
+ * goes on); rejects with the reason if no more of the run's events can come from this
+ * server (its events could not be stored).
+ */
 function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string): Promise<void> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const current = deps.runStore.get(runId);
-    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, (batch) => {
-      if (batch.endsRun) resolve();
-    });
+    const stop = deps.eventLog.follow(
+      runId,
+      current?.lastEventIndex ?? -1,
+      (batch) => {
+        if (batch.endsRun) resolve();
+      },
+      reject,
+    );
     if (!stop) return resolve();
     // The response's close (not the request's: that fires once the body is read) means the client left.
     reply.raw.once("close", () => {
@@ -78,6 +95,8 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.
       await deps.eventLog.flushed();
+      const failure = deps.eventLog.haltReason(run.runId);
+      if (failure) throw failure;
       return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
     }
     if (body.stream) return sse(deps, reply, run.runId, -1);

@@ -1,24 +1,40 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
 import type { FlowdError } from "../../errors.ts";
-import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventBatch } from "../../protocol/run-events.ts";
-import { CorkedWriter } from "../corked-writer.ts";
+import type { ServerFrame } from "../../protocol/server-frames.ts";
+import { encodeTextFrame } from "../../protocol/ws-frame.ts";
 import type { FeedSink } from "../run-feed.ts";
+import type { Outbound } from "../outbound.ts";
 
 /** Close code for a subscriber that stayed backed up too long: 1013, "try again later". */
 export const STALLED_CLOSE_CODE = 1013;
 
 /**
+ * The TCP socket of an open WebSocket. `_socket` is ws's long-standing handle on it; flowd
+ * writes its own complete frames there (see SocketSink).
+ */
+export function tcpSocketOf(socket: WebSocket): Socket {
+  const tcp = (socket as unknown as { _socket?: Socket })._socket;
+  if (!tcp) throw new Error("flowd needs an open WebSocket (ws exposes its TCP socket as _socket)");
+  return tcp;
+}
+
+/** A server frame as one complete WebSocket text frame. */
+export function frameBytes(frame: ServerFrame): Buffer {
+  return encodeTextFrame(JSON.stringify(frame));
+}
+
+/**
  * A WebSocket as a feed sink: backed up when its socket's write buffer passes the high-water mark.
  *
- * Run events skip ws's per-message framing: the complete frames of what one commit added
- * to a run are built once, into one buffer (EventBatch.wsFrames), and written to the TCP
- * socket as-is, one write per commit for every subscriber. This is safe because ws
- * writes its own frames to the same socket synchronously and in call order when it does
- * not compress (the server turns permessage-deflate off), so frames never interleave,
- * and it queues nothing of its own (its `bufferedAmount` is the socket's write buffer,
- * which is what backpressure watches).
+ * Every frame flowd sends skips ws's per-message framing: the complete frames of what one
+ * commit added to a run are built once, into one buffer (EventBatch.wsFrames), and
+ * written to the TCP socket through the connection's Outbound, as are answers. This is
+ * safe because ws writes its own frames (pongs, close) to the same socket synchronously
+ * and in call order when it does not compress (the server turns permessage-deflate off),
+ * so frames never interleave, and it queues nothing of its own (what is unsent is the
+ * socket's write buffer, which is what backpressure watches).
  */
 export class SocketSink implements FeedSink {
   private drainWaiters: (() => void)[] = [];
@@ -27,27 +43,19 @@ export class SocketSink implements FeedSink {
     this.drainWaiters = [];
     for (const resume of waiters) resume();
   };
-  private readonly tcp: Socket;
-  private readonly out: CorkedWriter;
 
   constructor(
     private readonly socket: WebSocket,
-    private readonly highWaterBytes: number,
-  ) {
-    // `_socket` is ws's long-standing handle on the net.Socket of an open connection.
-    const tcp = (socket as unknown as { _socket?: Socket })._socket;
-    if (!tcp) throw new Error("SocketSink needs an open WebSocket (ws exposes its TCP socket as _socket)");
-    this.tcp = tcp;
-    this.out = new CorkedWriter(tcp);
-  }
+    private readonly tcp: Socket,
+    private readonly out: Outbound,
+  ) {}
 
   write(batch: EventBatch): boolean {
-    if (this.socket.readyState !== this.socket.OPEN) return false;
-    return this.out.write(batch.wsFrames()) < this.highWaterBytes;
+    return this.out.feed(batch.wsFrames());
   }
 
   whenDrained(callback: () => void): void {
-    if (this.socket.readyState !== this.socket.OPEN) return; // the owner stops its feeds on close
+    if (!this.out.open) return; // the owner stops its feeds on close
     // Above the high-water mark the socket's own (much smaller) one was passed too, so it
     // emits 'drain' once everything is handed to the kernel, whose buffer keeps the
     // connection busy while the next page is read.
@@ -61,10 +69,7 @@ export class SocketSink implements FeedSink {
   }
 
   failed(runId: string, error: FlowdError): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
-    // After any frames already written: ws writes to the same socket, in call order.
-    const frame: ServerFrame = { event: "error", error: error.message, code: error.code, run_id: runId };
-    this.socket.send(JSON.stringify(frame));
+    this.out.answer(frameBytes({ event: "error", error: error.message, code: error.code, run_id: runId }));
   }
 
   stalled(lastIndex: number): void {

@@ -7,18 +7,28 @@ import { isFinished } from "../../protocol/run-status.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import type { RunStore } from "../../store/run-store.ts";
-import { tokenMatches } from "../auth.ts";
+import type { AuthGuard } from "../auth.ts";
+import { Outbound, type OutboundLimits, type Outbounds } from "../outbound.ts";
 import { RunFeed, type FeedOptions } from "../run-feed.ts";
-import { SocketSink } from "./socket-sink.ts";
+import { SocketSink, frameBytes, tcpSocketOf } from "./socket-sink.ts";
+
+/** Close code for a peer that breaks the rules (floods answers it never reads, keeps guessing the key): 1008. */
+export const POLICY_CLOSE_CODE = 1008;
+
+/** Wrong tokens one socket may send before it is closed. */
+export const MAX_AUTH_FAILURES_PER_SOCKET = 3;
 
 /** What a workflow socket needs from the rest of the server. */
 export interface WorkflowSocketDeps {
   engine: Engine;
   runStore: RunStore;
   eventLog: EventLog;
-  securityKey: string | null;
+  auth: AuthGuard;
   logger: Logger;
-  feed: FeedOptions & { highWaterBytes: number };
+  feed: FeedOptions & OutboundLimits;
+  /** Deepest JSON nesting accepted in a frame. */
+  maxInputDepth: number;
+  outbounds: Outbounds;
 }
 
 /**
@@ -29,23 +39,47 @@ export class WorkflowSocket {
   private authenticated: boolean;
   /** Runs this socket follows, by run id. */
   private readonly following = new Map<string, RunFeed>();
+  private authFailures = 0;
+  private readonly out: Outbound;
   private readonly sink: SocketSink;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly deps: WorkflowSocketDeps,
+    private readonly remoteAddress: string | undefined,
   ) {
-    this.authenticated = deps.securityKey === null;
-    this.sink = new SocketSink(socket, deps.feed.highWaterBytes);
+    this.authenticated = !deps.auth.required;
+    const tcp = tcpSocketOf(socket);
+    this.out = new Outbound(
+      tcp,
+      deps.feed,
+      () => socket.readyState === socket.OPEN,
+      () => this.closeForPolicy(`not reading: over ${deps.feed.maxUnsentBytes} bytes of answers unsent; read, then reconnect`),
+    );
+    const forget = deps.outbounds.add(this.out);
+    this.sink = new SocketSink(socket, tcp, this.out);
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
-    socket.on("close", () => this.stopFollowingAll());
+    socket.on("close", () => {
+      forget();
+      this.stopFollowingAll();
+    });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
-    this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.securityKey !== null });
+    this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
   }
 
   private send(frame: ServerFrame): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(JSON.stringify(frame));
+    this.out.answer(frameBytes(frame));
+  }
+
+  /**
+   * Closes a peer that broke the rules, and reads nothing more from it: what it sends
+   * while the closing handshake waits would only cost the server work.
+   */
+  private closeForPolicy(reason: string): void {
+    this.deps.logger.warn({ remoteAddress: this.remoteAddress, reason }, "websocket closed by policy");
+    this.stopFollowingAll();
+    this.socket.close(POLICY_CLOSE_CODE, reason);
+    this.socket.pause();
   }
 
   private sendError(error: unknown): void {
@@ -63,7 +97,7 @@ export class WorkflowSocket {
       return;
     }
     const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data as ArrayBuffer).toString("utf8");
-    const parsed = parseClientAction(text);
+    const parsed = parseClientAction(text, this.deps.maxInputDepth);
     if (!parsed.ok) {
       this.send({ event: "error", error: parsed.error, code: parsed.code });
       return;
@@ -119,14 +153,21 @@ export class WorkflowSocket {
   }
 
   private authenticate(token: string): void {
-    const key = this.deps.securityKey;
-    if (key === null) {
+    if (!this.deps.auth.required) {
       this.authenticated = true;
       this.send({ event: "authenticated", message: "No security key is configured; no authentication is needed." });
       return;
     }
-    if (!tokenMatches(token, key)) {
-      this.send({ event: "auth_error", error: "Invalid token: it does not match the server's security key.", code: "AUTH_FAILED" });
+    const outcome = this.deps.auth.check(token, this.remoteAddress);
+    if (!outcome.ok) {
+      // A socket is as authenticated as the last token it sent.
+      this.authenticated = false;
+      this.stopFollowingAll();
+      this.send({ event: "auth_error", error: outcome.error.message, code: outcome.error.code });
+      this.authFailures += 1;
+      if (this.authFailures >= MAX_AUTH_FAILURES_PER_SOCKET) {
+        this.closeForPolicy(`${this.authFailures} failed authentications; reconnect with the right key`);
+      }
       return;
     }
     this.authenticated = true;

@@ -1,0 +1,90 @@
+import { isIP } from "node:net";
+import type { IncomingHttpHeaders } from "node:http";
+import { FlowdError } from "../errors.ts";
+
+/** Who may address the server, and from which web pages. */
+export interface AccessSettings {
+  /** Host names requests may be addressed to beside IP addresses and `localhost`; `*` for any. */
+  allowedHosts: readonly string[];
+  /** Origins whose pages may call the server (CORS and WebSocket); `*` for any. */
+  allowedOrigins: readonly string[];
+}
+
+/** The host of a `Host` header, lower case, without its port or IPv6 brackets. */
+function hostName(header: string): string {
+  const host = header.trim().toLowerCase();
+  if (host.startsWith("[")) return host.slice(1, host.indexOf("]") === -1 ? undefined : host.indexOf("]"));
+  const colon = host.lastIndexOf(":");
+  return colon === -1 ? host : host.slice(0, colon);
+}
+
+/**
+ * Guards a server that usually listens on loopback against the web pages its user
+ * visits. A page cannot choose the `Host` it sends except through DNS rebinding (a name
+ * of its own that resolves to 127.0.0.1), so only IP addresses, `localhost` and the
+ * configured names are answered. A page's requests carry its `Origin` (form posts and
+ * WebSocket upgrades included), so any origin but the server's own and the configured
+ * ones is refused before anything runs.
+ */
+export class AccessPolicy {
+  private readonly anyHost: boolean;
+  private readonly hosts: ReadonlySet<string>;
+  private readonly anyOrigin: boolean;
+  private readonly origins: ReadonlySet<string>;
+
+  constructor(settings: AccessSettings) {
+    this.anyHost = settings.allowedHosts.includes("*");
+    this.hosts = new Set(["localhost", ...settings.allowedHosts.map((host) => hostName(host))]);
+    this.anyOrigin = settings.allowedOrigins.includes("*");
+    this.origins = new Set(settings.allowedOrigins);
+  }
+
+  /** Whether a page of `origin` may call the server (also what CORS answers with). */
+  originAllowed(origin: string): boolean {
+    return this.anyOrigin || this.origins.has(origin);
+  }
+
+  /** Why a request with these headers is refused, or null if it may go on. */
+  refusal(headers: IncomingHttpHeaders): FlowdError | null {
+    const host = headers.host;
+    if (host !== undefined && !this.anyHost) {
+      const name = hostName(host);
+      if (isIP(name) === 0 && !this.hosts.has(name)) {
+        return new FlowdError(
+          "HOST_NOT_ALLOWED",
+          `This server does not answer requests addressed to "${host}": it answers IP addresses, localhost and the names in ` +
+            "FLOWD_ALLOWED_HOSTS (comma-separated). Set FLOWD_ALLOWED_HOSTS to the name clients use to reach it.",
+        );
+      }
+    }
+    const origin = headers.origin;
+    if (origin !== undefined) {
+      if (this.originAllowed(origin) || sameOrigin(origin, host)) return null;
+      return new FlowdError(
+        "ORIGIN_NOT_ALLOWED",
+        `Requests from web pages of ${origin} are refused. To let that site call flowd, add it to FLOWD_ALLOWED_ORIGINS ` +
+          "(comma-separated origins, e.g. https://app.example.com).",
+      );
+    }
+    // Browsers that send no Origin still say where a request comes from.
+    const site = headers["sec-fetch-site"];
+    if (site === "cross-site" || site === "same-site") {
+      return new FlowdError(
+        "ORIGIN_NOT_ALLOWED",
+        "Requests from other sites' web pages are refused. To let a site call flowd, add its origin to FLOWD_ALLOWED_ORIGINS.",
+      );
+    }
+    return null;
+  }
+}
+
+/** A page served by this server itself (the origin names the host the request is addressed to). */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    const url = new URL(origin);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.host === host.trim().toLowerCase();
+  } catch {
+    return false;
+  }
+}
