@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -72,12 +72,30 @@ const WAL_AUTOCHECKPOINT_PAGES = 4000;
 /** The same with a background checkpointer: only if it falls far behind (160 MB of WAL). */
 const WAL_AUTOCHECKPOINT_FALLBACK_PAGES = 40_000;
 
+/** A file (or, before it exists, its folder) this process may not write is refused before SQLite opens it read-only. */
+function assertWritable(path: string): void {
+  const target = existsSync(path) ? path : existsSync(dirname(path)) ? dirname(path) : null;
+  if (target === null) return; // created with its folders below
+  try {
+    accessSync(target, constants.W_OK);
+    if (target === path) accessSync(dirname(path), constants.W_OK);
+  } catch (error) {
+    throw new FlowdError(
+      "DATABASE_READ_ONLY",
+      `Database "${path}" cannot be written (${errorMessage(error)}). flowd stores every event, so it needs write access to the ` +
+        "file and its folder (for the -wal and -shm files): check their owner and permissions, or give --db a writable path.",
+      { cause: error },
+    );
+  }
+}
+
 /**
  * Opens (creating the file and its folder if needed) and migrates the database.
  * WAL lets `sqlite3` shells and read-only CLI commands read while the server writes;
  * the busy timeout makes a writer wait for a moment instead of failing at once.
  */
 export function openDb(path: string, options: OpenDbOptions = {}): Db {
+  if (!options.readonly && path !== ":memory:") assertWritable(path);
   let sqlite: Database.Database;
   try {
     if (!options.readonly && path !== ":memory:") mkdirSync(dirname(path), { recursive: true });

@@ -30,12 +30,16 @@ export type OutboundStream = Pick<
  */
 export class Outbound {
   private corked = false;
-  /** Answer bytes written since the stream last emptied (or drained below its own mark). */
+  /**
+   * Answer bytes written since the stream last emptied (the kernel took everything at the
+   * end of a block) or drained below its own mark: what the peer has left unread.
+   */
   private answersSinceDrain = 0;
   private overflowed = false;
   private readonly uncork = (): void => {
     this.corked = false;
     this.stream.uncork();
+    if (this.stream.writableLength === 0) this.answersSinceDrain = 0;
   };
 
   constructor(
@@ -70,7 +74,6 @@ export class Outbound {
   /** Writes an answer; false if it was not written (closed, or over budget: then the connection is closed). */
   answer(chunk: Buffer | string): boolean {
     if (!this.open) return false;
-    if (this.stream.writableLength === 0) this.answersSinceDrain = 0;
     this.answersSinceDrain += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.length;
     if (this.answersSinceDrain > this.limits.maxUnsentBytes) {
       this.overflowed = true;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { pino } from "pino";
-import { serve, type FlowdServer } from "../../src/serve.ts";
+import { serve, type FlowdServer, type ServeOptions } from "../../src/serve.ts";
 import type { WorkflowDefinition } from "../../src/workflows/definition.ts";
 import { testWorkflows } from "../fixtures/workflows.ts";
 
@@ -35,6 +35,8 @@ export async function startServer(
     modelRetries?: number;
     modelTimeoutMs?: number;
     stallTimeoutMs?: number;
+    /** Any other settings, as `serve()` takes them. */
+    settings?: Omit<ServeOptions, "workflows" | "logger" | "port" | "host" | "db">;
   } = {},
 ): Promise<TestServer> {
   const temp = tempDir();
@@ -50,6 +52,7 @@ export async function startServer(
     modelTimeoutMs: options.modelTimeoutMs ?? 10_000,
     demoPaceMs: 10,
     ...(options.stallTimeoutMs ? { stallTimeoutMs: options.stallTimeoutMs } : {}),
+    ...options.settings,
     workflows: options.workflows ?? testWorkflows,
     logger: pino({ level: "silent" }),
   });

@@ -514,6 +514,57 @@ describe("the event log", () => {
     expect(runs.get("unborn")).toBeUndefined();
   });
 
+  it("a new run whose additional_data cannot be encoded fails alone: the other runs' events in its batch are stored", () => {
+    newRun("other");
+    const failures: FlowdError[] = [];
+    log.follow("other", -1, () => {}, unexpectedHalt);
+    // Nested deeper than JSON.stringify's stack allows: the edge refuses this, the writer must not depend on it.
+    let deep: unknown = {};
+    for (let i = 0; i < 100_000; i++) deep = { d: deep };
+    log.createRun({ runId: "deep", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: deep });
+    log.append("deep", { event: "WorkflowStarted", input: "" });
+    log.follow("deep", -1, () => expect.fail("no event of it can be delivered"), (error) => failures.push(error));
+    log.append("other", { event: "WorkflowStarted", input: "" });
+    log.append("other", { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
+    log.flushNow();
+    expect(storedIndices(reader, "other")).toEqual([0, 1]);
+    expect(runs.get("other")).toMatchObject({ status: "completed" });
+    expect(runs.get("deep")).toBeUndefined();
+    expect(failures).toEqual([expect.objectContaining({ code: "STORAGE_FAILED" })]);
+    expect(failures[0]?.message).toContain("additional_data cannot be stored as JSON");
+    // The database itself is fine: nothing says otherwise.
+    expect(log.storageFault).toBeNull();
+  });
+
+  it("an event that cannot be encoded halts its own run only", () => {
+    newRun("bad");
+    newRun("fine");
+    const failures: string[] = [];
+    log.follow("bad", -1, () => {}, (error) => failures.push(error.code));
+    log.append("bad", { event: "WorkflowStarted", input: "" });
+    log.append("bad", { event: "CustomEvent", name: "x", data: { big: 1n }, step_name: "s", step_index: 0, step_path: "0" });
+    log.append("fine", { event: "WorkflowStarted", input: "" });
+    log.flushNow();
+    expect(storedIndices(reader, "fine")).toEqual([0]);
+    expect(storedIndices(reader, "bad")).toEqual([0]);
+    expect(failures).toEqual(["STORAGE_FAILED"]);
+  });
+
+  it("reports a database that refuses writes (storageFault) until a commit goes through again", () => {
+    newRun("x");
+    db.sqlite.pragma("busy_timeout = 50");
+    const other = new Database(db.path);
+    other.exec("BEGIN IMMEDIATE");
+    log.append("x", { event: "WorkflowStarted", input: "" });
+    log.flushNow();
+    expect(log.storageFault).toMatchObject({ code: "STORAGE_FAILED" });
+    expect(log.storageFault?.message).toContain("database is locked");
+    other.exec("ROLLBACK");
+    other.close();
+    newRun("y");
+    expect(log.storageFault).toBeNull();
+  });
+
   it("reads a catch-up page of at most the given size, or null past the end", () => {
     newRun("r");
     for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });

@@ -78,6 +78,33 @@ describe("when the database refuses a run's writes", () => {
     expect(errorBlock).not.toMatch(/^id:/m);
   });
 
+  it.each([{ stream: false }, { background: true }])(
+    "an HTTP start (%j) whose run cannot be stored answers 503 STORAGE_FAILED at once",
+    async (mode) => {
+      const response = await fetch(`${t.url}/workflows/steps-flow/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message: "hi", ...mode }),
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(response.status).toBe(503);
+      const body = (await response.json()) as { code: string; detail: string };
+      expect(body.code).toBe("STORAGE_FAILED");
+      expect(body.detail).toContain("could not be created");
+    },
+  );
+
+  it("a run whose events stop being stored answers a stream=false start with 503, not silence", async () => {
+    const response = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ stream: false, additional_data: { count: 10 } }),
+      signal: AbortSignal.timeout(5_000),
+    });
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ code: "STORAGE_FAILED" });
+  });
+
   it("flowd runs events --follow prints what was stored, then stops with the server's reason instead of waiting", async () => {
     const started = (await (
       await fetch(`${t.url}/workflows/ticker/runs`, {

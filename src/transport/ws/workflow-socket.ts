@@ -72,14 +72,13 @@ export class WorkflowSocket {
   }
 
   /**
-   * Closes a peer that broke the rules, and reads nothing more from it: what it sends
-   * while the closing handshake waits would only cost the server work.
+   * Closes a peer that broke the rules. What it sends while the closing handshake waits is
+   * read (so its close frame is seen) and answered with nothing: the socket is closing.
    */
   private closeForPolicy(reason: string): void {
     this.deps.logger.warn({ remoteAddress: this.remoteAddress, reason }, "websocket closed by policy");
     this.stopFollowingAll();
     this.socket.close(POLICY_CLOSE_CODE, reason);
-    this.socket.pause();
   }
 
   private sendError(error: unknown): void {

@@ -1,0 +1,186 @@
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { startServer, tempDir, waitFor, type TestServer } from "../helpers/server.ts";
+import { REPO_ROOT, startServerProcess, type ServerProcess } from "../helpers/server-process.ts";
+import { TestClient } from "../helpers/ws-client.ts";
+
+const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
+
+/** `{d: {d: … {}}}`, `depth` objects deep, as JSON text (built as text: no stack needed). */
+function nestedJson(depth: number): string {
+  return `${'{"d":'.repeat(depth - 1)}{}${"}".repeat(depth - 1)}`;
+}
+
+/** A raw HTTP request on a socket that then reads nothing, as a tab put to sleep. */
+function stalledRequest(port: number, request: string): Socket {
+  const socket = connect(port, "127.0.0.1");
+  socket.on("error", () => {});
+  socket.write(request);
+  socket.pause();
+  return socket;
+}
+
+interface Health {
+  status: string;
+  streaming_connections: number;
+  unsent_bytes: number;
+}
+
+async function health(url: string): Promise<Health> {
+  return (await (await fetch(`${url}/health`)).json()) as Health;
+}
+
+describe("a client that stops reading an SSE stream", () => {
+  let temp: ReturnType<typeof tempDir>;
+  let server: ServerProcess;
+  beforeEach(async () => {
+    temp = tempDir();
+    // Stalls are cut after 200 ms and quiet streams get a heartbeat every 50 ms, so a write
+    // after the end of a stalled stream would come at once.
+    server = await startServerProcess(["--workflows", FIXTURES, "--db", join(temp.dir, "flowd.db")], {
+      env: { FLOWD_STALL_TIMEOUT_MS: "200", FLOWD_SSE_HEARTBEAT_MS: "50" },
+    });
+  });
+  afterEach(async () => {
+    await server.stop();
+    temp.remove();
+  });
+
+  it("is cut off without harm: the server stays up and serves everyone else", async () => {
+    // A large finished run: ~8 MB of events, more than the kernel's socket buffers hold.
+    const start = await fetch(`${server.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ stream: false, additional_data: { count: 20_000, burst: 50, pad: 400 } }),
+    });
+    expect(start.status).toBe(200);
+    const runId = ((await start.json()) as { run_id: string }).run_id;
+
+    const readers = [
+      stalledRequest(server.port, `GET /runs/${runId}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`),
+      stalledRequest(
+        server.port,
+        `POST /workflows/ticker/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 67\r\n\r\n` +
+          JSON.stringify({ additional_data: { count: 20_000, burst: 50, pad: 400 } }).padEnd(67),
+      ),
+    ];
+    // Many stall timeouts and heartbeats later…
+    await sleep(2_000);
+    expect(server.child.exitCode).toBeNull();
+    expect(server.child.signalCode).toBeNull();
+
+    // …the server still answers, and another client's run goes from start to end.
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    const { client } = await TestClient.connect(server.wsUrl);
+    client.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 50 } });
+    const frames = await client.untilTerminal();
+    expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
+    await client.close();
+    // The stalled streams were cut off, not kept: nothing of theirs is held any more.
+    await waitFor("the stalled streams to be cut off", async () => ((await health(server.url)).streaming_connections === 0 ? true : undefined));
+    for (const socket of readers) socket.destroy();
+    expect(server.output()).not.toContain("ERR_STREAM_WRITE_AFTER_END");
+  });
+});
+
+describe("a WebSocket client that floods the server and never reads", () => {
+  const BUDGET = 64 * 1024;
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startServer({ settings: { maxUnsentBytes: BUDGET } });
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it("is closed with 1008 once its unread answers pass FLOWD_MAX_UNSENT_BYTES; the server's unsent bytes stay bounded", async () => {
+    const flooder = new WebSocket(t.wsUrl);
+    await new Promise((resolve, reject) => {
+      flooder.once("open", resolve);
+      flooder.once("error", reject);
+    });
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      flooder.on("close", (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
+    const tcp = (flooder as unknown as { _socket: Socket })._socket;
+    tcp.pause(); // reads nothing from here on
+
+    // 300,000 invalid 7-byte frames, each answered with a ~200-byte error: ~60 MB of answers
+    // if nothing bounded them, many times what the kernel's buffers absorb.
+    const { client: other } = await TestClient.connect(t.wsUrl);
+    let peakUnsent = 0;
+    for (let round = 0; round < 100; round++) {
+      for (let i = 0; i < 3_000; i++) flooder.send("garbage");
+      await sleep(5);
+      const now = await health(t.url);
+      peakUnsent = Math.max(peakUnsent, now.unsent_bytes);
+      // Everyone else is served all along.
+      if (round % 20 === 0) expect(await other.request({ action: "ping" })).toMatchObject({ event: "pong" });
+    }
+    // Bounded by the budget, plus one answer and the close frame that pass it (unbounded,
+    // what the kernel's buffers do not absorb of ~60 MB would be held here).
+    expect(peakUnsent).toBeLessThan(BUDGET + 1024);
+
+    tcp.resume();
+    const { code, reason } = await closed;
+    expect(code).toBe(1008);
+    expect(reason).toContain("not reading");
+    expect(await other.request({ action: "ping" })).toMatchObject({ event: "pong" });
+    await other.close();
+  });
+
+  it("a client that reads slowly but steadily is never cut off for its pings", async () => {
+    const { client } = await TestClient.connect(t.wsUrl);
+    for (let i = 0; i < 2_000; i++) client.send({ action: "ping" });
+    const pongs = await client.take(2_000);
+    expect(pongs.every((frame) => frame.event === "pong")).toBe(true);
+    await client.close();
+  });
+});
+
+describe("a start with input nested 10,000 deep", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startServer();
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it("gets a clear error, and another client's run in the same moment completes", async () => {
+    const { client: hostile } = await TestClient.connect(t.wsUrl);
+    const { client: bystander } = await TestClient.connect(t.wsUrl);
+    bystander.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 200 } });
+    hostile.send(`{"action":"start-workflow","workflow_id":"ticker","additional_data":${nestedJson(10_000)}}`);
+    const error = await hostile.next();
+    expect(error).toMatchObject({ event: "error", code: "INPUT_TOO_DEEP" });
+    expect(error.error).toContain("FLOWD_MAX_INPUT_DEPTH");
+    const frames = await bystander.untilTerminal();
+    expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
+    // The socket is unharmed, and no run was created for the refused start.
+    expect(await hostile.request({ action: "ping" })).toMatchObject({ event: "pong" });
+    expect(t.openReader().prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 1 });
+    await Promise.all([hostile.close(), bystander.close()]);
+  });
+
+  it("over HTTP gets 422 INPUT_TOO_DEEP; data within the limit is taken as it is", async () => {
+    const deep = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: `{"stream":false,"additional_data":${nestedJson(10_000)}}`,
+    });
+    expect(deep.status).toBe(422);
+    expect(await deep.json()).toMatchObject({ code: "INPUT_TOO_DEEP" });
+
+    const fine = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: `{"stream":false,"additional_data":{"count":2,"nested":${nestedJson(60)}}}`,
+    });
+    expect(fine.status).toBe(200);
+    expect(await fine.json()).toMatchObject({ status: "completed" });
+  });
+});
