@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import { WebSocketServer, type WebSocket } from "ws";
+import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
 import type { FlowdConfig } from "../config.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { FlowdError } from "../errors.ts";
@@ -21,6 +21,9 @@ export const WORKFLOW_WS_PATH = "/workflows/ws";
 
 /** Interval of WebSocket pings; a peer silent for two of them is terminated. */
 export const WS_HEARTBEAT_MS = 30_000;
+
+/** How many stall timeouts a closing WebSocket gets to read up to its close frame. */
+const CLOSING_WAIT_STALL_TIMEOUTS = 10;
 
 /** How often a refused connection is logged at most (a flood of them would flood the log). */
 const DROP_LOG_INTERVAL_MS = 10_000;
@@ -88,7 +91,16 @@ export function createTransport(deps: TransportDeps): Transport {
     dropLogged = now;
     logger.warn({ maxConnections: config.maxConnections, dropped }, "connections refused: FLOWD_MAX_CONNECTIONS reached");
   });
-  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxInputBytes, perMessageDeflate: false });
+  // `closeTimeout` is ws's since 8.23; its type definitions do not list it yet.
+  const wsOptions: ServerOptions & { closeTimeout: number } = {
+    noServer: true,
+    maxPayload: config.maxInputBytes,
+    perMessageDeflate: false,
+    // A stalled subscriber's close frame waits behind what it has not read: it gets that
+    // long to read up to it (its unsent bytes are bounded meanwhile) before it is cut.
+    closeTimeout: CLOSING_WAIT_STALL_TIMEOUTS * config.stallTimeoutMs,
+  };
+  const wss = new WebSocketServer(wsOptions);
   // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
   const alive = new WeakSet<WebSocket>();
   wss.on("connection", (socket, request) => {
@@ -102,6 +114,8 @@ export function createTransport(deps: TransportDeps): Transport {
   });
   const heartbeat = setInterval(() => {
     for (const socket of wss.clients) {
+      // A closing socket is bounded by its close timeout; its pongs may wait behind unread frames.
+      if (socket.readyState === socket.CLOSING) continue;
       if (!alive.has(socket)) {
         socket.terminate();
         continue;

@@ -78,6 +78,26 @@ describe("a stalled subscriber (I6)", () => {
     }
   });
 
+  it("still gets its 1013 close frame, with the index to resume from, when it stays stalled 30 s after the close", async () => {
+    // The closing handshake waits 10 stall timeouts (40 s here) for the peer to read up to its close frame.
+    const patient = await startServer({ stallTimeoutMs: 4_000 });
+    try {
+      const { client } = await TestClient.connect(patient.wsUrl);
+      client.send(RUN);
+      await client.take(3);
+      tcpOf(client).pause();
+      // Stalled past the timeout (closed at ~4 s), then 32 s more without reading a byte.
+      await new Promise((resolve) => setTimeout(resolve, 36_000));
+      tcpOf(client).resume();
+      const closed = await client.closed;
+      expect(closed.code).toBe(1013);
+      const last = Number(/last_event_index (\d+)/.exec(closed.reason)?.[1]);
+      expect(last).toBe(indicesOf(client.received).at(-1));
+    } finally {
+      await patient.close();
+    }
+  }, 60_000);
+
   it("over SSE, a reader that stops reading for a while still gets every event in order, once", async () => {
     const start = await fetch(`${t.url}/workflows/ticker/runs`, {
       method: "POST",
