@@ -39,4 +39,23 @@ describe("configuration: flags over environment over defaults", () => {
   it("rejects an unknown log level, listing the valid ones", () => {
     expect(() => resolveConfig({}, { FLOWD_LOG_LEVEL: "loud" })).toThrow(/one of fatal, error, warn, info/);
   });
+
+  it("takes the limits and the allowed hosts and origins, and says what is wrong with a bad one", () => {
+    const config = resolveConfig({}, {
+      FLOWD_MAX_INPUT_DEPTH: "8",
+      FLOWD_MAX_CONNECTIONS: "50",
+      FLOWD_ALLOWED_HOSTS: " Flowd.Internal , ",
+      FLOWD_ALLOWED_ORIGINS: "https://app.example.com/,http://localhost:3000",
+    });
+    expect(config).toMatchObject({
+      maxInputDepth: 8,
+      maxConnections: 50,
+      allowedHosts: ["flowd.internal"],
+      allowedOrigins: ["https://app.example.com", "http://localhost:3000"],
+    });
+    expect(resolveConfig({}, {})).toMatchObject({ maxInputDepth: 64, maxInputBytes: 1024 * 1024, allowedHosts: [], allowedOrigins: [] });
+    expect(() => resolveConfig({}, { FLOWD_ALLOWED_ORIGINS: "app.example.com" })).toThrow(/origins like https:\/\/app.example.com/);
+    expect(() => resolveConfig({}, { FLOWD_ALLOWED_ORIGINS: "https://app.example.com/path" })).toThrow(/with no path/);
+    expect(() => resolveConfig({}, { FLOWD_MAX_UNSENT_BYTES: "lots" })).toThrow(/FLOWD_MAX_UNSENT_BYTES must be a whole number/);
+  });
 });
