@@ -12,6 +12,14 @@ export interface OutboundLimits {
   maxUnsentBytes: number;
 }
 
+/** The connection an Outbound writes for (methods rather than closures: there is one per connection). */
+export interface OutboundOwner {
+  /** Whether the connection still takes frames (a WebSocket that sent its close frame does not). */
+  accepting(): boolean;
+  /** Called once when answers pass `maxUnsentBytes`: close the connection, saying why. */
+  overflowed(): void;
+}
+
 /** The stream under a connection: the TCP socket of a WebSocket, or an SSE response. */
 export type OutboundStream = Pick<
   Writable,
@@ -45,10 +53,7 @@ export class Outbound {
   constructor(
     private readonly stream: OutboundStream,
     private readonly limits: OutboundLimits,
-    /** Whether the connection still takes frames (a WebSocket that sent its close frame does not). */
-    private readonly accepting: () => boolean,
-    /** Called once when answers pass `maxUnsentBytes`: close the connection, saying why. */
-    private readonly onOverflow: () => void,
+    private readonly owner: OutboundOwner,
   ) {
     stream.on("drain", () => {
       this.answersSinceDrain = 0;
@@ -57,12 +62,17 @@ export class Outbound {
 
   /** Whether anything written now would be sent. */
   get open(): boolean {
-    return !this.overflowed && !this.stream.writableEnded && !this.stream.destroyed && this.accepting();
+    return !this.overflowed && !this.stream.writableEnded && !this.stream.destroyed && this.owner.accepting();
   }
 
   /** Bytes written and not yet handed to the kernel. */
   get unsentBytes(): number {
     return this.stream.writableLength;
+  }
+
+  /** Whether a run feed may write now: the connection is open and below its high-water mark. */
+  get hasRoom(): boolean {
+    return this.open && this.stream.writableLength < this.limits.highWaterBytes;
   }
 
   /** Writes a run feed's batch; false if it was not written or the connection is now above its high-water mark. */
@@ -77,7 +87,7 @@ export class Outbound {
     this.answersSinceDrain += typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.length;
     if (this.answersSinceDrain > this.limits.maxUnsentBytes) {
       this.overflowed = true;
-      this.onOverflow();
+      this.owner.overflowed();
       return false;
     }
     this.write(chunk);
@@ -99,9 +109,12 @@ export class Outbound {
 export class Outbounds {
   private readonly all = new Set<Outbound>();
 
-  add(outbound: Outbound): () => void {
+  add(outbound: Outbound): void {
     this.all.add(outbound);
-    return () => this.all.delete(outbound);
+  }
+
+  delete(outbound: Outbound): void {
+    this.all.delete(outbound);
   }
 
   /** Connections streaming now (WebSockets and SSE responses). */

@@ -11,6 +11,8 @@ export interface FeedSink {
    * in one write; returns false once the transport's buffer is above its high-water mark.
    */
   write(batch: EventBatch): boolean;
+  /** Whether a batch may be written now (the transport is below its high-water mark). */
+  hasRoom(): boolean;
   /** Calls back once everything written so far has left the process (or the sink closed). */
   whenDrained(callback: () => void): void;
   /** Stalled past the timeout: close the subscriber, telling it to reconnect after `lastIndex`. */
@@ -100,6 +102,11 @@ export class RunFeed {
   private pump(): void {
     this.paused = false;
     if (this.closed) return;
+    // Other feeds of the connection (or a reconnect) may have filled it: read nothing until it drains.
+    if (!this.sink.hasRoom()) {
+      this.waitForDrain();
+      return;
+    }
     const size = this.firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
     this.firstPage = false;
     const page = this.log.readPage(this.runId, this.last, size);
@@ -147,6 +154,13 @@ export class RunFeed {
 
   private onLive(batch: EventBatch): void {
     if (this.paused || this.closed) return;
+    // Backed up already (another feed of the connection filled it): this batch is read again from the log.
+    if (!this.sink.hasRoom()) {
+      this.stopLive?.();
+      this.stopLive = null;
+      this.waitForDrain();
+      return;
+    }
     if (!this.deliver(batch) && !this.closed) {
       // Backed up: leave live delivery; the log keeps everything for later.
       this.stopLive?.();

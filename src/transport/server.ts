@@ -103,14 +103,11 @@ export function createTransport(deps: TransportDeps): Transport {
   const wss = new WebSocketServer(wsOptions);
   // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
   const alive = new WeakSet<WebSocket>();
-  wss.on("connection", (socket, request) => {
+  const socketDeps = { ...deps, auth: shared.auth, outbounds: shared.outbounds, maxInputDepth: config.maxInputDepth };
+  wss.on("connection", (socket) => {
     alive.add(socket);
     socket.on("pong", () => alive.add(socket));
-    new WorkflowSocket(
-      socket,
-      { ...deps, auth: shared.auth, outbounds: shared.outbounds, maxInputDepth: config.maxInputDepth },
-      request.socket.remoteAddress,
-    );
+    new WorkflowSocket(socket, socketDeps);
   });
   const heartbeat = setInterval(() => {
     for (const socket of wss.clients) {
@@ -125,8 +122,10 @@ export function createTransport(deps: TransportDeps): Transport {
     }
   }, WS_HEARTBEAT_MS);
   heartbeat.unref();
+  // Made once, outside the upgrade handler: a closure made in it would keep each request alive with its socket.
+  const onUpgradeSocketError = (error: Error): void => logger.debug({ err: error }, "upgrade socket error");
   http.on("upgrade", (req, socket, head) => {
-    socket.on("error", (error) => logger.debug({ err: error }, "upgrade socket error"));
+    socket.on("error", onUpgradeSocketError);
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path !== WORKFLOW_WS_PATH) {
       refuseUpgrade(socket, "404 Not Found", { code: "NOT_FOUND", message: `No WebSocket at ${path}; use ${WORKFLOW_WS_PATH}.` });

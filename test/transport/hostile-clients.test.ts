@@ -132,12 +132,37 @@ describe("a WebSocket client that floods the server and never reads", () => {
     await other.close();
   });
 
-  it("a client that reads slowly but steadily is never cut off for its pings", async () => {
+  it("a client that reads is never cut off for its pings, however many more than the budget it sends", async () => {
     const { client } = await TestClient.connect(t.wsUrl);
-    for (let i = 0; i < 2_000; i++) client.send({ action: "ping" });
-    const pongs = await client.take(2_000);
-    expect(pongs.every((frame) => frame.event === "pong")).toBe(true);
+    // 40,000 pongs are ~640 KB of answers, ten times the budget: only unread ones count.
+    for (let round = 0; round < 40; round++) {
+      for (let i = 0; i < 1_000; i++) client.send({ action: "ping" });
+      const pongs = await client.take(1_000);
+      expect(pongs.every((frame) => frame.event === "pong")).toBe(true);
+    }
     await client.close();
+  });
+
+  it("cannot make the server queue run events by reconnecting over and over without reading", async () => {
+    // A finished run whose first catch-up page alone is ~130 KB.
+    const start = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ stream: false, additional_data: { count: 200, pad: 4_000 } }),
+    });
+    const runId = ((await start.json()) as { run_id: string }).run_id;
+    const { client } = await TestClient.connect(t.wsUrl);
+    (client.socket as unknown as { _socket: Socket })._socket.pause();
+    // 400 reconnects: ~52 MB of first pages if each were written whatever was already unsent.
+    let peakUnsent = 0;
+    for (let round = 0; round < 40; round++) {
+      for (let i = 0; i < 10; i++) client.send({ action: "reconnect", run_id: runId, last_event_index: null });
+      await sleep(10);
+      peakUnsent = Math.max(peakUnsent, (await health(t.url)).unsent_bytes);
+    }
+    // At most the 1 MiB high-water mark, one page past it, and the answers' budget.
+    expect(peakUnsent).toBeLessThan(1024 * 1024 + 200 * 1024 + BUDGET);
+    client.socket.terminate();
   });
 });
 

@@ -30,6 +30,10 @@ class ResponseSink implements FeedSink {
     private readonly endStream: () => void,
   ) {}
 
+  hasRoom(): boolean {
+    return this.out.hasRoom;
+  }
+
   write(batch: EventBatch): boolean {
     return this.out.feed(batch.sseBytes());
   }
@@ -87,8 +91,8 @@ export function streamRunAsSse(
     if (!res.writableEnded) res.end();
     cutTimer ??= setTimeout(() => res.destroy(), ctx.feed.stallTimeoutMs);
   };
-  const out = new Outbound(res, ctx.feed, () => true, endStream);
-  const forget = ctx.outbounds.add(out);
+  const out = new Outbound(res, ctx.feed, { accepting: () => true, overflowed: endStream });
+  ctx.outbounds.add(out);
   // Reconnect after 1 s (EventSource's default is 3 s): resuming is cheap, the log has everything.
   out.answer("retry: 1000\n\n");
   ctx.streams.add(res);
@@ -100,7 +104,7 @@ export function streamRunAsSse(
     clearInterval(heartbeat);
     clearTimeout(cutTimer);
     feed.stop();
-    forget();
+    ctx.outbounds.delete(out);
     ctx.streams.delete(res);
   });
   feed.start();

@@ -50,6 +50,10 @@ export class SocketSink implements FeedSink {
     private readonly out: Outbound,
   ) {}
 
+  hasRoom(): boolean {
+    return this.out.hasRoom;
+  }
+
   write(batch: EventBatch): boolean {
     return this.out.feed(batch.wsFrames());
   }

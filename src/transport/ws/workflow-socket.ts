@@ -8,7 +8,7 @@ import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import type { RunStore } from "../../store/run-store.ts";
 import type { AuthGuard } from "../auth.ts";
-import { Outbound, type OutboundLimits, type Outbounds } from "../outbound.ts";
+import { Outbound, type OutboundLimits, type OutboundOwner, type Outbounds } from "../outbound.ts";
 import { RunFeed, type FeedOptions } from "../run-feed.ts";
 import { SocketSink, frameBytes, tcpSocketOf } from "./socket-sink.ts";
 
@@ -35,7 +35,7 @@ export interface WorkflowSocketDeps {
  * One client connection on /workflows/ws: parse → validate → dispatch. A socket may
  * follow many runs; closing it only stops delivery, never the runs (I4).
  */
-export class WorkflowSocket {
+export class WorkflowSocket implements OutboundOwner {
   private authenticated: boolean;
   /** Runs this socket follows, by run id. */
   private readonly following = new Map<string, RunFeed>();
@@ -46,25 +46,32 @@ export class WorkflowSocket {
   constructor(
     private readonly socket: WebSocket,
     private readonly deps: WorkflowSocketDeps,
-    private readonly remoteAddress: string | undefined,
   ) {
     this.authenticated = !deps.auth.required;
     const tcp = tcpSocketOf(socket);
-    this.out = new Outbound(
-      tcp,
-      deps.feed,
-      () => socket.readyState === socket.OPEN,
-      () => this.closeForPolicy(`not reading: over ${deps.feed.maxUnsentBytes} bytes of answers unsent; read, then reconnect`),
-    );
-    const forget = deps.outbounds.add(this.out);
+    this.out = new Outbound(tcp, deps.feed, this);
+    deps.outbounds.add(this.out);
     this.sink = new SocketSink(socket, tcp, this.out);
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     socket.on("close", () => {
-      forget();
+      deps.outbounds.delete(this.out);
       this.stopFollowingAll();
     });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
     this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
+  }
+
+  accepting(): boolean {
+    return this.socket.readyState === this.socket.OPEN;
+  }
+
+  overflowed(): void {
+    this.closeForPolicy(`not reading: over ${this.deps.feed.maxUnsentBytes} bytes of answers unsent; read, then reconnect`);
+  }
+
+  /** The peer's address (read when needed: most connections never need it). */
+  private get remoteAddress(): string | undefined {
+    return (this.socket as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress;
   }
 
   private send(frame: ServerFrame): void {
