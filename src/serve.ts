@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { ModelProvider } from "./agents/model-provider.ts";
 import { resolveConfig, type ConfigFlags, type FlowdConfig } from "./config.ts";
+import { FlowdError, errorMessage } from "./errors.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openDb } from "./store/db.ts";
@@ -115,11 +116,24 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
       maxUnsentBytes: config.maxUnsentBytes,
     },
     storageProblem: () => {
-      const lost = lock?.lost() ?? null;
-      if (lost) return lost;
-      // A failed commit is reported until a write goes through again: a probe, or a later commit.
-      if (eventLog.storageFault && lock?.probeWrite()) eventLog.storageFault = null;
-      return eventLog.storageFault;
+      try {
+        const lost = lock?.lost() ?? null;
+        if (lost) return lost;
+        // A failed commit is reported until a write goes through again: a probe, or a later commit.
+        if (eventLog.storageFault && lock?.probeWrite()) eventLog.storageFault = null;
+        if (eventLog.storageFault) return eventLog.storageFault;
+        const stopped = eventLog.runsStoppedByStorage;
+        if (stopped === 0) return null;
+        return new FlowdError(
+          "STORAGE_FAILED",
+          `${stopped} run(s) stopped when the database refused their events. The database takes writes again: ` +
+            "restart flowd to resume them.",
+        );
+      } catch (error) {
+        return new FlowdError("STORAGE_FAILED", `The database cannot be read (${errorMessage(error)}): check the disk and the file.`, {
+          cause: error,
+        });
+      }
     },
   });
 

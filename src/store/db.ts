@@ -108,6 +108,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     );
   }
   const orm = drizzle(sqlite, { schema });
+  let lock: ServerLock | null = null;
   try {
     sqlite.pragma("busy_timeout = 5000");
     if (!options.readonly) {
@@ -120,9 +121,12 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
       sqlite.pragma(`wal_autocheckpoint = ${autocheckpoint}`);
     }
     sqlite.pragma("foreign_keys = ON");
+    // Before migrating: a server never changes the schema of a database another one serves.
+    if (options.exclusive && path !== ":memory:") lock = ServerLock.acquire(sqlite, path);
     if (options.readonly) assertMigrated(sqlite, path);
     else migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
   } catch (error) {
+    lock?.release();
     sqlite.close();
     if (error instanceof FlowdError) throw error;
     if (/readonly|read-only/i.test(errorMessage(error))) {
@@ -135,15 +139,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     }
     throw new FlowdError("INVALID_CONFIG", `Cannot prepare database "${path}": ${errorMessage(error)}`, { cause: error });
   }
-  let lock: ServerLock | null = null;
-  if (options.exclusive && path !== ":memory:") {
-    try {
-      lock = ServerLock.acquire(sqlite, path);
-    } catch (error) {
-      sqlite.close();
-      throw error;
-    }
-  }
+
   const checkpointer =
     options.checkpointInBackground && !options.readonly && path !== ":memory:"
       ? new WalCheckpointer(path, options.checkpointInBackground)

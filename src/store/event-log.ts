@@ -102,6 +102,8 @@ export class EventLog {
   private readonly haltedRuns = new Map<string, FlowdError>();
   /** Why the last commit failed for the whole database, until one succeeds (`/health` reports it). */
   storageFault: FlowdError | null = null;
+  /** Runs stopped here because their events could not be stored: only a restart resumes them. */
+  private readonly stoppedByStorage = new Set<string>();
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
   private pendingRuns = new Set<string>();
@@ -274,8 +276,14 @@ export class EventLog {
           { cause: batchError },
         );
       } else {
-        // One bad write must not sink the others: commit them one by one.
+        // One bad write must not sink the others: commit them one by one. A run's writes
+        // after its failed one are not stored either: its log ends where it failed.
         for (const write of batch) {
+          const earlier = failed.get(write.runId);
+          if (earlier) {
+            fail(write, earlier.cause);
+            continue;
+          }
           try {
             committed.push(...this.writer.commit([write]));
             this.storageFault = null;
@@ -289,7 +297,10 @@ export class EventLog {
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
     this.publish(committed);
-    for (const [runId, { error }] of failed) this.halt(runId, error);
+    for (const [runId, { error }] of failed) {
+      this.halt(runId, error);
+      if (!this.pendingRunFailed(batch, runId)) this.stoppedByStorage.add(runId);
+    }
     for (const resolve of waiters) resolve();
   }
 
@@ -313,7 +324,18 @@ export class EventLog {
    * terminal event): followers from now on wait for that event. False if it had not halted.
    */
   unhalt(runId: string): boolean {
+    this.stoppedByStorage.delete(runId);
     return this.haltedRuns.delete(runId);
+  }
+
+  /** How many unfinished runs stopped here because their events could not be stored (a restart resumes them). */
+  get runsStoppedByStorage(): number {
+    return this.stoppedByStorage.size;
+  }
+
+  /** Whether the run's own row was in the batch: a run that was never created stopped nothing. */
+  private pendingRunFailed(batch: readonly PendingWrite[], runId: string): boolean {
+    return batch.some((write) => write.kind === "run" && write.runId === runId);
   }
 
   /** Hands each watched run's share of a commit to its listeners, as one batch. */

@@ -93,7 +93,9 @@ export const serverLock = sqliteTable("server_lock", {
   pid: integer("pid").notNull(),
   /** When the owning process started, as the kernel says (tells a reused pid from the owner). */
   processStart: text("process_start"),
+  /** The owner's pid namespace: a pid means something only to processes in the same one (containers). */
+  pidNamespace: text("pid_namespace"),
   acquiredAt: integer("acquired_at").notNull(),
-  /** The owner's last successful write check (`/health` while storage is failing). */
+  /** The owner's last heartbeat: an owner on another host or in another container is gone once this is old. */
   checkedAt: integer("checked_at").notNull(),
 });

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import type Database from "better-sqlite3";
 import { FlowdError, errorMessage } from "../errors.ts";
@@ -7,10 +7,24 @@ interface LockRow {
   hostname: string;
   pid: number;
   process_start: string | null;
+  pid_namespace: string | null;
+  checked_at: number;
 }
 
+/** How often the owner says it is alive (`checked_at`). */
+const HEARTBEAT_MS = 5000;
+/** Silence after which an owner that cannot be asked directly (another host or container) counts as gone. */
+export const LOCK_STALE_MS = 15_000;
 /** Shortest time between two write probes of `/health` while storage is failing. */
 const PROBE_INTERVAL_MS = 1000;
+
+/**
+ * The table as migration 0003 creates it: the lock is taken before migrations run, so
+ * a second server never migrates a database another one serves.
+ */
+const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS server_lock (
+  slot integer PRIMARY KEY NOT NULL, hostname text NOT NULL, pid integer NOT NULL, process_start text,
+  pid_namespace text, acquired_at integer NOT NULL, checked_at integer NOT NULL)`;
 
 /** Linux keeps each process's state and start time under /proc; elsewhere only whether a pid exists can be asked. */
 const HAS_PROC = existsSync("/proc/self/stat");
@@ -38,6 +52,14 @@ function pidExists(pid: number): boolean {
   }
 }
 
+function pidNamespace(): string | null {
+  try {
+    return readlinkSync("/proc/self/ns/pid");
+  } catch {
+    return null;
+  }
+}
+
 function isReadOnlyError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   return typeof code === "string" && (code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") || code === "SQLITE_PERM");
@@ -45,17 +67,20 @@ function isReadOnlyError(error: unknown): boolean {
 
 /**
  * One server per database, recorded in the database itself (`server_lock`): whatever path
- * a second server opens the file by (a symlink, a hard link, a bind mount), it reads the
- * same row, so no path trick gives a database two writers. The owner is known by host,
- * pid and the pid's start time, so a killed owner (a zombie included) or a reused pid is
- * recognised as gone, and its row taken over. Taking the lock is a write, so a database
- * the server cannot write is refused at start-up.
+ * a second server opens the file by (a symlink, a hard link), it reads the same row, so no
+ * path trick gives a database two writers. An owner on this host and in this pid
+ * namespace is asked directly: gone once its pid is dead, a zombie, or another process's
+ * (its start time differs), so a killed server is taken over at once. An owner elsewhere
+ * (another host, another container) is gone once its heartbeat is LOCK_STALE_MS old.
+ * Taking the lock is a write, so a database the server cannot write is refused at start.
  */
 export class ServerLock {
   private readonly host = hostname();
   private readonly start = processInfo(process.pid).start;
+  private readonly namespace = pidNamespace();
   private lastProbe = 0;
   private lastProbeOk = true;
+  private heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly sqlite: Database.Database,
@@ -79,45 +104,59 @@ export class ServerLock {
       }
       throw new FlowdError("INVALID_CONFIG", `Cannot take database "${path}" for this server: ${errorMessage(error)}.`, { cause: error });
     }
+    lock.heartbeat = setInterval(() => lock.probeWrite(true), HEARTBEAT_MS);
+    lock.heartbeat.unref();
     return lock;
   }
 
   private take(): void {
-    const holder = this.sqlite.prepare<[], LockRow>("SELECT hostname, pid, process_start FROM server_lock WHERE slot = 1").get();
-    if (holder && !this.isMine(holder)) {
-      if (holder.hostname !== this.host) {
-        throw new FlowdError(
-          "DATABASE_LOCKED",
-          `flowd on host "${holder.hostname}" (pid ${holder.pid}) is serving "${this.path}". Stop it, or give this one its own --db. ` +
-            `If that server is gone for good, run: sqlite3 "${this.path}" "DELETE FROM server_lock"`,
-        );
-      }
-      const info = processInfo(holder.pid);
-      const alive = info.running && (holder.process_start === null || info.start === null || info.start === holder.process_start);
-      if (alive) {
-        throw new FlowdError(
-          "DATABASE_LOCKED",
-          `Another flowd process (pid ${holder.pid}) is serving "${this.path}". Stop it, or give this one its own --db.`,
-        );
-      }
-    }
+    this.sqlite.exec(CREATE_TABLE);
+    const holder = this.holder();
+    if (holder && !this.isMine(holder)) this.refuseIfAlive(holder);
     const now = Date.now();
     this.sqlite
       .prepare(
-        `INSERT INTO server_lock (slot, hostname, pid, process_start, acquired_at, checked_at) VALUES (1, ?, ?, ?, ?, ?)
-         ON CONFLICT (slot) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid,
-           process_start = excluded.process_start, acquired_at = excluded.acquired_at, checked_at = excluded.checked_at`,
+        `INSERT INTO server_lock (slot, hostname, pid, process_start, pid_namespace, acquired_at, checked_at) VALUES (1, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (slot) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid, process_start = excluded.process_start,
+           pid_namespace = excluded.pid_namespace, acquired_at = excluded.acquired_at, checked_at = excluded.checked_at`,
       )
-      .run(this.host, process.pid, this.start, now, now);
+      .run(this.host, process.pid, this.start, this.namespace, now, now);
+  }
+
+  private refuseIfAlive(holder: LockRow): void {
+    const local = holder.hostname === this.host && holder.pid_namespace === this.namespace;
+    if (local) {
+      const info = processInfo(holder.pid);
+      const alive = info.running && (holder.process_start === null || info.start === null || info.start === holder.process_start);
+      if (!alive) return;
+      throw new FlowdError(
+        "DATABASE_LOCKED",
+        `Another flowd process (pid ${holder.pid}) is serving "${this.path}". Stop it, or give this one its own --db.`,
+      );
+    }
+    const silentMs = Date.now() - holder.checked_at;
+    if (silentMs > LOCK_STALE_MS) return;
+    throw new FlowdError(
+      "DATABASE_LOCKED",
+      `Another flowd process (pid ${holder.pid} on host "${holder.hostname}", or in another container) is serving "${this.path}": ` +
+        `it checked in ${Math.round(silentMs / 1000)} s ago. Stop it, or give this one its own --db. If it is gone, start this one ` +
+        `again once it has been silent for ${LOCK_STALE_MS / 1000} s.`,
+    );
+  }
+
+  private holder(): LockRow | undefined {
+    return this.sqlite
+      .prepare<[], LockRow>("SELECT hostname, pid, process_start, pid_namespace, checked_at FROM server_lock WHERE slot = 1")
+      .get();
   }
 
   private isMine(row: LockRow): boolean {
-    return row.hostname === this.host && row.pid === process.pid && row.process_start === this.start;
+    return row.hostname === this.host && row.pid === process.pid && row.process_start === this.start && row.pid_namespace === this.namespace;
   }
 
   /** Why this server no longer owns the database (its row was removed or taken), or null while it does. */
   lost(): FlowdError | null {
-    const holder = this.sqlite.prepare<[], LockRow>("SELECT hostname, pid, process_start FROM server_lock WHERE slot = 1").get();
+    const holder = this.holder();
     if (holder && this.isMine(holder)) return null;
     const who = holder ? `it names ${holder.hostname} pid ${holder.pid}` : "it was removed";
     return new FlowdError(
@@ -128,17 +167,21 @@ export class ServerLock {
   }
 
   /**
-   * Whether a write commits now: updates the owner's row without waiting for another
-   * connection's write lock. At most once a second; in between it answers as last time.
+   * Whether a write commits now: stamps this owner's row without waiting for another
+   * connection's write lock (so it never holds the event loop). `/health` asks at most
+   * once a second and in between gets the last answer; the heartbeat always writes.
    */
-  probeWrite(): boolean {
+  probeWrite(heartbeat = false): boolean {
     const now = Date.now();
-    if (now - this.lastProbe < PROBE_INTERVAL_MS) return this.lastProbeOk;
+    if (!heartbeat && now - this.lastProbe < PROBE_INTERVAL_MS) return this.lastProbeOk;
     this.lastProbe = now;
+    if (!this.sqlite.open) return false;
     const timeout = this.sqlite.pragma("busy_timeout", { simple: true }) as number;
     this.sqlite.pragma("busy_timeout = 0");
     try {
-      this.sqlite.prepare("UPDATE server_lock SET checked_at = ? WHERE slot = 1").run(now);
+      this.sqlite
+        .prepare("UPDATE server_lock SET checked_at = ? WHERE slot = 1 AND hostname = ? AND pid = ? AND process_start IS ?")
+        .run(now, this.host, process.pid, this.start);
       this.lastProbeOk = true;
     } catch {
       this.lastProbeOk = false;
@@ -150,11 +193,12 @@ export class ServerLock {
 
   /** Gives the database up (a graceful stop): the next server takes it at once. */
   release(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
     if (!this.sqlite.open) return;
     try {
       this.sqlite
-        .prepare("DELETE FROM server_lock WHERE slot = 1 AND hostname = ? AND pid = ?")
-        .run(this.host, process.pid);
+        .prepare("DELETE FROM server_lock WHERE slot = 1 AND hostname = ? AND pid = ? AND process_start IS ?")
+        .run(this.host, process.pid, this.start);
     } catch {
       // The database refuses writes: the next server sees this process gone and takes over.
     }

@@ -4,6 +4,8 @@ import { FlowdError } from "../errors.ts";
 
 /** Who may address the server, and from which web pages. */
 export interface AccessSettings {
+  /** The address or name the server listens on: a name there is answered too. */
+  host: string;
   /** Host names requests may be addressed to beside IP addresses and `localhost`; `*` for any. */
   allowedHosts: readonly string[];
   /** Origins whose pages may call the server (CORS and WebSocket); `*` for any. */
@@ -34,7 +36,7 @@ export class AccessPolicy {
 
   constructor(settings: AccessSettings) {
     this.anyHost = settings.allowedHosts.includes("*");
-    this.hosts = new Set(["localhost", ...settings.allowedHosts.map((host) => hostName(host))]);
+    this.hosts = new Set(["localhost", hostName(settings.host), ...settings.allowedHosts.map((host) => hostName(host))]);
     this.anyOrigin = settings.allowedOrigins.includes("*");
     this.origins = new Set(settings.allowedOrigins);
   }
@@ -44,22 +46,27 @@ export class AccessPolicy {
     return this.anyOrigin || this.origins.has(origin);
   }
 
+  /** Whether requests addressed to `host` are answered without FLOWD_ALLOWED_HOSTS=*: an IP address or a known name. */
+  private hostNamed(host: string): boolean {
+    const name = hostName(host);
+    return isIP(name) !== 0 || this.hosts.has(name);
+  }
+
   /** Why a request with these headers is refused, or null if it may go on. */
   refusal(headers: IncomingHttpHeaders): FlowdError | null {
     const host = headers.host;
-    if (host !== undefined && !this.anyHost) {
-      const name = hostName(host);
-      if (isIP(name) === 0 && !this.hosts.has(name)) {
-        return new FlowdError(
-          "HOST_NOT_ALLOWED",
-          `This server does not answer requests addressed to "${host}": it answers IP addresses, localhost and the names in ` +
-            "FLOWD_ALLOWED_HOSTS (comma-separated). Set FLOWD_ALLOWED_HOSTS to the name clients use to reach it.",
-        );
-      }
+    if (host !== undefined && !this.anyHost && !this.hostNamed(host)) {
+      return new FlowdError(
+        "HOST_NOT_ALLOWED",
+        `This server does not answer requests addressed to "${host}": it answers IP addresses, localhost, the name it ` +
+          "listens on and the names in FLOWD_ALLOWED_HOSTS (comma-separated). Set FLOWD_ALLOWED_HOSTS to the name clients use.",
+      );
     }
     const origin = headers.origin;
     if (origin !== undefined) {
-      if (this.originAllowed(origin) || sameOrigin(origin, host)) return null;
+      // A page's own server is its Host; with FLOWD_ALLOWED_HOSTS=* any page could claim that
+      // of a rebound name, so only a host flowd knows by name makes a page same-origin.
+      if (this.originAllowed(origin) || (host !== undefined && this.hostNamed(host) && sameOrigin(origin, host))) return null;
       return new FlowdError(
         "ORIGIN_NOT_ALLOWED",
         `Requests from web pages of ${origin} are refused. To let that site call flowd, add it to FLOWD_ALLOWED_ORIGINS ` +

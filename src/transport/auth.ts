@@ -1,4 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
+import { isIPv6 } from "node:net";
 import { FlowdError } from "../errors.ts";
 
 /** Compares a client's token with the security key in constant time. */
@@ -11,6 +12,22 @@ export function tokenMatches(given: string, expected: string): boolean {
 const WINDOW_MS = 60_000;
 /** Addresses remembered at most: a flood of addresses cannot grow the table without bound. */
 const MAX_ADDRESSES = 10_000;
+
+/**
+ * Who a failure counts against: an IPv4 address, or an IPv6 address's /64 (one host
+ * usually holds a whole /64, and could otherwise guess from each of its addresses).
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined) return "unknown";
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(address)) return address;
+  const [head = "", tail = ""] = address.toLowerCase().split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === "" ? [] : tail.split(":");
+  const groups = address.includes("::") ? [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right] : left;
+  return `${groups.slice(0, 4).map((group) => Number.parseInt(group, 16).toString(16)).join(":")}::/64`;
+}
 
 /** What checking a token says. */
 export type AuthOutcome = { ok: true } | { ok: false; error: FlowdError };
@@ -38,7 +55,7 @@ export class AuthGuard {
     const key = this.securityKey;
     if (key === null) return { ok: true };
     const now = Date.now();
-    const where = address ?? "unknown";
+    const where = addressKey(address);
     const record = this.failures.get(where);
     if (record && now - record.since < WINDOW_MS && record.count >= this.failuresPerMinute) {
       const seconds = Math.ceil((record.since + WINDOW_MS - now) / 1000);

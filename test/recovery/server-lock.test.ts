@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { chmodSync, linkSync, readFileSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir, waitFor } from "../helpers/server.ts";
@@ -87,6 +88,31 @@ describe("one server per database, whatever the path", () => {
   });
 });
 
+describe("an owner on another host or in another container", () => {
+  it("is waited for while its heartbeat is fresh, and taken over once it has been silent 15 s", async () => {
+    expect(await runFlowd(["migrate", "--db", db]).exited).toBe(0);
+    const other = new Database(db);
+    const claim = other.prepare(
+      `INSERT OR REPLACE INTO server_lock (slot, hostname, pid, process_start, pid_namespace, acquired_at, checked_at)
+       VALUES (1, 'other-host', 1, '1', 'pid:[1]', ?, ?)`,
+    );
+    claim.run(Date.now(), Date.now() - 2_000);
+    const refused = runFlowd(["serve", "--port", "0", ...serverArgs()]);
+    expect(await refused.exited).toBe(1);
+    expect(refused.output()).toContain('on host "other-host"');
+    expect(refused.output()).toContain("DATABASE_LOCKED");
+
+    claim.run(Date.now() - 60_000, Date.now() - 16_000);
+    other.close();
+    const next = await startServerProcess(serverArgs());
+    try {
+      expect((await fetch(`${next.url}/health`)).status).toBe(200);
+    } finally {
+      await next.stop();
+    }
+  });
+});
+
 describe("a database the server cannot write", () => {
   it("fails start-up with DATABASE_READ_ONLY and exit code 1", async () => {
     const migrate = runFlowd(["migrate", "--db", db]);
@@ -146,6 +172,7 @@ describe("/health reports whether the server can store events", () => {
       expect(body.detail).toContain("database is locked");
       other.exec("ROLLBACK");
       await waitFor("/health to recover", async () => ((await fetch(`${server.url}/health`)).status === 200 ? true : undefined));
+      // (That start's run was never created: it stopped nothing.)
       // And runs are stored again.
       const { client } = await TestClient.connect(server.wsUrl);
       client.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 3 } });
@@ -154,6 +181,45 @@ describe("/health reports whether the server can store events", () => {
     } finally {
       other.close();
       await server.stop();
+    }
+  });
+
+  it("stays 503 while runs that the refused writes stopped wait for a restart, which resumes them", async () => {
+    const server = await startServerProcess(serverArgs());
+    const other = new Database(db);
+    let runId = "";
+    try {
+      const { client } = await TestClient.connect(server.wsUrl);
+      client.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 400, delayMs: 5 } });
+      runId = (await client.next()).run_id as string;
+      await client.take(5);
+      other.exec("BEGIN IMMEDIATE");
+      // Its next commit waits out the busy timeout, then fails: the run stops where it is.
+      let frame = await client.next(15_000);
+      while (frame.event !== "error") frame = await client.next(15_000);
+      expect(frame).toMatchObject({ code: "STORAGE_FAILED", run_id: runId });
+      other.exec("ROLLBACK");
+      await sleep(1_100); // past the probe's once-a-second
+      const response = await fetch(`${server.url}/health`);
+      expect(response.status).toBe(503);
+      const body = (await response.json()) as { code: string; detail: string };
+      expect(body.code).toBe("STORAGE_FAILED");
+      expect(body.detail).toContain("restart flowd to resume");
+      client.socket.terminate();
+    } finally {
+      other.close();
+      await server.stop();
+    }
+    const restarted = await startServerProcess(serverArgs());
+    try {
+      expect((await fetch(`${restarted.url}/health`)).status).toBe(200);
+      const { client } = await TestClient.connect(restarted.wsUrl);
+      client.send({ action: "reconnect", run_id: runId, last_event_index: null });
+      const frames = await client.untilTerminal(20_000);
+      expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
+      await client.close();
+    } finally {
+      await restarted.stop();
     }
   });
 

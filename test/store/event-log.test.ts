@@ -544,9 +544,12 @@ describe("the event log", () => {
     log.append("bad", { event: "WorkflowStarted", input: "" });
     log.append("bad", { event: "CustomEvent", name: "x", data: { big: 1n }, step_name: "s", step_index: 0, step_path: "0" });
     log.append("fine", { event: "WorkflowStarted", input: "" });
+    // What the run appends after the bad event is not stored either: its log ends where it failed.
+    log.append("bad", { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
     log.flushNow();
     expect(storedIndices(reader, "fine")).toEqual([0]);
     expect(storedIndices(reader, "bad")).toEqual([0]);
+    expect(runs.get("bad")).toMatchObject({ status: "running", lastEventIndex: 0 });
     expect(failures).toEqual(["STORAGE_FAILED"]);
   });
 

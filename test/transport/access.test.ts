@@ -212,6 +212,14 @@ describe("errors in the API's own shape", () => {
     const escaped = await send(`${t.url}/runs/%E0%A4%A`);
     expect(escaped.status).toBe(400);
     expect(JSON.parse(escaped.body)).toMatchObject({ code: "INVALID_URL", detail: expect.stringContaining("%") });
+    // A request that is not HTTP at all.
+    const garbage = connect(t.server.port, "127.0.0.1");
+    let answer = "";
+    garbage.on("data", (chunk: Buffer) => (answer += chunk.toString()));
+    garbage.write("HELLO THERE\r\n\r\n");
+    await new Promise((resolve) => garbage.on("close", resolve));
+    expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    expect(answer).toContain('"code":"INVALID_HTTP"');
     // An id of the allowed length is simply not found.
     const unknown = await fetch(`${t.url}/runs/${"x".repeat(256)}`);
     expect(unknown.status).toBe(404);

@@ -47,12 +47,18 @@ function clientError(error: FastifyError, maxBodyBytes: number): FlowdError | nu
 /** A request the HTTP parser refused before any route (timeout, malformed, huge headers), in `{detail, code}` shape. */
 function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
   if (error.code === "ECONNRESET" || socket.destroyed) return;
+  // A response already under way (garbage pipelined behind an SSE request, say) is not interrupted by another.
+  const inProgress = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+  if (inProgress) {
+    socket.destroy();
+    return;
+  }
   const [status, code, detail] =
     error.code === "ERR_HTTP_REQUEST_TIMEOUT"
       ? ["408 Request Timeout", "REQUEST_TIMEOUT", "The request (headers and body) did not arrive in time (FLOWD_REQUEST_TIMEOUT_MS). Send it whole, at once."]
       : error.code === "HPE_HEADER_OVERFLOW"
-        ? ["431 Request Header Fields Too Large", "INVALID_REQUEST", "The request's headers are too large; send smaller ones."]
-        : ["400 Bad Request", "INVALID_REQUEST", "The request is not valid HTTP/1.1."];
+        ? ["431 Request Header Fields Too Large", "HEADERS_TOO_LARGE", "The request's headers are too large; send smaller ones."]
+        : ["400 Bad Request", "INVALID_HTTP", "The request is not valid HTTP/1.1; send a well-formed request."];
   const body = JSON.stringify({ detail, code });
   if (socket.writable) {
     socket.write(

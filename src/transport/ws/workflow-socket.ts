@@ -86,6 +86,8 @@ export class WorkflowSocket implements OutboundOwner {
     this.deps.logger.warn({ remoteAddress: this.remoteAddress, reason }, "websocket closed by policy");
     this.stopFollowingAll();
     this.socket.close(POLICY_CLOSE_CODE, reason);
+    // Not the long wait a stalled subscriber gets: a peer that broke the rules keeps its slot one stall timeout at most.
+    setTimeout(() => this.socket.terminate(), this.deps.feed.stallTimeoutMs).unref();
   }
 
   private sendError(error: unknown): void {
