@@ -102,7 +102,7 @@ export class EventLog {
   private readonly haltedRuns = new Map<string, FlowdError>();
   /** Why the last commit failed for the whole database, until one succeeds (`/health` reports it). */
   storageFault: FlowdError | null = null;
-  /** Runs stopped here because their events could not be stored: only a restart resumes them. */
+  /** Runs stopped here because the database refused every write: only a restart resumes them. */
   private readonly stoppedByStorage = new Set<string>();
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
@@ -262,11 +262,13 @@ export class EventLog {
     const fail = (write: PendingWrite, cause: unknown): void => {
       if (!failed.has(write.runId)) failed.set(write.runId, { cause, error: storageFailure(write, cause) });
     };
+    let wholeDatabase = false;
     try {
       committed = this.writer.commit(batch);
       this.storageFault = null;
     } catch (batchError) {
-      if (failedForWholeDatabase(batchError)) {
+      wholeDatabase = failedForWholeDatabase(batchError);
+      if (wholeDatabase) {
         // The database itself refused (locked, full, I/O): each write alone would wait on the same lock or disk again.
         for (const write of batch) fail(write, batchError);
         this.storageFault = new FlowdError(
@@ -299,7 +301,8 @@ export class EventLog {
     this.publish(committed);
     for (const [runId, { error }] of failed) {
       this.halt(runId, error);
-      if (!this.pendingRunFailed(batch, runId)) this.stoppedByStorage.add(runId);
+      // Stopped by a database that refused everything: a restart on a healthy database resumes it.
+      if (wholeDatabase && !this.pendingRunFailed(batch, runId)) this.stoppedByStorage.add(runId);
     }
     for (const resolve of waiters) resolve();
   }
