@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { afterEach, beforeEach } from "vitest";
 import { pino } from "pino";
 import { serve, type FlowdServer, type ServeOptions } from "../../src/serve.ts";
 import type { WorkflowDefinition } from "../../src/workflows/definition.ts";
@@ -22,6 +23,33 @@ export interface TestServer {
 export function tempDir(prefix = "flowd-test-"): { dir: string; remove: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A fresh temp folder with a database path in it for each test of the calling file
+ * (registers beforeEach/afterEach hooks); read `dir` and `db` inside tests.
+ */
+export function freshDatabaseEachTest(): { readonly dir: string; readonly db: string } {
+  let temp: ReturnType<typeof tempDir> | null = null;
+  beforeEach(() => {
+    temp = tempDir();
+  });
+  afterEach(() => {
+    temp?.remove();
+    temp = null;
+  });
+  const current = (): ReturnType<typeof tempDir> => {
+    if (!temp) throw new Error("freshDatabaseEachTest: read dir and db inside a test");
+    return temp;
+  };
+  return {
+    get dir() {
+      return current().dir;
+    },
+    get db() {
+      return join(current().dir, "flowd.db");
+    },
+  };
 }
 
 /** Starts flowd in this process (real sockets, real SQLite file) with the test workflows by default. */

@@ -1,30 +1,22 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { range, storedIndices, tempDir, waitFor } from "../helpers/server.ts";
+import { describe, expect, it } from "vitest";
+import { freshDatabaseEachTest, range, storedIndices, waitFor } from "../helpers/server.ts";
 import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
 import { SseParser } from "../../src/protocol/sse.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 
-let temp: ReturnType<typeof tempDir>;
-let db: string;
-beforeEach(() => {
-  temp = tempDir();
-  db = join(temp.dir, "flowd.db");
-});
-afterEach(() => {
-  temp.remove();
-});
+const files = freshDatabaseEachTest();
 
 function serverArgs(): string[] {
-  return ["--workflows", FIXTURES, "--db", db];
+  return ["--workflows", FIXTURES, "--db", files.db];
 }
 
 function runRow(runId: string): Record<string, unknown> {
-  const reader = new Database(db, { readonly: true });
+  const reader = new Database(files.db, { readonly: true });
   try {
     return reader.prepare("SELECT * FROM runs WHERE run_id = ?").get(runId) as Record<string, unknown>;
   } finally {
@@ -33,7 +25,7 @@ function runRow(runId: string): Record<string, unknown> {
 }
 
 function storedEvents(runId: string): { event: string; payload: Record<string, unknown> }[] {
-  const reader = new Database(db, { readonly: true });
+  const reader = new Database(files.db, { readonly: true });
   try {
     return reader
       .prepare<[string], { event: string; payload: string }>("SELECT event, payload FROM events WHERE run_id = ? ORDER BY event_index")
@@ -78,7 +70,7 @@ describe("SIGTERM (graceful shutdown)", () => {
         expect(resumed?.payload).toMatchObject({ attempt: 2, after_crash: false });
         const row = runRow(runId);
         expect(row).toMatchObject({ status: "completed", attempt: 2, crash_resumes: 0, paused_at: null });
-        expect(storedIndices(new Database(db, { readonly: true }), runId)).toEqual(range((row.last_event_index as number) + 1));
+        expect(storedIndices(new Database(files.db, { readonly: true }), runId)).toEqual(range((row.last_event_index as number) + 1));
       }
       const tickerResume = storedEvents(runIds[0]!).find((e) => e.event === "WorkflowResumed")?.payload;
       expect(tickerResume).toMatchObject({ resume_step_name: "tick", resume_step_path: "0", superseded_from_index: 1 });
@@ -178,7 +170,7 @@ describe("a run whose workflow the restarted server does not serve", () => {
     const stored = storedEvents(runId).length;
 
     // Only the built-in workflows: "ticker" is not served.
-    const second = await startServerProcess(["--db", db]);
+    const second = await startServerProcess(["--db", files.db]);
     try {
       expect(second.output()).toContain("its workflow is not served by this process");
       expect(runRow(runId)).toMatchObject({ status: "running" });

@@ -3,25 +3,17 @@ import { chmodSync, linkSync, readFileSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { tempDir, waitFor } from "../helpers/server.ts";
+import { describe, expect, it } from "vitest";
+import { freshDatabaseEachTest, waitFor } from "../helpers/server.ts";
 import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
 import { TestClient } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 const FLOWD_BIN = join(REPO_ROOT, "bin/flowd.js");
 
-let temp: ReturnType<typeof tempDir>;
-let db: string;
-beforeEach(() => {
-  temp = tempDir();
-  db = join(temp.dir, "flowd.db");
-});
-afterEach(() => {
-  temp.remove();
-});
+const files = freshDatabaseEachTest();
 
-function serverArgs(path = db): string[] {
+function serverArgs(path = files.db): string[] {
   return ["--workflows", FIXTURES, "--db", path];
 }
 
@@ -39,11 +31,11 @@ describe("one server per database, whatever the path", () => {
   it("refuses a second server that opens the same file through a symlink or a hard link", async () => {
     const first = await startServerProcess(serverArgs());
     try {
-      const symlinked = join(temp.dir, "via-symlink.db");
-      symlinkSync(db, symlinked);
-      const hardLinked = join(temp.dir, "via-hard-link.db");
-      linkSync(db, hardLinked);
-      for (const path of [db, symlinked, hardLinked]) {
+      const symlinked = join(files.dir, "via-symlink.db");
+      symlinkSync(files.db, symlinked);
+      const hardLinked = join(files.dir, "via-hard-link.db");
+      linkSync(files.db, hardLinked);
+      for (const path of [files.db, symlinked, hardLinked]) {
         const second = runFlowd(["serve", "--port", "0", ...serverArgs(path)]);
         expect(await second.exited).toBe(1);
         expect(second.output()).toContain(`Another flowd process (pid ${first.child.pid}) is serving`);
@@ -54,7 +46,7 @@ describe("one server per database, whatever the path", () => {
       expect(await first.stop()).toBe(0);
     }
     // A graceful stop gives the database up: the next server starts at once.
-    const next = await startServerProcess(serverArgs(join(temp.dir, "via-hard-link.db")));
+    const next = await startServerProcess(serverArgs(join(files.dir, "via-hard-link.db")));
     await next.stop();
   });
 
@@ -90,8 +82,8 @@ describe("one server per database, whatever the path", () => {
 
 describe("an owner on another host or in another container", () => {
   it("is waited for while its heartbeat is fresh, and taken over once it has been silent 15 s", async () => {
-    expect(await runFlowd(["migrate", "--db", db]).exited).toBe(0);
-    const other = new Database(db);
+    expect(await runFlowd(["migrate", "--db", files.db]).exited).toBe(0);
+    const other = new Database(files.db);
     const claim = other.prepare(
       `INSERT OR REPLACE INTO server_lock (slot, hostname, pid, process_start, pid_namespace, acquired_at, checked_at)
        VALUES (1, 'other-host', 1, '1', 'pid:[1]', ?, ?)`,
@@ -115,22 +107,22 @@ describe("an owner on another host or in another container", () => {
 
 describe("a database the server cannot write", () => {
   it("fails start-up with DATABASE_READ_ONLY and exit code 1", async () => {
-    const migrate = runFlowd(["migrate", "--db", db]);
+    const migrate = runFlowd(["migrate", "--db", files.db]);
     expect(await migrate.exited).toBe(0);
-    chmodSync(db, 0o444);
-    chmodSync(temp.dir, 0o555);
+    chmodSync(files.db, 0o444);
+    chmodSync(files.dir, 0o555);
     try {
       // root writes whatever the permissions say: run the server as nobody there.
       const asNobody = process.getuid?.() === 0;
       const proc = asNobody
-        ? spawnAs(65534, ["serve", "--port", "0", "--db", db])
-        : runFlowd(["serve", "--port", "0", "--db", db]);
+        ? spawnAs(65534, ["serve", "--port", "0", "--db", files.db])
+        : runFlowd(["serve", "--port", "0", "--db", files.db]);
       expect(await proc.exited).toBe(1);
       expect(proc.output()).toContain("DATABASE_READ_ONLY");
       expect(proc.output()).toContain("needs write access");
     } finally {
-      chmodSync(temp.dir, 0o755);
-      chmodSync(db, 0o644);
+      chmodSync(files.dir, 0o755);
+      chmodSync(files.db, 0o644);
     }
   });
 });
@@ -154,7 +146,7 @@ function spawnAs(uid: number, args: string[]): { exited: Promise<number | string
 describe("/health reports whether the server can store events", () => {
   it("answers 503 STORAGE_FAILED while another process holds the write lock, and ok once it lets go", async () => {
     const server = await startServerProcess(serverArgs());
-    const other = new Database(db);
+    const other = new Database(files.db);
     try {
       expect((await fetch(`${server.url}/health`)).status).toBe(200);
       other.exec("BEGIN IMMEDIATE");
@@ -186,7 +178,7 @@ describe("/health reports whether the server can store events", () => {
 
   it("stays 503 while runs that the refused writes stopped wait for a restart, which resumes them", async () => {
     const server = await startServerProcess(serverArgs());
-    const other = new Database(db);
+    const other = new Database(files.db);
     let runId = "";
     try {
       const { client } = await TestClient.connect(server.wsUrl);
@@ -226,7 +218,7 @@ describe("/health reports whether the server can store events", () => {
   it("answers 503 LOCK_LOST once the database no longer names this server its owner", async () => {
     const server = await startServerProcess(serverArgs());
     try {
-      const other = new Database(db);
+      const other = new Database(files.db);
       other.exec("DELETE FROM server_lock");
       other.close();
       const response = await fetch(`${server.url}/health`);
@@ -251,7 +243,7 @@ describe("graceful restarts and the crash loop guard", () => {
     // With FLOWD_MAX_RESUMES=0 any resume counted as after a crash would end the run with WorkflowError.
     const second = await startServerProcess(serverArgs(), { env });
     try {
-      const reader = new Database(db, { readonly: true });
+      const reader = new Database(files.db, { readonly: true });
       const resumed = reader
         .prepare<[string], { payload: string }>("SELECT payload FROM events WHERE run_id = ? AND event = 'WorkflowResumed'")
         .get(runId);
