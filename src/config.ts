@@ -50,6 +50,10 @@ export interface FlowdConfig {
   readonly maxConnections: number;
   /** Failed authentications one address may make per minute before it is refused for the rest of it. */
   readonly authFailuresPerMinute: number;
+  /** How long a WebSocket may stay open without authenticating, when a key is set. */
+  readonly authTimeoutMs: number;
+  /** Runs this process executes at once; further starts are refused until some end. */
+  readonly maxActiveRuns: number;
   /** Host names (beside the listening address's own) requests may be addressed to; `*` for any. */
   readonly allowedHosts: readonly string[];
   /** Origins (`https://app.example.com`) whose pages may call flowd (CORS, WebSocket); `*` for any. */
@@ -80,6 +84,8 @@ export interface ConfigFlags {
   requestTimeoutMs?: number | string | undefined;
   maxConnections?: number | string | undefined;
   authFailuresPerMinute?: number | string | undefined;
+  authTimeoutMs?: number | string | undefined;
+  maxActiveRuns?: number | string | undefined;
   allowedHosts?: string | readonly string[] | undefined;
   allowedOrigins?: string | readonly string[] | undefined;
 }
@@ -105,6 +111,8 @@ export const DEFAULTS = {
   requestTimeoutMs: 30_000,
   maxConnections: 10_000,
   authFailuresPerMinute: 10,
+  authTimeoutMs: 10_000,
+  maxActiveRuns: 500,
 } as const;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -215,6 +223,8 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
       1,
       1_000_000,
     ),
+    authTimeoutMs: numberSetting(flags.authTimeoutMs, env, "FLOWD_AUTH_TIMEOUT_MS", DEFAULTS.authTimeoutMs, 10, 3_600_000),
+    maxActiveRuns: numberSetting(flags.maxActiveRuns, env, "FLOWD_MAX_ACTIVE_RUNS", DEFAULTS.maxActiveRuns, 1, 1_000_000),
     allowedHosts: Object.freeze(listSetting(flags.allowedHosts, env.FLOWD_ALLOWED_HOSTS).map((host) => host.toLowerCase())),
     allowedOrigins: Object.freeze(parseOrigins(listSetting(flags.allowedOrigins, env.FLOWD_ALLOWED_ORIGINS))),
   });

@@ -99,6 +99,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const models = modelProvider(config);
   engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
     maxCrashResumes: config.maxCrashResumes,
+    maxActiveRuns: config.maxActiveRuns,
     models,
   });
   const lock = db.lock;

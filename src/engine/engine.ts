@@ -29,6 +29,8 @@ export interface EngineOptions {
   maxCrashResumes: number;
   /** The models agent steps talk to. */
   models: ModelProvider;
+  /** Runs executed at once; starts beyond are refused (runs resumed at start-up are not). */
+  maxActiveRuns: number;
 }
 
 /** What recovery did at start-up. */
@@ -74,6 +76,12 @@ export class Engine {
       throw new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back.");
     }
     const workflow = this.workflows.get(request.workflowId);
+    if (this.active.size >= this.options.maxActiveRuns) {
+      throw new FlowdError(
+        "TOO_MANY_RUNS",
+        `This server is running ${this.active.size} runs, its limit (FLOWD_MAX_ACTIVE_RUNS): start this one again once some have ended.`,
+      );
+    }
     const run = this.eventLog.createRun({
       runId: timeOrderedId(),
       workflowId: workflow.id,

@@ -111,11 +111,11 @@ export class RunFeed {
     this.firstPage = false;
     const page = this.log.readPage(this.runId, this.last, size);
     // Nothing is stored after a run's terminal event: if a page has it, it is the last.
-    if (page && !this.deliver(page)) {
+    if (page && !this.deliver(page.batch)) {
       if (!this.closed) this.waitForDrain();
       return;
     }
-    if (page?.events.length === size) {
+    if (page?.full) {
       // More to read: let this page leave now (sinks flush at the end of the synchronous
       // block) and read the next one next turn, so the socket is never idle while a page
       // is read, and other clients are served in between.

@@ -103,7 +103,13 @@ export function createTransport(deps: TransportDeps): Transport {
   const wss = new WebSocketServer(wsOptions);
   // Heartbeat: a peer that has not answered the previous ping by the next one is gone (half-open TCP).
   const alive = new WeakSet<WebSocket>();
-  const socketDeps = { ...deps, auth: shared.auth, outbounds: shared.outbounds, maxInputDepth: config.maxInputDepth };
+  const socketDeps = {
+    ...deps,
+    auth: shared.auth,
+    outbounds: shared.outbounds,
+    maxInputDepth: config.maxInputDepth,
+    authTimeoutMs: config.authTimeoutMs,
+  };
   wss.on("connection", (socket) => {
     alive.add(socket);
     socket.on("pong", () => alive.add(socket));

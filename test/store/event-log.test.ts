@@ -568,12 +568,28 @@ describe("the event log", () => {
     expect(log.storageFault).toBeNull();
   });
 
+  it("ends a page once it holds about 512 KB of events, so large events cannot make a page of megabytes", () => {
+    newRun("big");
+    const chunk = "x".repeat(200_000);
+    for (let i = 0; i < 10; i++) log.append("big", { event: "WorkflowStarted", input: chunk });
+    log.flushNow();
+    // 200 KB events: the third passes 512 KB and ends the page.
+    expect(log.readPage("big", -1, 1000)?.batch.events.map((e) => e.index)).toEqual([0, 1, 2]);
+    expect(log.readPage("big", 2, 1000)?.batch.events.map((e) => e.index)).toEqual([3, 4, 5]);
+    // Small events: the count is what ends it, across the steps the page is read in.
+    newRun("small");
+    for (let i = 0; i < 2_000; i++) log.append("small", { event: "WorkflowStarted", input: String(i) });
+    log.flushNow();
+    expect(log.readPage("small", -1, 1000)?.batch.events.map((e) => e.index)).toEqual(range(1000));
+    expect(log.readPage("small", 1499, 1000)?.batch.events.map((e) => e.index)).toEqual(range(500).map((i) => i + 1500));
+  });
+
   it("reads a catch-up page of at most the given size, or null past the end", () => {
     newRun("r");
     for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
     log.flushNow();
-    expect(log.readPage("r", -1, 5)?.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
-    expect(log.readPage("r", 4, 10)?.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
+    expect(log.readPage("r", -1, 5)?.batch.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    expect(log.readPage("r", 4, 10)?.batch.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
     expect(log.readPage("r", 9, 5)).toBeNull();
   });
 

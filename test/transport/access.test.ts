@@ -36,6 +36,10 @@ function upgrade(url: string, headers: Record<string, string>): Promise<number |
   });
 }
 
+async function health(url: string): Promise<{ active_runs: number }> {
+  return (await (await fetch(`${url}/health`)).json()) as { active_runs: number };
+}
+
 function runCount(t: TestServer): number {
   return (t.openReader().prepare("SELECT count(*) AS n FROM runs").get() as { n: number }).n;
 }
@@ -194,6 +198,58 @@ describe("slow requests, connection floods and key guessing", () => {
     expect(await client.request({ action: "authenticate", token: "wrong" })).toMatchObject({ event: "auth_error" });
     expect(await client.request({ action: "start-workflow", workflow_id: "ticker" })).toMatchObject({ event: "auth_required" });
     await client.close();
+  });
+});
+
+describe("sockets that never authenticate, and runs past the server's limit", () => {
+  it("closes a WebSocket that does not authenticate within FLOWD_AUTH_TIMEOUT_MS, and keeps one that does", async () => {
+    t = await startServer({ securityKey: "right-key", settings: { authTimeoutMs: 300 } });
+    const { client: idle } = await TestClient.connect(t.wsUrl);
+    const { client: good } = await TestClient.connect(t.wsUrl);
+    expect(await good.request({ action: "authenticate", token: "right-key" })).toMatchObject({ event: "authenticated" });
+    const closed = await idle.closed;
+    expect(closed.code).toBe(1008);
+    expect(closed.reason).toContain("not authenticated");
+    await sleep(400);
+    expect(await good.request({ action: "ping" })).toMatchObject({ event: "pong" });
+    // The bearer scheme is case-insensitive over HTTP.
+    expect((await fetch(`${t.url}/workflows`, { headers: { authorization: "bearer right-key" } })).status).toBe(200);
+    await good.close();
+  });
+
+  it("refuses starts past FLOWD_MAX_ACTIVE_RUNS with TOO_MANY_RUNS, and takes them again once runs end", async () => {
+    t = await startServer({ settings: { maxActiveRuns: 2 } });
+    const { client } = await TestClient.connect(t.wsUrl);
+    const slow = { action: "start-workflow", workflow_id: "ticker", additional_data: { count: 1000, delayMs: 10 } };
+    client.send(slow);
+    const first = (await client.next()).run_id as string;
+    client.send(slow);
+    await waitFor("two runs to be active", async () => ((await health(t.url)).active_runs === 2 ? true : undefined));
+    const { client: other } = await TestClient.connect(t.wsUrl);
+    expect(await other.request({ action: "start-workflow", workflow_id: "ticker" })).toMatchObject({ event: "error", code: "TOO_MANY_RUNS" });
+    const refused = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ background: true }),
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(await refused.json()).toMatchObject({ code: "TOO_MANY_RUNS" });
+
+    await fetch(`${t.url}/runs/${first}`).then((r) => r.json());
+    client.send({ action: "cancel-workflow", run_id: first });
+    await waitFor("a run to end", async () => ((await health(t.url)).active_runs === 1 ? true : undefined));
+    other.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 2 } });
+    expect((await other.untilTerminal()).at(-1)?.event).toBe("WorkflowCompleted");
+    await Promise.all([client.close(), other.close()]);
+  });
+
+  it("answers a JSON body of null with 422, not a run", async () => {
+    t = await startServer();
+    const response = await fetch(`${t.url}/workflows/ticker/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: "null" });
+    expect(response.status).toBe(422);
+    expect(await response.json()).toMatchObject({ code: "INVALID_REQUEST" });
+    expect(runCount(t)).toBe(0);
   });
 });
 

@@ -166,6 +166,38 @@ describe("a WebSocket client that floods the server and never reads", () => {
   });
 });
 
+describe("subscribers that stop reading a run of large events", () => {
+  let t: TestServer;
+  beforeEach(async () => {
+    t = await startServer();
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it("each hold about the high-water mark and one page, not pages of megabytes", async () => {
+    // 200 events of ~100 KB: 20 MB, many times what the kernel's buffers take.
+    const start = await fetch(`${t.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ stream: false, additional_data: { count: 200, pad: 100_000 } }),
+    });
+    const runId = ((await start.json()) as { run_id: string }).run_id;
+    const readers: TestClient[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { client } = await TestClient.connect(t.wsUrl);
+      (client.socket as unknown as { _socket: Socket })._socket.pause();
+      client.send({ action: "reconnect", run_id: runId, last_event_index: null });
+      readers.push(client);
+    }
+    await sleep(1_000);
+    const { unsent_bytes: unsent } = await health(t.url);
+    // Per subscriber: the 1 MiB high-water mark, one page of ~512 KB, and one event past it.
+    expect(unsent / readers.length).toBeLessThan(1024 * 1024 + 512 * 1024 + 2 * 100 * 1024);
+    for (const reader of readers) reader.socket.terminate();
+  });
+});
+
 describe("a start with input nested 10,000 deep", () => {
   let t: TestServer;
   beforeEach(async () => {

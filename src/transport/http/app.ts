@@ -71,6 +71,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
 /** Sends a FlowdError in the API's error shape. */
 export function sendError(reply: FastifyReply, error: FlowdError): FastifyReply {
   if (error.code === "AUTH_THROTTLED") void reply.header("retry-after", "60");
+  if (error.code === "TOO_MANY_RUNS") void reply.header("retry-after", "1");
   return reply.status(error.httpStatus).send({ detail: error.message, code: error.code });
 }
 
@@ -116,8 +117,9 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   app.addHook("onRequest", async (request, reply) => {
     // CORS preflights carry no credentials, by the browser's rules; what they precede does.
     if (!deps.auth.required || request.routeOptions.url === "/health" || request.method === "OPTIONS") return;
-    const header = request.headers.authorization ?? "";
-    const token = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : null;
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? "");
+    const token = bearer ? bearer[1]! : null;
     if (token === null) {
       return sendError(
         reply,

@@ -149,8 +149,8 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     }
     // A page of stored frames, spliced in as-is: each was serialized once, at append.
     const page = deps.eventLog.readPage(run.runId, after, query.limit);
-    const frames = page?.events.map((event) => event.frame) ?? [];
-    const last = page?.last.index ?? after;
+    const frames = page?.batch.events.map((event) => event.frame) ?? [];
+    const last = page?.batch.last.index ?? after;
     const hasMore = last < run.lastEventIndex;
     const body =
       `{"run_id":${JSON.stringify(run.runId)},"status":${JSON.stringify(run.status)},` +

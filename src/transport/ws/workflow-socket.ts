@@ -28,6 +28,8 @@ export interface WorkflowSocketDeps {
   feed: FeedOptions & OutboundLimits;
   /** Deepest JSON nesting accepted in a frame. */
   maxInputDepth: number;
+  /** How long a socket may stay open without authenticating, when a key is set. */
+  authTimeoutMs: number;
   outbounds: Outbounds;
 }
 
@@ -40,6 +42,8 @@ export class WorkflowSocket implements OutboundOwner {
   /** Runs this socket follows, by run id. */
   private readonly following = new Map<string, RunFeed>();
   private authFailures = 0;
+  /** While a key is set and the socket has not authenticated: it is closed when this fires. */
+  private authDeadline: NodeJS.Timeout | undefined;
   private readonly out: Outbound;
   private readonly sink: SocketSink;
 
@@ -54,11 +58,19 @@ export class WorkflowSocket implements OutboundOwner {
     this.sink = new SocketSink(socket, tcp, this.out);
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     socket.on("close", () => {
+      clearTimeout(this.authDeadline);
       deps.outbounds.delete(this.out);
       this.stopFollowingAll();
     });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
     this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
+    if (!this.authenticated) this.authDeadline = setTimeout(() => this.authTimedOut(), deps.authTimeoutMs);
+  }
+
+  /** A socket that holds a connection without ever authenticating gives it back. */
+  private authTimedOut(): void {
+    if (this.authenticated) return;
+    this.closeForPolicy(`not authenticated within ${this.deps.authTimeoutMs} ms; reconnect and authenticate first`);
   }
 
   accepting(): boolean {
@@ -169,6 +181,7 @@ export class WorkflowSocket implements OutboundOwner {
     const outcome = this.deps.auth.check(token, this.remoteAddress);
     if (!outcome.ok) {
       // A socket is as authenticated as the last token it sent.
+      if (this.authenticated) this.authDeadline = setTimeout(() => this.authTimedOut(), this.deps.authTimeoutMs);
       this.authenticated = false;
       this.stopFollowingAll();
       this.send({ event: "auth_error", error: outcome.error.message, code: outcome.error.code });
@@ -179,6 +192,7 @@ export class WorkflowSocket implements OutboundOwner {
       return;
     }
     this.authenticated = true;
+    clearTimeout(this.authDeadline);
     this.send({ event: "authenticated", message: "Authenticated." });
   }
 
