@@ -99,13 +99,16 @@ class EventRowInserter {
  * JSON for a column: a value JSON cannot hold (nested deeper than the stack allows, a
  * BigInt) fails its own write as a FlowdError, never the batch it is in.
  */
-function encode(value: unknown, what: string): string {
+function encode(value: unknown, what: string, which: string): string {
   try {
     return JSON.stringify(value);
   } catch (error) {
-    throw new FlowdError("STORAGE_FAILED", `${what} cannot be stored as JSON (${error instanceof Error ? error.message : String(error)}).`, {
-      cause: error,
-    });
+    // The message is built only here: encoding is on the hot path, failing is not.
+    throw new FlowdError(
+      "STORAGE_FAILED",
+      `The ${what}${which} cannot be stored as JSON (${error instanceof Error ? error.message : String(error)}).`,
+      { cause: error },
+    );
   }
 }
 
@@ -226,7 +229,7 @@ export class BatchWriter {
       const { runId } = write;
       if (write.kind === "run") {
         const { row } = write;
-        const additionalData = row.additionalData === null ? null : encode(row.additionalData, "The run's additional_data");
+        const additionalData = row.additionalData === null ? null : encode(row.additionalData, "run's additional_data", "");
         this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
         created.set(runId, {
           attempt: row.attempt,
@@ -272,13 +275,13 @@ export class BatchWriter {
       const index = update.index + 1;
       // The body's own fields (`event` first), then the envelope: the body is serialized
       // once and the envelope appended as text, the cheapest way to build the frame.
-      const bodyJson = encode(body, `A ${body.event} event`);
+      const bodyJson = encode(body, "event ", body.event);
       const frame = `${bodyJson.slice(0, -1)},"event_index":${index}${run.frameTail}`;
       const { event } = body;
       const stepPath = "step_path" in body ? body.step_path : null;
       run.rows.push(runId, index, event, stepPath, frame, now);
       if (checkpoint) {
-        const output = encode(checkpoint.output ?? null, `The output of step ${checkpoint.path}`);
+        const output = encode(checkpoint.output ?? null, "output of step ", checkpoint.path);
         this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, update.attempt ?? envelope.attempt, index, now);
       }
       update.index = index;
