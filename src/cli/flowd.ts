@@ -17,6 +17,13 @@ function fail(error: unknown): never {
   process.exit(1);
 }
 
+// A reader that stops early (`flowd runs events <id> | head`) closes the pipe: that ends
+// the command quietly, as it does for any Unix tool, instead of with a stack trace.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
 const program = new Command()
   .name("flowd")
   .description("A durable workflow run server: runs survive restarts, clients catch up on what they missed.")

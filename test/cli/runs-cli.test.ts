@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
@@ -6,6 +7,7 @@ import { range, tempDir, waitFor } from "../helpers/server.ts";
 import { REPO_ROOT, runFlowd, startServerProcess, type ServerProcess } from "../helpers/server-process.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
+
 
 let temp: ReturnType<typeof tempDir>;
 let db: string;
@@ -78,6 +80,20 @@ describe("flowd runs (read-only, on the file the server is writing)", () => {
     const stored = reader.prepare("SELECT payload FROM events WHERE run_id = ? AND event_index = 7").get(runs.ok) as { payload: string };
     reader.close();
     expect(json.out.split("\n")[0]).toBe(stored.payload);
+  });
+
+  it("runs events piped into head -1 ends quietly with exit code 0", async () => {
+    const long = (await startRun("ticker", { stream: false, additional_data: { count: 3_000 } })).run_id as string;
+    // A real shell pipe: once head exits, flowd's next write fails with EPIPE.
+    const command = `"${process.execPath}" bin/flowd.js runs events ${long} --db "${db}" | head -1; echo "flowd exited \${PIPESTATUS[0]}"`;
+    const shell = spawn("bash", ["-c", command], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    shell.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    shell.stderr.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    await new Promise((resolve) => shell.on("close", resolve));
+    const lines = out.trim().split("\n");
+    expect(lines[0]).toContain("WorkflowStarted");
+    expect(lines.slice(1)).toEqual(["flowd exited 0"]);
   });
 
   it("an unknown run or a missing file exits 1 with a message that says so", async () => {
