@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "./helpers/server.ts";
-import { REPO_ROOT, startServerProcess, type ServerProcess } from "./helpers/server-process.ts";
+import { REPO_ROOT, runNode, startServerProcess, type ServerProcess } from "./helpers/server-process.ts";
 import { TestClient } from "./helpers/ws-client.ts";
 
 let temp: ReturnType<typeof tempDir>;
@@ -39,6 +39,22 @@ describe("the README's runnable examples", () => {
     });
     try {
       await runGreeter(server);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+
+  it("examples/reconnect.ts watches a run, disconnects, and catches up with no gap or duplicate", async () => {
+    const server = await startServerProcess(["--db", join(temp.dir, "c.db")], { env: { FLOWD_DEMO_PACE_MS: "60" } });
+    try {
+      const tsxCli = join(REPO_ROOT, "node_modules/tsx/dist/cli.mjs");
+      const client = runNode([tsxCli, "examples/reconnect.ts"], { env: { FLOWD_URL: server.wsUrl } });
+      expect(await client.exited).toBe(0);
+      const output = client.output();
+      expect(output).toContain("[20] event_index=19");
+      expect(output).toMatch(/catch_up: [1-9]\d* missed events/);
+      expect(output).toContain("subscribed: status=running");
+      expect(output).toMatch(/Run finished: WorkflowCompleted; \d+ events, no gaps, no duplicates/);
     } finally {
       expect(await server.stop()).toBe(0);
     }
