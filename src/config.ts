@@ -1,4 +1,4 @@
-import { FlowdError } from "./errors.ts";
+import { Errors } from "./errors.ts";
 
 /** The server's settings, resolved once and frozen. */
 export interface FlowdConfig {
@@ -120,7 +120,7 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 function wholeNumber(name: string, raw: number | string, min: number, max: number): number {
   const value = typeof raw === "number" ? raw : Number(raw.trim());
   if (!Number.isInteger(value) || value < min || value > max || (typeof raw === "string" && raw.trim() === "")) {
-    throw new FlowdError("INVALID_CONFIG", `${name} must be a whole number from ${min} to ${max}; got "${raw}".`);
+    throw Errors.notAWholeNumber(name, min, max, raw);
   }
   return value;
 }
@@ -157,10 +157,10 @@ function parseOrigins(items: string[]): string[] {
     try {
       url = new URL(item);
     } catch {
-      throw new FlowdError("INVALID_CONFIG", `FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com; got "${item}".`);
+      throw Errors.invalidConfig(`FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com; got "${item}".`);
     }
     if (url.origin === "null" || (url.pathname !== "/" && url.pathname !== "")) {
-      throw new FlowdError("INVALID_CONFIG", `FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com, with no path; got "${item}".`);
+      throw Errors.invalidConfig(`FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com, with no path; got "${item}".`);
     }
     return url.origin;
   });
@@ -173,20 +173,20 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
   const maxResumes = flags.maxCrashResumes ?? nonEmpty(env.FLOWD_MAX_RESUMES);
   const logLevel = flags.logLevel ?? nonEmpty(env.FLOWD_LOG_LEVEL) ?? DEFAULTS.logLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
-    throw new FlowdError("INVALID_CONFIG", `FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
+    throw Errors.invalidConfig(`FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
   }
   const securityKey = flags.securityKey !== undefined ? flags.securityKey : nonEmpty(env.FLOWD_SECURITY_KEY) ?? null;
   const openaiApiKey = flags.openaiApiKey !== undefined ? flags.openaiApiKey : nonEmpty(env.OPENAI_API_KEY) ?? null;
   const baseUrl = flags.openaiBaseUrl ?? nonEmpty(env.OPENAI_BASE_URL) ?? DEFAULTS.openaiBaseUrl;
   if (!/^https?:\/\/./.test(baseUrl)) {
-    throw new FlowdError("INVALID_CONFIG", `OPENAI_BASE_URL must be an http(s) URL such as http://localhost:11434/v1; got "${baseUrl}".`);
+    throw Errors.invalidConfig(`OPENAI_BASE_URL must be an http(s) URL such as http://localhost:11434/v1; got "${baseUrl}".`);
   }
   const modelTimeout = flags.modelTimeoutMs ?? nonEmpty(env.FLOWD_MODEL_TIMEOUT_MS);
   const modelRetries = flags.modelRetries ?? nonEmpty(env.FLOWD_MODEL_RETRIES);
   const stallTimeout = flags.stallTimeoutMs ?? nonEmpty(env.FLOWD_STALL_TIMEOUT_MS);
   const sync = (flags.sync ?? nonEmpty(env.FLOWD_SYNC) ?? DEFAULTS.sync).toUpperCase();
   if (sync !== "FULL" && sync !== "NORMAL") {
-    throw new FlowdError("INVALID_CONFIG", `FLOWD_SYNC must be FULL (survives power loss) or NORMAL (survives a crash); got "${sync}".`);
+    throw Errors.invalidConfig(`FLOWD_SYNC must be FULL (survives power loss) or NORMAL (survives a crash); got "${sync}".`);
   }
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
@@ -249,7 +249,7 @@ export function resolveClientConfig(
   try {
     new URL(url);
   } catch {
-    throw new FlowdError("INVALID_CONFIG", `--url must be a URL like http://127.0.0.1:7777; got "${url}".`);
+    throw Errors.invalidConfig(`--url must be a URL like http://127.0.0.1:7777; got "${url}".`);
   }
   return Object.freeze({ dbPath: server.dbPath, url: url.replace(/\/+$/, ""), securityKey: server.securityKey });
 }

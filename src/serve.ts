@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { ModelProvider } from "./agents/model-provider.ts";
 import { resolveConfig, type ConfigFlags, type FlowdConfig } from "./config.ts";
-import { FlowdError, errorMessage } from "./errors.ts";
+import { Errors } from "./errors.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openDb } from "./store/db.ts";
@@ -125,15 +125,9 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
         if (eventLog.storageFault) return eventLog.storageFault;
         const stopped = eventLog.runsStoppedByStorage;
         if (stopped === 0) return null;
-        return new FlowdError(
-          "STORAGE_FAILED",
-          `${stopped} run(s) stopped when the database refused their events. The database takes writes again: ` +
-            "restart flowd to resume them.",
-        );
+        return Errors.runsStoppedByStorage(stopped);
       } catch (error) {
-        return new FlowdError("STORAGE_FAILED", `The database cannot be read (${errorMessage(error)}): check the disk and the file.`, {
-          cause: error,
-        });
+        return Errors.databaseUnreadable(error);
       }
     },
   });

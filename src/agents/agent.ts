@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { FlowdError } from "../errors.ts";
+import { Errors } from "../errors.ts";
 
 /** What a tool's `execute` receives besides its arguments. */
 export interface ToolContext {
@@ -26,7 +26,7 @@ export function tool<S extends z.ZodType>(options: {
   execute: (args: z.infer<S>, context: ToolContext) => unknown;
 }): ToolDefinition {
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(options.name)) {
-    throw new FlowdError("INVALID_WORKFLOW", `Tool name "${options.name}" must be 1–64 letters, digits, "_" or "-" (the model API's rule).`);
+    throw Errors.invalidWorkflow(`Tool name "${options.name}" must be 1–64 letters, digits, "_" or "-" (the model API's rule).`);
   }
   const { $schema: _ignored, ...jsonSchema } = z.toJSONSchema(options.parameters) as Record<string, unknown>;
   return {
@@ -60,18 +60,18 @@ export function Agent(options: {
   maxToolRounds?: number;
 }): AgentDefinition {
   if (typeof options.name !== "string" || options.name.trim() === "") {
-    throw new FlowdError("INVALID_WORKFLOW", 'Agent needs a non-empty "name".');
+    throw Errors.invalidWorkflow('Agent needs a non-empty "name".');
   }
   const tools = options.tools ?? [];
   const names = new Set<string>();
   for (const t of tools) {
-    if (t?.kind !== "tool") throw new FlowdError("INVALID_WORKFLOW", `Agent "${options.name}": tools must be made with tool({...}).`);
-    if (names.has(t.name)) throw new FlowdError("INVALID_WORKFLOW", `Agent "${options.name}" has two tools named "${t.name}".`);
+    if (t?.kind !== "tool") throw Errors.invalidWorkflow(`Agent "${options.name}": tools must be made with tool({...}).`);
+    if (names.has(t.name)) throw Errors.invalidWorkflow(`Agent "${options.name}" has two tools named "${t.name}".`);
     names.add(t.name);
   }
   const maxToolRounds = options.maxToolRounds ?? 10;
   if (!Number.isInteger(maxToolRounds) || maxToolRounds < 1) {
-    throw new FlowdError("INVALID_WORKFLOW", `Agent "${options.name}": maxToolRounds must be a whole number of at least 1.`);
+    throw Errors.invalidWorkflow(`Agent "${options.name}": maxToolRounds must be a whole number of at least 1.`);
   }
   return {
     kind: "agent",

@@ -1,5 +1,5 @@
 import type { ClientConfig } from "../config.ts";
-import { FlowdError, errorMessage, isErrorCode } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 
 /** Headers every request to the server carries. */
 export function authHeaders(config: ClientConfig): Record<string, string> {
@@ -17,7 +17,7 @@ export async function responseError(response: Response): Promise<FlowdError> {
   } catch {
     // Not JSON: the status line says enough.
   }
-  return new FlowdError(isErrorCode(code) ? code : "INTERNAL", detail);
+  return Errors.fromServer(code, detail);
 }
 
 /** Calls the server's HTTP API and returns its JSON answer; errors come back as FlowdError. */
@@ -26,11 +26,7 @@ export async function callServer(config: ClientConfig, method: "GET" | "POST", p
   try {
     response = await fetch(`${config.url}${path}`, { method, headers: { accept: "application/json", ...authHeaders(config) } });
   } catch (error) {
-    throw new FlowdError(
-      "SERVER_UNREACHABLE",
-      `Cannot reach the flowd server at ${config.url} (${errorMessage((error as { cause?: unknown }).cause ?? error)}). Is it running? Point --url (or PORT) at it.`,
-      { cause: error },
-    );
+    throw Errors.serverUnreachable(config.url, error);
   }
   if (!response.ok) throw await responseError(response);
   return response.json();

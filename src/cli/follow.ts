@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ClientConfig } from "../config.ts";
-import { FlowdError, errorMessage, isErrorCode } from "../errors.ts";
+import { errorMessage, Errors, FlowdError } from "../errors.ts";
 import { isTerminalEvent } from "../protocol/run-events.ts";
 import { SseParser } from "../protocol/sse.ts";
 import { authHeaders, responseError } from "./api-client.ts";
@@ -62,7 +62,7 @@ export async function followRun(options: FollowOptions): Promise<FollowResult> {
           const frame = JSON.parse(message.data) as Record<string, unknown>;
           if (message.event === "error") {
             // The server ended the stream with a reason (the run's events cannot be stored, or it does not run it): retrying would not help.
-            throw new FlowdError(isErrorCode(frame.code) ? frame.code : "INTERNAL", String(frame.error));
+            throw Errors.fromServer(frame.code, String(frame.error));
           }
           const index = frame.event_index;
           if (typeof index !== "number" || index <= last) continue;
@@ -84,10 +84,7 @@ export async function followRun(options: FollowOptions): Promise<FollowResult> {
     }
     failures += 1;
     if (failures > maxAttempts) {
-      throw new FlowdError(
-        "SERVER_UNREACHABLE",
-        `Gave up following run ${runId} after ${maxAttempts} failed attempts to reach ${config.url} (${reason}). Run the command again with --after ${last} to continue.`,
-      );
+      throw Errors.gaveUpFollowing(runId, maxAttempts, config.url, reason, last);
     }
     const backoff = Math.min(5000, 250 * 2 ** (failures - 1));
     const delay = Math.round(backoff * (0.5 + Math.random() / 2));

@@ -1,13 +1,13 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { errorMessage, Errors } from "../errors.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 
 /** Loads a module whose default export is a workflow or a list of them (TypeScript loads as-is). */
 export async function loadWorkflows(path: string): Promise<WorkflowDefinition[]> {
   const absolute = resolve(path);
   if (!existsSync(absolute)) {
-    throw new FlowdError("INVALID_CONFIG", `Workflows module "${path}" does not exist (looked at ${absolute}).`);
+    throw Errors.workflowsModuleMissing(path, absolute);
   }
   let module: { default?: unknown };
   try {
@@ -16,16 +16,14 @@ export async function loadWorkflows(path: string): Promise<WorkflowDefinition[]>
     const { tsImport } = await import("tsx/esm/api");
     module = (await tsImport(absolute, import.meta.url)) as { default?: unknown };
   } catch (error) {
-    throw new FlowdError("INVALID_WORKFLOW", `Cannot load workflows module "${path}": ${errorMessage(error)}`, { cause: error });
+    throw Errors.invalidWorkflow(`Cannot load workflows module "${path}": ${errorMessage(error)}`, { cause: error });
   }
   // A CommonJS-compiled module arrives as { default: module.exports }.
   const outer = module.default as { kind?: unknown; default?: unknown } | undefined;
   const exported = outer && !Array.isArray(outer) && outer.kind === undefined && "default" in outer ? outer.default : outer;
   const list = Array.isArray(exported) ? exported : [exported];
   if (exported === undefined || list.some((w) => (w as { kind?: unknown } | null)?.kind !== "workflow")) {
-    throw new FlowdError(
-      "INVALID_WORKFLOW",
-      `Workflows module "${path}" must default-export a Workflow({ id, name, steps }) or an array of them.`,
+    throw Errors.invalidWorkflow(`Workflows module "${path}" must default-export a Workflow({ id, name, steps }) or an array of them.`,
     );
   }
   return list as WorkflowDefinition[];

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { resolveClientConfig } from "../config.ts";
-import { FlowdError } from "../errors.ts";
+import { Errors } from "../errors.ts";
 import { toRunJson, type RunJson } from "../protocol/run-json.ts";
 import { RUN_STATUSES, type RunStatus } from "../protocol/run-status.ts";
 import { openDb, type Db } from "../store/db.ts";
@@ -17,7 +17,7 @@ const jsonOption = () => new Option("--json", "print JSON instead of text");
 function wholeNumber(name: string, min: number) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new FlowdError("INVALID_CONFIG", `${name} must be a whole number of at least ${min}; got "${value}".`);
+    if (!Number.isInteger(n) || n < min) throw Errors.invalidArgument(`${name} must be a whole number of at least ${min}; got "${value}".`);
     return n;
   };
 }
@@ -34,7 +34,7 @@ function withDb<T>(dbFlag: string | undefined, use: (db: Db) => T): T {
 
 function findRun(db: Db, runId: string): RunJson {
   const run = new RunStore(db).get(runId);
-  if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found in ${db.path}.`);
+  if (!run) throw Errors.runNotFound(runId, db.path);
   return toRunJson(run);
 }
 

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { errorMessage, Errors } from "../errors.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
 import type { Checkpoint, EventLog } from "../store/event-log.ts";
@@ -73,14 +73,11 @@ export class Engine {
    */
   start(request: StartRunRequest): RunRow {
     if (this.draining) {
-      throw new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back.");
+      throw Errors.shuttingDown();
     }
     const workflow = this.workflows.get(request.workflowId);
     if (this.active.size >= this.options.maxActiveRuns) {
-      throw new FlowdError(
-        "TOO_MANY_RUNS",
-        `This server is running ${this.active.size} runs, its limit (FLOWD_MAX_ACTIVE_RUNS): start this one again once some have ended.`,
-      );
+      throw Errors.tooManyRuns(this.active.size);
     }
     const run = this.eventLog.createRun({
       runId: timeOrderedId(),
@@ -102,9 +99,9 @@ export class Engine {
    */
   cancel(runId: string): RunRow {
     const run = this.runStore.get(runId);
-    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+    if (!run) throw Errors.runNotFound(runId);
     if (isFinished(run.status)) {
-      throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${run.status}; there is nothing to cancel.`);
+      throw Errors.runFinished(runId, run.status, "there is nothing to cancel");
     }
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
@@ -161,7 +158,7 @@ export class Engine {
 
   /** Tells a run's followers, now and later, that this process will not run it: why, and what to do. */
   private haltUnresumed(runId: string, why: string, whatToDo: string): void {
-    this.eventLog.halt(runId, new FlowdError("RUN_NOT_RESUMED", `Run ${runId} is unfinished, but ${why}. Everything stored has been sent. ${whatToDo}`));
+    this.eventLog.halt(runId, Errors.runNotResumed(runId, why, whatToDo));
   }
 
   private recoverRun(run: RunRow): keyof RecoverySummary {

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { errorMessage, Errors } from "../errors.ts";
 import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import type { Checkpoint } from "../store/event-log.ts";
@@ -155,7 +155,7 @@ export async function runNode(
       break;
     default: {
       const unreachable: never = node;
-      throw new FlowdError("INVALID_WORKFLOW", `Unknown workflow node: ${JSON.stringify(unreachable)}`);
+      throw Errors.invalidWorkflow(`Unknown workflow node: ${JSON.stringify(unreachable)}`);
     }
   }
   ctx.outputs[node.name] = output;

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { Id, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
-import { nestsDeeperThan, tooDeepMessage } from "./json-depth.ts";
+import { Errors, errorMessage, type FlowdError } from "../errors.ts";
+import { nestsDeeperThan } from "./json-depth.ts";
 
 /** Every action a WebSocket client may send, keyed on `action` (AgentOS protocol). */
 export const ClientAction = z.discriminatedUnion("action", [
@@ -23,10 +24,8 @@ export type ClientAction = z.infer<typeof ClientAction>;
 /** The action names, for error messages. */
 export const CLIENT_ACTION_NAMES = ClientAction.options.map((option) => option.shape.action.value);
 
-/** Result of parsing one frame: the action, or a sentence saying what is wrong with it. */
-export type ParsedAction =
-  | { ok: true; action: ClientAction }
-  | { ok: false; code: "INVALID_JSON" | "INVALID_MESSAGE" | "UNKNOWN_ACTION" | "INPUT_TOO_DEEP"; error: string };
+/** Result of parsing one frame: the action, or what is wrong with it. */
+export type ParsedAction = { ok: true; action: ClientAction } | { ok: false; error: FlowdError };
 
 /** Parses and validates one text frame, refusing JSON nested deeper than `maxDepth`; never throws. */
 export function parseClientAction(text: string, maxDepth: number): ParsedAction {
@@ -34,34 +33,16 @@ export function parseClientAction(text: string, maxDepth: number): ParsedAction 
   try {
     value = JSON.parse(text);
   } catch (error) {
-    return {
-      ok: false,
-      code: "INVALID_JSON",
-      error: `Message is not valid JSON (${error instanceof Error ? error.message : String(error)}). Send a JSON object like {"action":"ping"}.`,
-    };
+    return { ok: false, error: Errors.invalidJsonMessage(errorMessage(error)) };
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return { ok: false, code: "INVALID_MESSAGE", error: `Message must be a JSON object with an "action" field, like {"action":"ping"}.` };
-  }
-  if (nestsDeeperThan(value, maxDepth)) {
-    return { ok: false, code: "INPUT_TOO_DEEP", error: tooDeepMessage("Message", maxDepth) };
-  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, error: Errors.messageNotAnObject() };
+  if (nestsDeeperThan(value, maxDepth)) return { ok: false, error: Errors.inputTooDeep("Message", maxDepth) };
   const action = (value as { action?: unknown }).action;
-  if (typeof action !== "string") {
-    return {
-      ok: false,
-      code: "INVALID_MESSAGE",
-      error: `Message needs a string "action" field; one of: ${CLIENT_ACTION_NAMES.join(", ")}.`,
-    };
-  }
+  if (typeof action !== "string") return { ok: false, error: Errors.messageWithoutAction(CLIENT_ACTION_NAMES) };
   if (!(CLIENT_ACTION_NAMES as readonly string[]).includes(action)) {
-    return {
-      ok: false,
-      code: "UNKNOWN_ACTION",
-      error: `Unknown action: ${action}. Known actions: ${CLIENT_ACTION_NAMES.join(", ")}.`,
-    };
+    return { ok: false, error: Errors.unknownAction(action, CLIENT_ACTION_NAMES) };
   }
   const parsed = ClientAction.safeParse(value);
-  if (!parsed.success) return { ok: false, code: "INVALID_MESSAGE", error: describeIssues(`"${action}" message`, parsed.error.issues) };
+  if (!parsed.success) return { ok: false, error: Errors.invalidMessage(describeIssues(`"${action}" message`, parsed.error.issues)) };
   return { ok: true, action: parsed.data };
 }

@@ -14,11 +14,3 @@ export function nestsDeeperThan(value: unknown, maxDepth: number): boolean {
   }
   return false;
 }
-
-/** The sentence a client gets for JSON nested too deep. */
-export function tooDeepMessage(subject: string, maxDepth: number): string {
-  return (
-    `${subject} nests arrays or objects more than ${maxDepth} levels deep. ` +
-    "Send flatter data, or raise FLOWD_MAX_INPUT_DEPTH on the server."
-  );
-}

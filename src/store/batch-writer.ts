@@ -1,5 +1,5 @@
 import type { Database, Statement } from "better-sqlite3";
-import { FlowdError } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 import { CommittedEvent, type RunEventBody } from "../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
 import type { RunRow } from "./schema.ts";
@@ -104,11 +104,7 @@ function encode(value: unknown, what: string, which: string): string {
     return JSON.stringify(value);
   } catch (error) {
     // The message is built only here: encoding is on the hot path, failing is not.
-    throw new FlowdError(
-      "STORAGE_FAILED",
-      `The ${what}${which} cannot be stored as JSON (${error instanceof Error ? error.message : String(error)}).`,
-      { cause: error },
-    );
+    throw Errors.unencodable(`${what}${which}`, error);
   }
 }
 
@@ -245,7 +241,7 @@ export class BatchWriter {
       let run = runs.get(runId);
       if (!run) {
         const envelope = this.envelopes.get(runId) ?? created.get(runId) ?? this.selectEnvelope.get(runId);
-        if (!envelope) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+        if (!envelope) throw Errors.runNotFound(runId);
         run = {
           envelope,
           update: {
@@ -270,7 +266,7 @@ export class BatchWriter {
       }
       const { envelope, update } = run;
       if (isFinished(update.status ?? envelope.status)) {
-        throw new FlowdError("RUN_FINISHED", `Run ${runId} is already ${update.status ?? envelope.status}; it takes no more events.`);
+        throw Errors.runFinished(runId, update.status ?? envelope.status, "it takes no more events");
       }
       const index = update.index + 1;
       // The body's own fields (`event` first), then the envelope: the body is serialized

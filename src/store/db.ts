@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import * as schema from "./schema.ts";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { errorMessage, Errors, FlowdError } from "../errors.ts";
 import { ServerLock } from "./server-lock.ts";
 import { WalCheckpointer } from "./wal-checkpointer.ts";
 
@@ -16,7 +16,7 @@ function findMigrationsDir(from: string): string {
   for (let dir = from; ; dir = dirname(dir)) {
     const candidate = join(dir, "migrations");
     if (existsSync(join(candidate, "meta", "_journal.json"))) return candidate;
-    if (dirname(dir) === dir) throw new Error(`flowd's migrations folder was not found above ${from}`);
+    if (dirname(dir) === dir) throw Errors.broken(`flowd's migrations folder was not found above ${from}`);
   }
 }
 
@@ -40,11 +40,7 @@ function assertMigrated(sqlite: Database.Database, path: string): void {
     // No migrations table: not a flowd database yet.
   }
   if (applied < journal.entries.length) {
-    throw new FlowdError(
-      "INVALID_CONFIG",
-      `Database "${path}" is not up to date (${applied} of ${journal.entries.length} migrations applied). ` +
-        `Run \`flowd migrate --db ${path}\` or start the server on it once.`,
-    );
+    throw Errors.databaseNotMigrated(path, applied, journal.entries.length);
   }
 }
 
@@ -80,12 +76,7 @@ function assertWritable(path: string): void {
     accessSync(target, constants.W_OK);
     if (target === path) accessSync(dirname(path), constants.W_OK);
   } catch (error) {
-    throw new FlowdError(
-      "DATABASE_READ_ONLY",
-      `Database "${path}" cannot be written (${errorMessage(error)}). flowd stores every event, so it needs write access to the ` +
-        "file and its folder (for the -wal and -shm files): check their owner and permissions, or give --db a writable path.",
-      { cause: error },
-    );
+    throw Errors.databaseReadOnly(path, error);
   }
 }
 
@@ -101,11 +92,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     if (!options.readonly && path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     sqlite = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
   } catch (error) {
-    throw new FlowdError(
-      "INVALID_CONFIG",
-      `Cannot open database file "${path}": ${errorMessage(error)}. Check the path given by --db or FLOWD_DB and its permissions.`,
-      { cause: error },
-    );
+    throw Errors.cannotOpenDatabase(path, error);
   }
   const orm = drizzle(sqlite, { schema });
   let lock: ServerLock | null = null;
@@ -130,14 +117,9 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     sqlite.close();
     if (error instanceof FlowdError) throw error;
     if (/readonly|read-only/i.test(errorMessage(error))) {
-      throw new FlowdError(
-        "DATABASE_READ_ONLY",
-        `Database "${path}" cannot be written (${errorMessage(error)}). flowd needs write access to the file and its folder: ` +
-          "check their permissions and the disk, or give --db a writable path.",
-        { cause: error },
-      );
+      throw Errors.databaseReadOnly(path, error);
     }
-    throw new FlowdError("INVALID_CONFIG", `Cannot prepare database "${path}": ${errorMessage(error)}`, { cause: error });
+    throw Errors.cannotPrepareDatabase(path, error);
   }
 
   const checkpointer =

@@ -1,5 +1,5 @@
 import type { Statement } from "better-sqlite3";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { errorMessage, Errors, FlowdError } from "../errors.ts";
 import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
@@ -54,17 +54,9 @@ function failedForWholeDatabase(error: unknown): boolean {
 function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
   const reason = errorMessage(cause);
   if (write.kind === "run") {
-    return new FlowdError(
-      "STORAGE_FAILED",
-      `Run ${write.runId} could not be created: the database refused it (${reason}). Nothing of it was stored; ` +
-        "start it again once the database accepts writes (the server log has details).",
-    );
+    return Errors.runNotCreated(write.runId, reason);
   }
-  return new FlowdError(
-    "STORAGE_FAILED",
-    `Run ${write.runId} stopped: the database refused its events (${reason}). Everything delivered before this is stored; ` +
-      "the run resumes from there when flowd restarts with a writable database. Reconnect then with your last_event_index.",
-  );
+  return Errors.runStopped(write.runId, reason);
 }
 
 /**
@@ -282,12 +274,7 @@ export class EventLog {
       if (wholeDatabase) {
         // The database itself refused (locked, full, I/O): each write alone would wait on the same lock or disk again.
         for (const write of batch) fail(write, batchError);
-        this.storageFault = new FlowdError(
-          "STORAGE_FAILED",
-          `The database refused the last commit (${errorMessage(batchError)}): runs stop where they are until it accepts writes ` +
-            "again (free disk space, end whatever holds its write lock), then resume when flowd restarts.",
-          { cause: batchError },
-        );
+        this.storageFault = Errors.databaseRefusedCommit(batchError);
       } else {
         // One bad write must not sink the others: commit them one by one. A run's writes
         // after its failed one are not stored either: its log ends where it failed.
@@ -434,7 +421,7 @@ export class EventLog {
       if (backlog.length > 0) listener(new EventBatch(backlog));
       if (ended) return null;
       const run = this.writer.storedEnvelope(runId);
-      if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+      if (!run) throw Errors.runNotFound(runId);
       // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) return null;
       // Nothing more comes from this process (until a restart): say why.

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import type Database from "better-sqlite3";
-import { FlowdError, errorMessage } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 
 interface LockRow {
   hostname: string;
@@ -95,14 +95,9 @@ export class ServerLock {
     } catch (error) {
       if (error instanceof FlowdError) throw error;
       if (isReadOnlyError(error)) {
-        throw new FlowdError(
-          "DATABASE_READ_ONLY",
-          `Database "${path}" cannot be written (${errorMessage(error)}). flowd stores every event, so it needs write access to ` +
-            "the file and its folder (for the -wal and -shm files): check their permissions and the disk, or give --db a writable path.",
-          { cause: error },
-        );
+        throw Errors.databaseReadOnly(path, error);
       }
-      throw new FlowdError("INVALID_CONFIG", `Cannot take database "${path}" for this server: ${errorMessage(error)}.`, { cause: error });
+      throw Errors.cannotTakeDatabase(path, error);
     }
     lock.heartbeat = setInterval(() => lock.probeWrite(true), HEARTBEAT_MS);
     lock.heartbeat.unref();
@@ -129,19 +124,11 @@ export class ServerLock {
       const info = processInfo(holder.pid);
       const alive = info.running && (holder.process_start === null || info.start === null || info.start === holder.process_start);
       if (!alive) return;
-      throw new FlowdError(
-        "DATABASE_LOCKED",
-        `Another flowd process (pid ${holder.pid}) is serving "${this.path}". Stop it, or give this one its own --db.`,
-      );
+      throw Errors.databaseLocked(this.path, holder.pid);
     }
     const silentMs = Date.now() - holder.checked_at;
     if (silentMs > LOCK_STALE_MS) return;
-    throw new FlowdError(
-      "DATABASE_LOCKED",
-      `Another flowd process (pid ${holder.pid} on host "${holder.hostname}", or in another container) is serving "${this.path}": ` +
-        `it checked in ${Math.round(silentMs / 1000)} s ago. Stop it, or give this one its own --db. If it is gone, start this one ` +
-        `again once it has been silent for ${LOCK_STALE_MS / 1000} s.`,
-    );
+    throw Errors.databaseLockedElsewhere(this.path, holder.pid, holder.hostname, Math.round(silentMs / 1000), LOCK_STALE_MS / 1000);
   }
 
   private holder(): LockRow | undefined {
@@ -159,11 +146,7 @@ export class ServerLock {
     const holder = this.holder();
     if (holder && this.isMine(holder)) return null;
     const who = holder ? `it names ${holder.hostname} pid ${holder.pid}` : "it was removed";
-    return new FlowdError(
-      "LOCK_LOST",
-      `This server no longer owns "${this.path}": its server_lock row is not this process's (${who}). ` +
-        "Two servers may be writing one database: stop this one, check which should run, then restart it.",
-    );
+    return Errors.lockLost(this.path, who);
   }
 
   /**

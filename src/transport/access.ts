@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import type { IncomingHttpHeaders } from "node:http";
-import { FlowdError } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 
 /** Who may address the server, and from which web pages. */
 export interface AccessSettings {
@@ -56,30 +56,19 @@ export class AccessPolicy {
   refusal(headers: IncomingHttpHeaders): FlowdError | null {
     const host = headers.host;
     if (host !== undefined && !this.anyHost && !this.hostNamed(host)) {
-      return new FlowdError(
-        "HOST_NOT_ALLOWED",
-        `This server does not answer requests addressed to "${host}": it answers IP addresses, localhost, the name it ` +
-          "listens on and the names in FLOWD_ALLOWED_HOSTS (comma-separated). Set FLOWD_ALLOWED_HOSTS to the name clients use.",
-      );
+      return Errors.hostNotAllowed(host);
     }
     const origin = headers.origin;
     if (origin !== undefined) {
       // A page's own server is its Host; with FLOWD_ALLOWED_HOSTS=* any page could claim that
       // of a rebound name, so only a host flowd knows by name makes a page same-origin.
       if (this.originAllowed(origin) || (host !== undefined && this.hostNamed(host) && sameOrigin(origin, host))) return null;
-      return new FlowdError(
-        "ORIGIN_NOT_ALLOWED",
-        `Requests from web pages of ${origin} are refused. To let that site call flowd, add it to FLOWD_ALLOWED_ORIGINS ` +
-          "(comma-separated origins, e.g. https://app.example.com).",
-      );
+      return Errors.originNotAllowed(origin);
     }
     // Browsers that send no Origin still say where a request comes from.
     const site = headers["sec-fetch-site"];
     if (site === "cross-site" || site === "same-site") {
-      return new FlowdError(
-        "ORIGIN_NOT_ALLOWED",
-        "Requests from other sites' web pages are refused. To let a site call flowd, add its origin to FLOWD_ALLOWED_ORIGINS.",
-      );
+      return Errors.originNotAllowed(null);
     }
     return null;
   }

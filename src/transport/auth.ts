@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { isIPv6 } from "node:net";
-import { FlowdError } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 
 /** Compares a client's token with the security key in constant time. */
 export function tokenMatches(given: string, expected: string): boolean {
@@ -61,15 +61,12 @@ export class AuthGuard {
       const seconds = Math.ceil((record.since + WINDOW_MS - now) / 1000);
       return {
         ok: false,
-        error: new FlowdError(
-          "AUTH_THROTTLED",
-          `Too many failed authentications from ${where}: try again in ${seconds} s with the right key (FLOWD_SECURITY_KEY).`,
-        ),
+        error: Errors.authThrottled(where, seconds),
       };
     }
     if (tokenMatches(token, key)) return { ok: true };
     this.recordFailure(where, record, now);
-    return { ok: false, error: new FlowdError("AUTH_FAILED", "Invalid token: it does not match the server's security key.") };
+    return { ok: false, error: Errors.authFailed() };
   }
 
   private recordFailure(address: string, record: { count: number; since: number } | undefined, now: number): void {

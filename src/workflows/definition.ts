@@ -3,7 +3,7 @@
  * Workflow, Step, Steps, Parallel, Condition, Loop, Router.
  */
 import type { AgentDefinition } from "../agents/agent.ts";
-import { FlowdError } from "../errors.ts";
+import { Errors } from "../errors.ts";
 
 /** What every step receives. */
 export interface StepInput {
@@ -99,13 +99,13 @@ export interface WorkflowDefinition {
 
 function requireName(kind: string, name: unknown): string {
   if (typeof name !== "string" || name.trim() === "") {
-    throw new FlowdError("INVALID_WORKFLOW", `${kind} needs a non-empty "name".`);
+    throw Errors.invalidWorkflow(`${kind} needs a non-empty "name".`);
   }
   return name;
 }
 
 function requireNodes(owner: string, steps: unknown): readonly WorkflowNode[] {
-  if (!Array.isArray(steps)) throw new FlowdError("INVALID_WORKFLOW", `${owner}: "steps" must be an array of steps.`);
+  if (!Array.isArray(steps)) throw Errors.invalidWorkflow(`${owner}: "steps" must be an array of steps.`);
   return steps as readonly WorkflowNode[];
 }
 
@@ -115,14 +115,14 @@ export function Step(options: { name: string; executor: StepExecutor } | { name:
   const executor = "executor" in options ? options.executor : undefined;
   const agent = "agent" in options ? options.agent : undefined;
   if ((executor === undefined) === (agent === undefined)) {
-    throw new FlowdError("INVALID_WORKFLOW", `Step "${name}" needs exactly one of "executor" (a function) or "agent" (made with Agent()).`);
+    throw Errors.invalidWorkflow(`Step "${name}" needs exactly one of "executor" (a function) or "agent" (made with Agent()).`);
   }
   if (agent !== undefined) {
-    if (agent?.kind !== "agent") throw new FlowdError("INVALID_WORKFLOW", `Step "${name}": "agent" must be made with Agent({...}).`);
+    if (agent?.kind !== "agent") throw Errors.invalidWorkflow(`Step "${name}": "agent" must be made with Agent({...}).`);
     return { kind: "step", name, agent };
   }
   if (typeof executor !== "function") {
-    throw new FlowdError("INVALID_WORKFLOW", `Step "${name}": "executor" must be a function.`);
+    throw Errors.invalidWorkflow(`Step "${name}": "executor" must be a function.`);
   }
   return { kind: "step", name, executor };
 }
@@ -167,7 +167,7 @@ export function Loop(options: {
   const name = requireName("Loop", options.name);
   const maxIterations = options.maxIterations ?? 3;
   if (!Number.isInteger(maxIterations) || maxIterations < 1) {
-    throw new FlowdError("INVALID_WORKFLOW", `Loop "${name}": maxIterations must be a whole number of at least 1.`);
+    throw Errors.invalidWorkflow(`Loop "${name}": maxIterations must be a whole number of at least 1.`);
   }
   return {
     kind: "loop",
@@ -187,7 +187,7 @@ export function Router(options: {
   const name = requireName("Router", options.name);
   const choices = requireNodes(`Router "${name}" choices`, options.choices);
   if (typeof options.selector !== "function") {
-    throw new FlowdError("INVALID_WORKFLOW", `Router "${name}" needs a "selector" function.`);
+    throw Errors.invalidWorkflow(`Router "${name}" needs a "selector" function.`);
   }
   return { kind: "router", name, choices, selector: options.selector };
 }
@@ -201,13 +201,11 @@ export function Workflow(options: {
 }): WorkflowDefinition {
   const id = requireName("Workflow id", options.id);
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
-    throw new FlowdError(
-      "INVALID_WORKFLOW",
-      `Workflow id "${id}" may only contain letters, digits, ".", "_" and "-" (it appears in URLs).`,
+    throw Errors.invalidWorkflow(`Workflow id "${id}" may only contain letters, digits, ".", "_" and "-" (it appears in URLs).`,
     );
   }
   const steps = requireNodes(`Workflow "${id}"`, options.steps);
-  if (steps.length === 0) throw new FlowdError("INVALID_WORKFLOW", `Workflow "${id}" has no steps.`);
+  if (steps.length === 0) throw Errors.invalidWorkflow(`Workflow "${id}" has no steps.`);
   return { kind: "workflow", id, name: options.name ?? id, description: options.description ?? "", steps };
 }
 

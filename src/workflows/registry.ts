@@ -1,4 +1,4 @@
-import { FlowdError } from "../errors.ts";
+import { Errors } from "../errors.ts";
 import type { WorkflowDefinition } from "./definition.ts";
 
 /** The workflows a server runs, by id. Ids are unique: a duplicate is a start-up error naming both. */
@@ -8,17 +8,12 @@ export class WorkflowRegistry {
   constructor(workflows: readonly WorkflowDefinition[]) {
     for (const workflow of workflows) {
       if (workflow?.kind !== "workflow") {
-        throw new FlowdError(
-          "INVALID_WORKFLOW",
-          `Expected workflows made with Workflow({ id, name, steps }), got ${JSON.stringify(workflow) ?? String(workflow)}.`,
+        throw Errors.invalidWorkflow(`Expected workflows made with Workflow({ id, name, steps }), got ${JSON.stringify(workflow) ?? String(workflow)}.`,
         );
       }
       const existing = this.byId.get(workflow.id);
       if (existing) {
-        throw new FlowdError(
-          "DUPLICATE_WORKFLOW",
-          `Duplicate workflow id "${workflow.id}": both "${existing.name}" and "${workflow.name}" use it. Give each workflow its own id.`,
-        );
+        throw Errors.duplicateWorkflow(workflow.id, existing.name, workflow.name);
       }
       this.byId.set(workflow.id, workflow);
     }
@@ -29,7 +24,7 @@ export class WorkflowRegistry {
     const workflow = this.byId.get(id);
     if (!workflow) {
       const known = [...this.byId.keys()].join(", ") || "none";
-      throw new FlowdError("WORKFLOW_NOT_FOUND", `Workflow ${id} not found. Available workflows: ${known}.`);
+      throw Errors.workflowNotFound(id, known);
     }
     return workflow;
   }

@@ -2,8 +2,8 @@ import type { Socket } from "node:net";
 import cors from "@fastify/cors";
 import formBody from "@fastify/formbody";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
-import { FlowdError } from "../../errors.ts";
-import { nestsDeeperThan, tooDeepMessage } from "../../protocol/json-depth.ts";
+import { Errors, FlowdError } from "../../errors.ts";
+import { nestsDeeperThan } from "../../protocol/json-depth.ts";
 import type { TransportDeps, TransportShared } from "../server.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
@@ -20,26 +20,23 @@ export interface HttpDeps extends TransportDeps, TransportShared {}
 function clientError(error: FastifyError, maxBodyBytes: number): FlowdError | null {
   switch (error.code) {
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return new FlowdError(
-        "UNSUPPORTED_MEDIA_TYPE",
-        "Unsupported Content-Type: send JSON (application/json) or a form (application/x-www-form-urlencoded).",
-      );
+      return Errors.unsupportedMediaType();
     case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return new FlowdError("BODY_TOO_LARGE", `Request body is larger than ${maxBodyBytes} bytes (FLOWD_MAX_INPUT_BYTES).`);
+      return Errors.bodyTooLarge(maxBodyBytes);
     case "FST_ERR_CTP_INVALID_JSON_BODY":
-      return new FlowdError("INVALID_JSON", `Request body is not valid JSON (${error.message}).`);
+      return Errors.invalidJsonBody(error.message);
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return new FlowdError("INVALID_JSON", "Content-Type is application/json but the body is empty: send a JSON object, or no Content-Type.");
+      return Errors.emptyJsonBody();
     case "FST_ERR_BAD_URL":
-      return new FlowdError("INVALID_URL", "The URL is not valid: a path part has a bad %-escape. Escape ids with encodeURIComponent.");
+      return Errors.invalidUrl();
     case "FST_ERR_MAX_PARAM_LENGTH":
-      return new FlowdError("URI_TOO_LONG", `A path part is longer than ${MAX_PARAM_LENGTH} characters; ids are at most 256.`);
+      return Errors.uriTooLong(MAX_PARAM_LENGTH);
     default:
       if (error.statusCode === 400 && error instanceof SyntaxError) {
-        return new FlowdError("INVALID_JSON", `Request body is not valid JSON (${error.message}).`);
+        return Errors.invalidJsonBody(error.message);
       }
       return error.statusCode !== undefined && error.statusCode < 500
-        ? new FlowdError("INVALID_REQUEST", error.message)
+        ? Errors.invalidRequest(error.message)
         : null;
   }
 }
@@ -93,7 +90,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     },
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, _request, reply) => {
-      const known = clientError(error, config.maxInputBytes) ?? new FlowdError("INVALID_REQUEST", error.message);
+      const known = clientError(error, config.maxInputBytes) ?? Errors.invalidRequest(error.message);
       void sendError(reply, known);
     },
   });
@@ -123,7 +120,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     if (token === null) {
       return sendError(
         reply,
-        new FlowdError("AUTH_REQUIRED", "Missing bearer token: send the header Authorization: Bearer <FLOWD_SECURITY_KEY>."),
+        Errors.authRequired(),
       );
     }
     const outcome = deps.auth.check(token, request.socket.remoteAddress);
@@ -133,7 +130,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   // Every JSON body, whatever the route, is bounded in depth where it is parsed.
   app.addHook("preValidation", async (request) => {
     if (nestsDeeperThan(request.body, config.maxInputDepth)) {
-      throw new FlowdError("INPUT_TOO_DEEP", tooDeepMessage("The request body", config.maxInputDepth));
+      throw Errors.inputTooDeep("The request body", config.maxInputDepth);
     }
   });
 

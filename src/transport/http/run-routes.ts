@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { FlowdError } from "../../errors.ts";
+import { Errors } from "../../errors.ts";
 import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { isFinished } from "../../protocol/run-status.ts";
@@ -13,14 +13,14 @@ type RunParams = { Params: { workflowId: string; runId: string } };
 
 function findRun(deps: HttpDeps, runId: string): RunRow {
   const run = deps.runStore.get(runId);
-  if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+  if (!run) throw Errors.runNotFound(runId);
   return run;
 }
 
 function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): RunRow {
   const run = findRun(deps, runId);
   if (run.workflowId !== workflowId) {
-    throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} is not a run of workflow ${workflowId} (it belongs to ${run.workflowId}).`);
+    throw Errors.runOfOtherWorkflow(runId, workflowId, run.workflowId);
   }
   return run;
 }
@@ -69,7 +69,7 @@ function resumePoint(request: FastifyRequest, after: number | undefined): number
   const header = request.headers["last-event-id"];
   if (typeof header === "string" && header.trim() !== "") {
     if (!/^\s*-?\d+\s*$/.test(header)) {
-      throw new FlowdError("INVALID_REQUEST", `Last-Event-ID must be an event index (an integer); got "${header}".`);
+      throw Errors.invalidLastEventId(header);
     }
     return Math.max(-1, Number(header));
   }

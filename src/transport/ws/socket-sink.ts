@@ -1,6 +1,6 @@
 import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
-import type { FlowdError } from "../../errors.ts";
+import { Errors, type FlowdError } from "../../errors.ts";
 import type { EventBatch } from "../../protocol/run-events.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import { encodeTextFrame } from "../../protocol/ws-frame.ts";
@@ -16,7 +16,7 @@ export const STALLED_CLOSE_CODE = 1013;
  */
 export function tcpSocketOf(socket: WebSocket): Socket {
   const tcp = (socket as unknown as { _socket?: Socket })._socket;
-  if (!tcp) throw new Error("flowd needs an open WebSocket (ws exposes its TCP socket as _socket)");
+  if (!tcp) throw Errors.broken("ws no longer exposes an open WebSocket's TCP socket as _socket");
   return tcp;
 }
 

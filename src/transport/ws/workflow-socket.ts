@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
 import type { RawData, WebSocket } from "ws";
 import type { Engine } from "../../engine/engine.ts";
-import { FlowdError, errorMessage } from "../../errors.ts";
-import { parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
+import { errorMessage, Errors, FlowdError } from "../../errors.ts";
+import { CLIENT_ACTION_NAMES, parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
@@ -113,13 +113,13 @@ export class WorkflowSocket implements OutboundOwner {
 
   private onMessage(data: RawData, isBinary: boolean): void {
     if (isBinary) {
-      this.send({ event: "error", error: "Binary frames are not supported; send JSON text frames.", code: "INVALID_MESSAGE" });
+      this.sendError(Errors.binaryFrame());
       return;
     }
     const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data as ArrayBuffer).toString("utf8");
     const parsed = parseClientAction(text, this.deps.maxInputDepth);
     if (!parsed.ok) {
-      this.send({ event: "error", error: parsed.error, code: parsed.code });
+      this.sendError(parsed.error);
       return;
     }
     try {
@@ -167,7 +167,7 @@ export class WorkflowSocket implements OutboundOwner {
       }
       default: {
         const unreachable: never = msg;
-        throw new FlowdError("UNKNOWN_ACTION", `Unknown action: ${JSON.stringify(unreachable)}`);
+        throw Errors.unknownAction(JSON.stringify(unreachable), CLIENT_ACTION_NAMES);
       }
     }
   }
@@ -204,7 +204,7 @@ export class WorkflowSocket implements OutboundOwner {
    */
   private reconnect(runId: string, lastEventIndex: number): void {
     const run = this.deps.runStore.get(runId);
-    if (!run) throw new FlowdError("RUN_NOT_FOUND", `Run ${runId} not found`);
+    if (!run) throw Errors.runNotFound(runId);
     const eventCount = run.lastEventIndex + 1;
     if (isFinished(run.status)) {
       this.send({
