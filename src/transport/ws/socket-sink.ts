@@ -34,7 +34,9 @@ export function frameBytes(frame: ServerFrame): Buffer {
  * safe because ws writes its own frames (pongs, close) to the same socket synchronously
  * and in call order when it does not compress (the server turns permessage-deflate off),
  * so frames never interleave, and it queues nothing of its own (what is unsent is the
- * socket's write buffer, which is what backpressure watches).
+ * socket's write buffer, which is what backpressure watches). `ws` is pinned to the minor
+ * version test/protocol/ws-sender-guard.test.ts checked these assumptions against; that
+ * test fails if an upgrade frames differently, queues, or writes out of call order.
  */
 export class SocketSink implements FeedSink {
   private drainWaiters: (() => void)[] = [];
