@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { seedDatabase } from "../test/helpers/seed-db.ts";
+import { seedDatabase } from "../testkit/seed-db.ts";
 
 const FLOWD = fileURLToPath(new URL("../bin/flowd.js", import.meta.url));
 const FIXTURES = fileURLToPath(new URL("../test/fixtures/workflows.ts", import.meta.url));

@@ -14,8 +14,8 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ROWS_PER_INSERT } from "../src/store/batch-writer.ts";
-import { seedDatabase } from "../test/helpers/seed-db.ts";
-import { startServerProcess } from "../test/helpers/server-process.ts";
+import { seedDatabase } from "../testkit/seed-db.ts";
+import { startServerProcess } from "../testkit/server-process.ts";
 import {
   BENCH_WORKFLOWS,
   bestInTurn,

@@ -1,7 +1,7 @@
 /** Workflows for the benchmarks: they emit events as fast as the engine takes them, or at a set rate. */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Step, Workflow } from "../src/workflows/definition.ts";
-import { setting } from "../test/helpers/additional-data.ts";
+import { setting } from "../testkit/additional-data.ts";
 
 
 /** `emit`: `count` RunContent events of `bytes` characters, no sleeping (after an optional `startDelayMs`). */

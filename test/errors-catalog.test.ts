@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ERROR_CODES, Errors, FlowdError } from "../src/errors.ts";
-import { REPO_ROOT } from "./helpers/server-process.ts";
+import { REPO_ROOT } from "../testkit/server-process.ts";
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "./helpers/server.ts";
-import { REPO_ROOT, runNode, startServerProcess, type ServerProcess } from "./helpers/server-process.ts";
+import { REPO_ROOT, runNode, startServerProcess, type ServerProcess } from "../testkit/server-process.ts";
 import { TestClient } from "./helpers/ws-client.ts";
 
 let temp: ReturnType<typeof tempDir>;

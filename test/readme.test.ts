@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ERROR_CODES } from "../src/errors.ts";
-import { REPO_ROOT } from "./helpers/server-process.ts";
+import { REPO_ROOT } from "../testkit/server-process.ts";
 
 const README = readFileSync(`${REPO_ROOT}README.md`, "utf8");
 

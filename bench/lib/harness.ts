@@ -11,7 +11,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { encodeTextFrame } from "../../src/protocol/ws-frame.ts";
 import { ROWS_PER_INSERT } from "../../src/store/batch-writer.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
-import { startServerProcess, type ServerProcess } from "../../test/helpers/server-process.ts";
+import { startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 
 const WORKER = fileURLToPath(new URL("./client-worker.ts", import.meta.url));
 const TSX = fileURLToPath(new URL("../../node_modules/tsx/dist/cli.mjs", import.meta.url));

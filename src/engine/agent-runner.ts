@@ -6,7 +6,7 @@ import { errorMessage } from "../errors.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
 import type { StepInput } from "../workflows/definition.ts";
 import { toJsonSafe } from "./json-safe.ts";
-import type { RunContext } from "./step-runner.ts";
+import type { RunContext } from "./run-context.ts";
 
 function elapsed(since: number): number {
   return Math.round((performance.now() - since) * 1000) / 1000;

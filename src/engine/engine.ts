@@ -12,7 +12,8 @@ import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { RunInterrupted, StepFailed } from "./interruption.ts";
 import { toJsonSafe } from "./json-safe.ts";
-import { runSequence, type RunContext } from "./step-runner.ts";
+import type { RunContext } from "./run-context.ts";
+import { runSequence } from "./step-runner.ts";
 
 /** What a client gives to start a run. */
 export interface StartRunRequest {

@@ -1,8 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { errorMessage, Errors } from "../errors.ts";
-import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
-import type { ModelProvider } from "../agents/model-provider.ts";
-import type { Checkpoint } from "../store/event-log.ts";
+import type { StepLocation } from "../protocol/run-events.ts";
 import type {
   ConditionNode,
   LoopNode,
@@ -16,30 +14,7 @@ import type {
 import { runAgentStep } from "./agent-runner.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import { RunInterrupted, StepFailed } from "./interruption.ts";
-
-/** What the step runner needs from the run it executes. */
-export interface RunContext {
-  readonly runId: string;
-  readonly sessionId: string;
-  readonly message: string;
-  readonly additionalData: unknown;
-  /** 1 for a fresh run, 2 after the first resume, … */
-  readonly attempt: number;
-  /** Aborted to stop the run at its next content boundary (cancel, or a shutdown that ran out of patience). */
-  readonly signal: AbortSignal;
-  /** True while the server drains: the run stops at its next step boundary. */
-  isDraining(): boolean;
-  /** Outputs of completed steps by name; the runner fills it. */
-  readonly outputs: Record<string, unknown>;
-  /** Checkpoints of an earlier attempt, by path: those nodes are not run again. */
-  readonly restored: ReadonlyMap<string, unknown>;
-  /** The model each agent step talks to. */
-  readonly models: ModelProvider;
-  /** Appends an event to the run's log, with the checkpoint it completes, if any. */
-  emit(body: RunEventBody, checkpoint?: Checkpoint): void;
-  /** A promise to await when the run has had its share of this turn (see EventLog.yieldTurn), else null. */
-  breathe(): Promise<void> | null;
-}
+import type { RunContext } from "./run-context.ts";
 
 /** Between steps: stop if the run was cancelled or the server is draining. */
 function stepBoundary(ctx: RunContext): void {

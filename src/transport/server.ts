@@ -1,19 +1,11 @@
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
-import type { Logger } from "pino";
 import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
-import type { FlowdConfig } from "../config.ts";
-import type { Engine } from "../engine/engine.ts";
-import type { FlowdError } from "../errors.ts";
-import type { EventLog } from "../store/event-log.ts";
-import type { RunStore } from "../store/run-store.ts";
-import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { AccessPolicy } from "./access.ts";
 import { AuthGuard } from "./auth.ts";
 import { createHttpApp } from "./http/app.ts";
-import type { SseStreams } from "./http/sse-stream.ts";
-import { Outbounds, type OutboundLimits } from "./outbound.ts";
-import type { FeedOptions } from "./run-feed.ts";
+import type { TransportDeps, TransportShared } from "./deps.ts";
+import { Outbounds } from "./outbound.ts";
 import { WorkflowSocket } from "./ws/workflow-socket.ts";
 
 /** The WebSocket path of the AgentOS workflow protocol. */
@@ -27,28 +19,6 @@ const CLOSING_WAIT_STALL_TIMEOUTS = 10;
 
 /** How often a refused connection is logged at most (a flood of them would flood the log). */
 const DROP_LOG_INTERVAL_MS = 10_000;
-
-/** What the transports need. */
-export interface TransportDeps {
-  engine: Engine;
-  runStore: RunStore;
-  eventLog: EventLog;
-  workflows: WorkflowRegistry;
-  config: FlowdConfig;
-  logger: Logger;
-  /** How subscribers are fed (page size, stall timeout) and what a connection may hold unsent. */
-  feed: FeedOptions & OutboundLimits;
-  /** Why the server cannot store events now (for `/health`), or null while it can. */
-  storageProblem: () => FlowdError | null;
-}
-
-/** What the HTTP and WebSocket sides share: who may call, and the open connections' outbounds. */
-export interface TransportShared {
-  access: AccessPolicy;
-  auth: AuthGuard;
-  outbounds: Outbounds;
-  sseStreams: SseStreams;
-}
 
 /** HTTP and WebSocket on one port. */
 export interface Transport {

@@ -3,7 +3,7 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeOpenAI, textAnswer } from "../helpers/fake-openai.ts";
 import { range, tempDir } from "../helpers/server.ts";
-import { REPO_ROOT, startServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, startServerProcess } from "../../testkit/server-process.ts";
 import { TestClient } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { range, tempDir, waitFor } from "../helpers/server.ts";
-import { REPO_ROOT, runFlowd, startServerProcess, type ServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, runFlowd, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { range, storedIndices, tempDir } from "../helpers/server.ts";
-import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, runFlowd, startServerProcess } from "../../testkit/server-process.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 
 let temp: ReturnType<typeof tempDir>;

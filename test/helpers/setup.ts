@@ -1,5 +1,5 @@
 import { afterAll } from "vitest";
-import { killLeftoverChildren } from "./server-process.ts";
+import { killLeftoverChildren } from "../../testkit/server-process.ts";
 
 // Runs after each test file: no server process outlives the file that started it.
 afterAll(() => killLeftoverChildren());

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { range, startServer, tempDir } from "../helpers/server.ts";
-import { REPO_ROOT, startServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, startServerProcess } from "../../testkit/server-process.ts";
 import { TestClient, indicesOf, isTerminal, type Frame } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");

@@ -2,8 +2,8 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { range, storedIndices, tempDir, waitFor } from "../helpers/server.ts";
-import { seedDatabase, type SeededRuns } from "../helpers/seed-db.ts";
-import { REPO_ROOT, startServerProcess, type ServerProcess } from "../helpers/server-process.ts";
+import { seedDatabase, type SeededRuns } from "../../testkit/seed-db.ts";
+import { REPO_ROOT, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { freshDatabaseEachTest, range, storedIndices, waitFor } from "../helpers/server.ts";
-import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, runFlowd, startServerProcess } from "../../testkit/server-process.ts";
 import { SseParser } from "../../src/protocol/sse.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 

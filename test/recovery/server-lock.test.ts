@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { freshDatabaseEachTest, waitFor } from "../helpers/server.ts";
-import { REPO_ROOT, runFlowd, startServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, runFlowd, startServerProcess } from "../../testkit/server-process.ts";
 import { TestClient } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");

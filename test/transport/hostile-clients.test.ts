@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startServer, tempDir, waitFor, type TestServer } from "../helpers/server.ts";
-import { REPO_ROOT, startServerProcess, type ServerProcess } from "../helpers/server-process.ts";
+import { REPO_ROOT, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 import { TestClient } from "../helpers/ws-client.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");

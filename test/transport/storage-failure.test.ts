@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SseParser } from "../../src/protocol/sse.ts";
 import { openDb } from "../../src/store/db.ts";
-import { runFlowd } from "../helpers/server-process.ts";
+import { runFlowd } from "../../testkit/server-process.ts";
 import { startServer, tempDir, waitFor, type TestServer } from "../helpers/server.ts";
 import { TestClient } from "../helpers/ws-client.ts";
 

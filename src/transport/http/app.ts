@@ -4,7 +4,7 @@ import formBody from "@fastify/formbody";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import { Errors, FlowdError } from "../../errors.ts";
 import { nestsDeeperThan } from "../../protocol/json-depth.ts";
-import type { TransportDeps, TransportShared } from "../server.ts";
+import type { TransportDeps, TransportShared } from "../deps.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 

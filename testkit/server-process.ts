@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 /** The repository root, where `bin/flowd.js` lives. */
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const FLOWD_BIN = fileURLToPath(new URL("../../bin/flowd.js", import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
+const FLOWD_BIN = fileURLToPath(new URL("../bin/flowd.js", import.meta.url));
 
 /** A `flowd` command run as a real child process. */
 export interface FlowdProcess {

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { openDb } from "../../src/store/db.ts";
+import { openDb } from "../src/store/db.ts";
 
 /** The shape of a database to fill for recovery tests and benchmarks. */
 export interface SeedPlan {

@@ -1,0 +1,34 @@
+import type { Logger } from "pino";
+import type { FlowdConfig } from "../config.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { FlowdError } from "../errors.ts";
+import type { EventLog } from "../store/event-log.ts";
+import type { RunStore } from "../store/run-store.ts";
+import type { WorkflowRegistry } from "../workflows/registry.ts";
+import type { AccessPolicy } from "./access.ts";
+import type { AuthGuard } from "./auth.ts";
+import type { SseStreams } from "./http/sse-stream.ts";
+import type { OutboundLimits, Outbounds } from "./outbound.ts";
+import type { FeedOptions } from "./run-feed.ts";
+
+/** What the transports need. */
+export interface TransportDeps {
+  engine: Engine;
+  runStore: RunStore;
+  eventLog: EventLog;
+  workflows: WorkflowRegistry;
+  config: FlowdConfig;
+  logger: Logger;
+  /** How subscribers are fed (page size, stall timeout) and what a connection may hold unsent. */
+  feed: FeedOptions & OutboundLimits;
+  /** Why the server cannot store events now (for `/health`), or null while it can. */
+  storageProblem: () => FlowdError | null;
+}
+
+/** What the HTTP and WebSocket sides share: who may call, and the open connections' outbounds. */
+export interface TransportShared {
+  access: AccessPolicy;
+  auth: AuthGuard;
+  outbounds: Outbounds;
+  sseStreams: SseStreams;
+}
