@@ -60,9 +60,9 @@ function isLoopback(address: string): boolean {
 /** Unsent bytes above which a subscriber leaves live delivery and reads the log at its own pace (I6). */
 export const SUBSCRIBER_HIGH_WATER_BYTES = 1024 * 1024;
 /**
- * Events per page when a subscriber catches up from the log (~330 KB of frames). Each page
- * costs a turn of the event loop and a write, so bigger pages catch up faster (B4: 250
- * events 420k/s, 500 475k/s, 1,000 515k/s, 2,000 525k/s) for more memory per subscriber.
+ * Events per page when a subscriber catches up from the log (a page also ends at ~512 KB).
+ * Each page costs a turn of the event loop and a write, so bigger pages catch up faster,
+ * for more memory per subscriber (bench/README.md has the measurements).
  */
 const FEED_PAGE_SIZE = 1000;
 

@@ -27,7 +27,7 @@ export interface NewRun {
   additionalData: unknown;
 }
 
-/** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read ~25% faster (catch-up reads many). */
+/** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
 type EventRow = [index: number, event: RunEventName, payload: string];
 
 /**
@@ -360,10 +360,9 @@ export class EventLog {
 
   /**
    * At most `limit` events after `afterIndex`, and about `maxChars` of them: one page of
-   * a catch-up, or null if there are none. (Keeping recent full pages for other subscribers at the same place made
-   * 50 simultaneous catch-ups of one run 25% faster, but kept even for one turn, pages
-   * outlived V8's young generation: a stalled subscriber catching up on 1M events grew
-   * the server by 50 MB more.)
+   * a catch-up, or null if there are none. Pages are not kept for other subscribers at
+   * the same place: kept even for one turn, they outlive V8's young generation, and a
+   * stalled subscriber's catch-up then grows the server (bench/README.md, B8).
    */
   readPage(runId: string, afterIndex: number, limit: number, maxChars = PAGE_MAX_CHARS): LogPage | null {
     // A run whose row is not committed yet has no events to read (a start follows its new run at once).

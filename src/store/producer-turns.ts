@@ -18,8 +18,8 @@ const WATCHED_SLICE_EVENTS = 300;
 /**
  * While runs are being started (one was created in the last STARTING_WINDOW_MS), a slice
  * ends at this many writes instead. A burst of starts then waits behind commits of a few
- * dozen events (~0.1 ms) rather than of WATCHED_SLICE_EVENTS (~1.4 ms with their delivery),
- * so each start's first event leaves sooner; once the burst is over, slices grow back.
+ * dozen events rather than of WATCHED_SLICE_EVENTS (with their delivery), so each
+ * start's first event leaves sooner; once the burst is over, slices grow back.
  */
 const STARTING_SLICE_EVENTS = 32;
 const STARTING_WINDOW_MS = 1;

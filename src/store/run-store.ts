@@ -17,7 +17,7 @@ export interface RunFilter {
  * (in the group commit of the run's first event) and advanced only by its events.
  */
 export class RunStore {
-  // Every reconnect and run request looks a run up: compiled once, not per call (~0.4 ms saved each).
+  // Every reconnect and run request looks a run up: compiled once, not on every call.
   private readonly selectRun;
 
   constructor(private readonly db: Db) {
