@@ -4,7 +4,7 @@ import { Errors } from "../errors.ts";
 import { toRunJson, type RunJson } from "../protocol/run-json.ts";
 import { RUN_STATUSES, type RunStatus } from "../protocol/run-status.ts";
 import { openDb, type Db } from "../store/db.ts";
-import { EventLog } from "../store/event-log.ts";
+import { EventReader } from "../store/event-reader.ts";
 import { RunStore } from "../store/run-store.ts";
 import { callServer } from "./api-client.ts";
 import { followRun } from "./follow.ts";
@@ -36,14 +36,6 @@ function findRun(db: Db, runId: string): RunJson {
   const run = new RunStore(db).get(runId);
   if (!run) throw Errors.runNotFound(runId, db.path);
   return toRunJson(run);
-}
-
-interface StepTiming {
-  step_path: string;
-  step_name: string;
-  outcome: string;
-  duration_ms: number;
-  started: string;
 }
 
 function print(line: string): void {
@@ -98,11 +90,7 @@ export function runsCommand(): Command {
     .action((runId: string, flags: { db?: string; json?: boolean }) => {
       const { run, steps } = withDb(flags.db, (db) => ({
         run: findRun(db, runId),
-        steps: db.sqlite
-          .prepare<[string], StepTiming>(
-            "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = ? ORDER BY event_index",
-          )
-          .all(runId),
+        steps: new EventReader(db.sqlite).stepTimings(runId),
       }));
       if (flags.json) return print(JSON.stringify({ ...run, steps }, null, 2));
       print(`run        ${run.run_id}`);
@@ -135,8 +123,7 @@ export function runsCommand(): Command {
       if (!flags.follow) {
         withDb(flags.db, (db) => {
           findRun(db, runId);
-          const log = new EventLog(db, () => {});
-          for (const event of log.readAfter(runId, flags.after)) {
+          for (const event of new EventReader(db.sqlite).readAfter(runId, flags.after)) {
             if (flags.json) print(event.frame);
             else printFrame(JSON.parse(event.frame) as Record<string, unknown>);
           }

@@ -1,20 +1,14 @@
-import type { Statement } from "better-sqlite3";
 import { errorMessage, Errors, FlowdError } from "../errors.ts";
-import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody, type RunEventName } from "../protocol/run-events.ts";
+import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type EventListener, type FailureListener } from "./notifier.ts";
 import { BatchWriter, type Checkpoint, type PendingWrite } from "./batch-writer.ts";
+import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
 
-export type { Checkpoint };
-
-/** A page read from the log: its events, and whether it ended because it was full (more may follow). */
-export interface LogPage {
-  batch: EventBatch;
-  full: boolean;
-}
+export type { Checkpoint, LogPage };
 
 /** What creating a run needs. */
 export interface NewRun {
@@ -26,9 +20,6 @@ export interface NewRun {
   input: string;
   additionalData: unknown;
 }
-
-/** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
-type EventRow = [index: number, event: RunEventName, payload: string];
 
 /**
  * SQLite's answers that say the database itself refuses writes (locked, full, read-only,
@@ -69,11 +60,6 @@ const MAX_COMMIT_DELAY_MS = 2;
 /** Events per batch when `follow` hands over what was committed since a subscriber's last page. */
 const FOLLOW_BACKLOG_BATCH = 500;
 
-/** Characters of payload after which a page read from the log ends (~512 KB; always at least one event). */
-export const PAGE_MAX_CHARS = 512 * 1024;
-/** Events read in a page's first step, before their size is known. */
-const PAGE_FIRST_STEP = 32;
-
 /** Largest batch: a producer that outruns the disk cannot make a batch (or its memory) grow without bound. */
 export const MAX_BATCH = 4000;
 
@@ -96,8 +82,8 @@ export const MAX_BATCH = 4000;
 export class EventLog {
   readonly notifier: Notifier;
   private readonly writer: BatchWriter;
-  private readonly selectAfter: Statement<[string, number], EventRow>;
-  private readonly selectPage: Statement<[string, number, number], EventRow>;
+  /** Reads the log (the same reads the CLI and other read-only users make). */
+  readonly reader: EventReader;
   /**
    * Unfinished runs that no longer progress in this process (their events could not be
    * stored, or nothing here runs them), with what their followers are told.
@@ -133,14 +119,7 @@ export class EventLog {
     const { sqlite } = db;
     this.notifier = new Notifier(onListenerError);
     this.writer = new BatchWriter(sqlite);
-    this.selectAfter = sqlite
-      .prepare<[string, number], EventRow>("SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index")
-      .raw(true);
-    this.selectPage = sqlite
-      .prepare<[string, number, number], EventRow>(
-        "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
-      )
-      .raw(true);
+    this.reader = new EventReader(sqlite);
   }
 
   /**
@@ -352,42 +331,15 @@ export class EventLog {
   }
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
-  *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
-    for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
-      yield new CommittedEvent(runId, index, event, payload);
-    }
+  readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
+    return this.reader.readAfter(runId, afterIndex);
   }
 
-  /**
-   * At most `limit` events after `afterIndex`, and about `maxChars` of them: one page of
-   * a catch-up, or null if there are none. Pages are not kept for other subscribers at
-   * the same place: kept even for one turn, they outlive V8's young generation, and a
-   * stalled subscriber's catch-up then grows the server (bench/README.md, B8).
-   */
-  readPage(runId: string, afterIndex: number, limit: number, maxChars = PAGE_MAX_CHARS): LogPage | null {
+  /** A page of the run's events after `afterIndex` (see EventReader.readPage). */
+  readPage(runId: string, afterIndex: number, limit: number): LogPage | null {
     // A run whose row is not committed yet has no events to read (a start follows its new run at once).
     if (this.pendingRuns.has(runId)) return null;
-    // Bounded in size as well as in count, so that large events cannot make one page (and
-    // the write it becomes) hold megabytes: read in steps, each sized by the events read so
-    // far, and end after the event that passes `maxChars`. (Whole steps with .all() read
-    // much faster than row by row with .iterate().)
-    const events: CommittedEvent[] = [];
-    let chars = 0;
-    let after = afterIndex;
-    let step = Math.min(limit, PAGE_FIRST_STEP);
-    while (step > 0) {
-      const rows = this.selectPage.all(runId, after, step);
-      for (const [index, event, payload] of rows) {
-        events.push(new CommittedEvent(runId, index, event, payload));
-        chars += payload.length;
-        if (chars >= maxChars) return { batch: new EventBatch(events), full: true };
-      }
-      if (rows.length < step) break;
-      after = events[events.length - 1]!.index;
-      const average = chars / events.length;
-      step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / average));
-    }
-    return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit };
+    return this.reader.readPage(runId, afterIndex, limit);
   }
 
   /**

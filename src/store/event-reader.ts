@@ -1,0 +1,92 @@
+import type { Database, Statement } from "better-sqlite3";
+import { CommittedEvent, EventBatch, type RunEventName } from "../protocol/run-events.ts";
+
+/** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
+type EventRow = [index: number, event: RunEventName, payload: string];
+
+/** A page read from the log: its events, and whether it ended because it was full (more may follow). */
+export interface LogPage {
+  batch: EventBatch;
+  full: boolean;
+}
+
+/** A step's timing, as the `step_timings` view has it. */
+export interface StepTiming {
+  step_path: string;
+  step_name: string;
+  outcome: string;
+  duration_ms: number;
+  started: string;
+}
+
+/** Characters of payload after which a page read from the log ends (~512 KB; always at least one event). */
+export const PAGE_MAX_CHARS = 512 * 1024;
+/** Events read in a page's first step, before their size is known. */
+const PAGE_FIRST_STEP = 32;
+
+/**
+ * The read side of the run log: ranges of a run's events and its step timings, on any
+ * connection, read-only ones included. The server's EventLog reads through one; the CLI
+ * uses one on its own, without the writer.
+ */
+export class EventReader {
+  private readonly selectAfter: Statement<[string, number], EventRow>;
+  private readonly selectPage: Statement<[string, number, number], EventRow>;
+  private readonly selectTimings: Statement<[string], StepTiming>;
+
+  constructor(sqlite: Database) {
+    this.selectAfter = sqlite
+      .prepare<[string, number], EventRow>("SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index")
+      .raw(true);
+    this.selectPage = sqlite
+      .prepare<[string, number, number], EventRow>(
+        "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
+      )
+      .raw(true);
+    this.selectTimings = sqlite.prepare<[string], StepTiming>(
+      "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = ? ORDER BY event_index",
+    );
+  }
+
+  /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
+  *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
+    for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
+      yield new CommittedEvent(runId, index, event, payload);
+    }
+  }
+
+  /**
+   * At most `limit` events after `afterIndex`, and about `maxChars` of them: one page of
+   * a catch-up, or null if there are none. Pages are not kept for other subscribers at
+   * the same place: kept even for one turn, they outlive V8's young generation, and a
+   * stalled subscriber's catch-up then grows the server (bench/README.md, B8).
+   */
+  readPage(runId: string, afterIndex: number, limit: number, maxChars = PAGE_MAX_CHARS): LogPage | null {
+    // Bounded in size as well as in count, so that large events cannot make one page (and
+    // the write it becomes) hold megabytes: read in steps, each sized by the events read so
+    // far, and end after the event that passes `maxChars`. (Whole steps with .all() read
+    // much faster than row by row with .iterate().)
+    const events: CommittedEvent[] = [];
+    let chars = 0;
+    let after = afterIndex;
+    let step = Math.min(limit, PAGE_FIRST_STEP);
+    while (step > 0) {
+      const rows = this.selectPage.all(runId, after, step);
+      for (const [index, event, payload] of rows) {
+        events.push(new CommittedEvent(runId, index, event, payload));
+        chars += payload.length;
+        if (chars >= maxChars) return { batch: new EventBatch(events), full: true };
+      }
+      if (rows.length < step) break;
+      after = events[events.length - 1]!.index;
+      const average = chars / events.length;
+      step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / average));
+    }
+    return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit };
+  }
+
+  /** How long each of the run's steps took, in the order they ended. */
+  stepTimings(runId: string): StepTiming[] {
+    return this.selectTimings.all(runId);
+  }
+}
