@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { v7 } from "uuid";
 
 /**
  * A UUID version 7 (RFC 9562): the first 48 bits are the Unix time in milliseconds, the
@@ -8,8 +8,5 @@ import { randomUUID } from "node:crypto";
  * also sort in creation order, which helps whoever reads the tables with plain SQL.
  */
 export function timeOrderedId(now: number = Date.now()): string {
-  const time = now.toString(16).padStart(12, "0");
-  // A v4 UUID's random bits, with the version digit (position 14) replaced and the variant kept.
-  const random = randomUUID();
-  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${random.slice(15)}`;
+  return v7({ msecs: now });
 }
