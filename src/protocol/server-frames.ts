@@ -1,6 +1,10 @@
 import type { ErrorCode } from "../errors.ts";
 import type { RunStatus } from "./run-status.ts";
 
+/** What a client is told when it asks to cancel a run (WebSocket `cancel_requested`, HTTP cancel answer). */
+export const CANCEL_REQUESTED_MESSAGE =
+  "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary (at once if no process is running it).";
+
 /** Control frames the server sends over the WebSocket (run events are sent as their stored frame). */
 export type ServerFrame =
   | { event: "connected"; message: string; requires_auth: boolean }

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
 import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
+import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import type { RunRow } from "../../store/schema.ts";
 import type { HttpDeps } from "./app.ts";
@@ -126,7 +127,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     deps.engine.cancel(run.runId);
     return {
       ...toRunJson(findRun(deps, run.runId)),
-      message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary (at once if no process is running it).",
+      message: CANCEL_REQUESTED_MESSAGE,
     };
   });
 

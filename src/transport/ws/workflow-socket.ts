@@ -4,7 +4,7 @@ import type { Engine } from "../../engine/engine.ts";
 import { errorMessage, Errors, FlowdError } from "../../errors.ts";
 import { CLIENT_ACTION_NAMES, parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
 import { isFinished } from "../../protocol/run-status.ts";
-import type { ServerFrame } from "../../protocol/server-frames.ts";
+import { CANCEL_REQUESTED_MESSAGE, type ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
 import type { RunStore } from "../../store/run-store.ts";
 import type { AuthGuard } from "../auth.ts";
@@ -161,7 +161,7 @@ export class WorkflowSocket implements OutboundOwner {
         this.send({
           event: "cancel_requested",
           run_id: run.runId,
-          message: "Cancel requested; the run ends with WorkflowCancelled at its next step or content boundary (at once if no process is running it).",
+          message: CANCEL_REQUESTED_MESSAGE,
         });
         return;
       }
