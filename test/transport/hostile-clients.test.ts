@@ -23,6 +23,17 @@ function stalledRequest(port: number, request: string): Socket {
   return socket;
 }
 
+/** Runs the test `ticker` workflow to its end (a `stream=false` start) and returns its id. */
+async function finishedTickerRun(url: string, settings: Record<string, number>): Promise<string> {
+  const start = await fetch(`${url}/workflows/ticker/runs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ stream: false, additional_data: settings }),
+  });
+  expect(start.status).toBe(200);
+  return ((await start.json()) as { run_id: string }).run_id;
+}
+
 interface Health {
   status: string;
   streaming_connections: number;
@@ -51,13 +62,7 @@ describe("a client that stops reading an SSE stream", () => {
 
   it("is cut off without harm: the server stays up and serves everyone else", async () => {
     // A large finished run: ~8 MB of events, more than the kernel's socket buffers hold.
-    const start = await fetch(`${server.url}/workflows/ticker/runs`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ stream: false, additional_data: { count: 20_000, burst: 50, pad: 400 } }),
-    });
-    expect(start.status).toBe(200);
-    const runId = ((await start.json()) as { run_id: string }).run_id;
+    const runId = await finishedTickerRun(server.url, { count: 20_000, burst: 50, pad: 400 });
 
     const readers = [
       stalledRequest(server.port, `GET /runs/${runId}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`),
@@ -145,12 +150,7 @@ describe("a WebSocket client that floods the server and never reads", () => {
 
   it("cannot make the server queue run events by reconnecting over and over without reading", async () => {
     // A finished run whose first catch-up page alone is ~130 KB.
-    const start = await fetch(`${t.url}/workflows/ticker/runs`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ stream: false, additional_data: { count: 200, pad: 4_000 } }),
-    });
-    const runId = ((await start.json()) as { run_id: string }).run_id;
+    const runId = await finishedTickerRun(t.url, { count: 200, pad: 4_000 });
     const { client } = await TestClient.connect(t.wsUrl);
     (client.socket as unknown as { _socket: Socket })._socket.pause();
     // 400 reconnects: ~52 MB of first pages if each were written whatever was already unsent.
@@ -177,12 +177,7 @@ describe("subscribers that stop reading a run of large events", () => {
 
   it("each hold about the high-water mark and one page, not pages of megabytes", async () => {
     // 200 events of ~100 KB: 20 MB, many times what the kernel's buffers take.
-    const start = await fetch(`${t.url}/workflows/ticker/runs`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ stream: false, additional_data: { count: 200, pad: 100_000 } }),
-    });
-    const runId = ((await start.json()) as { run_id: string }).run_id;
+    const runId = await finishedTickerRun(t.url, { count: 200, pad: 100_000 });
     const readers: TestClient[] = [];
     for (let i = 0; i < 5; i++) {
       const { client } = await TestClient.connect(t.wsUrl);
