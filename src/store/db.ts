@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import * as schema from "./schema.ts";
-import { errorMessage, Errors, FlowdError } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 import { ServerLock } from "./server-lock.ts";
 import { WalCheckpointer } from "./wal-checkpointer.ts";
 
@@ -68,6 +68,12 @@ const WAL_AUTOCHECKPOINT_PAGES = 4000;
 /** The same with a background checkpointer: only if it falls far behind (160 MB of WAL). */
 const WAL_AUTOCHECKPOINT_FALLBACK_PAGES = 40_000;
 
+/** SQLite's answers for a database this process cannot write. */
+function isReadOnlyError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && (code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") || code === "SQLITE_PERM");
+}
+
 /** A file (or, before it exists, its folder) this process may not write is refused before SQLite opens it read-only. */
 function assertWritable(path: string): void {
   const target = existsSync(path) ? path : existsSync(dirname(path)) ? dirname(path) : null;
@@ -116,9 +122,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
     lock?.release();
     sqlite.close();
     if (error instanceof FlowdError) throw error;
-    if (/readonly|read-only/i.test(errorMessage(error))) {
-      throw Errors.databaseReadOnly(path, error);
-    }
+    if (isReadOnlyError(error)) throw Errors.databaseReadOnly(path, error);
     throw Errors.cannotPrepareDatabase(path, error);
   }
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import type Database from "better-sqlite3";
-import { Errors, FlowdError } from "../errors.ts";
+import { Errors, type FlowdError } from "../errors.ts";
 
 interface LockRow {
   hostname: string;
@@ -60,11 +60,6 @@ function pidNamespace(): string | null {
   }
 }
 
-function isReadOnlyError(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && (code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") || code === "SQLITE_PERM");
-}
-
 /**
  * One server per database, recorded in the database itself (`server_lock`): whatever path
  * a second server opens the file by (a symlink, a hard link), it reads the same row, so no
@@ -90,15 +85,8 @@ export class ServerLock {
   /** Takes the database for this process, or throws DATABASE_LOCKED / DATABASE_READ_ONLY saying what to do. */
   static acquire(sqlite: Database.Database, path: string): ServerLock {
     const lock = new ServerLock(sqlite, path);
-    try {
-      sqlite.transaction(() => lock.take()).immediate();
-    } catch (error) {
-      if (error instanceof FlowdError) throw error;
-      if (isReadOnlyError(error)) {
-        throw Errors.databaseReadOnly(path, error);
-      }
-      throw Errors.cannotTakeDatabase(path, error);
-    }
+    // A database that cannot be written fails here, the lock being a write; openDb says so.
+    sqlite.transaction(() => lock.take()).immediate();
     lock.heartbeat = setInterval(() => lock.probeWrite(true), HEARTBEAT_MS);
     lock.heartbeat.unref();
     return lock;
