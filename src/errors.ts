@@ -95,6 +95,14 @@ export const Errors = {
     new FlowdError("URI_TOO_LONG", `A path part is longer than ${maxLength} characters; ids are at most 256.`),
   invalidLastEventId: (header: string) =>
     new FlowdError("INVALID_REQUEST", `Last-Event-ID must be an event index (an integer); got "${header}".`),
+  requestTimeout: () =>
+    new FlowdError(
+      "REQUEST_TIMEOUT",
+      "The request (headers and body) did not arrive in time (FLOWD_REQUEST_TIMEOUT_MS). Send it whole, at once.",
+    ),
+  headersTooLarge: () => new FlowdError("HEADERS_TOO_LARGE", "The request's headers are too large; send smaller ones."),
+  invalidHttp: () => new FlowdError("INVALID_HTTP", "The request is not valid HTTP/1.1; send a well-formed request."),
+  noWebSocketHere: (path: string, wsPath: string) => new FlowdError("NOT_FOUND", `No WebSocket at ${path}; use ${wsPath}.`),
   unknownAction: (action: string, known: readonly string[]) =>
     new FlowdError("UNKNOWN_ACTION", `Unknown action: ${action}. Known actions: ${known.join(", ")}.`),
   invalidJsonMessage: (reason: string) =>
@@ -194,8 +202,6 @@ export const Errors = {
         `it checked in ${silentSeconds} s ago. Stop it, or give this one its own --db. If it is gone, start this one ` +
         `again once it has been silent for ${staleSeconds} s.`,
     ),
-  cannotTakeDatabase: (path: string, cause: unknown) =>
-    new FlowdError("INVALID_CONFIG", `Cannot take database "${path}" for this server: ${errorMessage(cause)}.`, { cause }),
   lockLost: (path: string, who: string) =>
     new FlowdError(
       "LOCK_LOST",

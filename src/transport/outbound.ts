@@ -31,7 +31,7 @@ export type OutboundStream = Pick<
  * heartbeats. It never writes to a stream that has ended or to a connection that is
  * closing, and it bounds what the connection can make the server hold: feeds stop at the
  * high-water mark, and answers queued while the peer reads nothing past `maxUnsentBytes`
- * close the connection (`onOverflow`) instead of growing the server's memory.
+ * close the connection (`owner.overflowed()`) instead of growing the server's memory.
  *
  * Writes are corked for the rest of the current synchronous block, so what one block
  * writes (a commit's batch for every subscriber) leaves in one writev.

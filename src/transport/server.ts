@@ -1,9 +1,10 @@
 import type { AddressInfo } from "node:net";
-import type { Duplex } from "node:stream";
 import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
 import { AccessPolicy } from "./access.ts";
 import { AuthGuard } from "./auth.ts";
+import { Errors } from "../errors.ts";
 import { createHttpApp } from "./http/app.ts";
+import { rawErrorResponse } from "./http/raw-error.ts";
 import type { TransportDeps, TransportShared } from "./deps.ts";
 import { Outbounds } from "./outbound.ts";
 import { WorkflowSocket } from "./ws/workflow-socket.ts";
@@ -29,14 +30,6 @@ export interface Transport {
   listen(port: number, host: string, beforeAccepting: () => void): Promise<AddressInfo>;
   /** Stops accepting, closes every socket with `closeCode`, ends SSE streams, and waits for the listener to close. */
   close(closeCode: number, reason: string): Promise<void>;
-}
-
-/** Answers a refused upgrade in the HTTP API's error shape, then closes the socket. */
-function refuseUpgrade(socket: Duplex, status: string, error: { message: string; code: string }): void {
-  const body = JSON.stringify({ detail: error.message, code: error.code });
-  socket.end(
-    `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
 }
 
 /** Builds the HTTP API with the workflow WebSocket on the same port. */
@@ -104,12 +97,12 @@ export function createTransport(deps: TransportDeps): Transport {
     socket.on("error", onUpgradeSocketError);
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path !== WORKFLOW_WS_PATH) {
-      refuseUpgrade(socket, "404 Not Found", { code: "NOT_FOUND", message: `No WebSocket at ${path}; use ${WORKFLOW_WS_PATH}.` });
+      socket.end(rawErrorResponse(Errors.noWebSocketHere(path, WORKFLOW_WS_PATH)));
       return;
     }
     const refusal = shared.access.refusal(req.headers);
     if (refusal) {
-      refuseUpgrade(socket, `${refusal.httpStatus} ${refusal.code === "HOST_NOT_ALLOWED" ? "Misdirected Request" : "Forbidden"}`, refusal);
+      socket.end(rawErrorResponse(refusal));
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));

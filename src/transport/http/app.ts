@@ -5,6 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } f
 import { Errors, FlowdError } from "../../errors.ts";
 import { nestsDeeperThan } from "../../protocol/json-depth.ts";
 import type { TransportDeps, TransportShared } from "../deps.ts";
+import { rawErrorResponse } from "./raw-error.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 
@@ -50,18 +51,13 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     socket.destroy();
     return;
   }
-  const [status, code, detail] =
+  const refusal =
     error.code === "ERR_HTTP_REQUEST_TIMEOUT"
-      ? ["408 Request Timeout", "REQUEST_TIMEOUT", "The request (headers and body) did not arrive in time (FLOWD_REQUEST_TIMEOUT_MS). Send it whole, at once."]
+      ? Errors.requestTimeout()
       : error.code === "HPE_HEADER_OVERFLOW"
-        ? ["431 Request Header Fields Too Large", "HEADERS_TOO_LARGE", "The request's headers are too large; send smaller ones."]
-        : ["400 Bad Request", "INVALID_HTTP", "The request is not valid HTTP/1.1; send a well-formed request."];
-  const body = JSON.stringify({ detail, code });
-  if (socket.writable) {
-    socket.write(
-      `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  }
+        ? Errors.headersTooLarge()
+        : Errors.invalidHttp();
+  if (socket.writable) socket.write(rawErrorResponse(refusal));
   socket.destroy();
 }
 
@@ -117,12 +113,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     // The scheme is case-insensitive (RFC 9110); the token is not.
     const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? "");
     const token = bearer ? bearer[1]! : null;
-    if (token === null) {
-      return sendError(
-        reply,
-        Errors.authRequired(),
-      );
-    }
+    if (token === null) return sendError(reply, Errors.authRequired());
     const outcome = deps.auth.check(token, request.socket.remoteAddress);
     if (!outcome.ok) return sendError(reply, outcome.error);
   });

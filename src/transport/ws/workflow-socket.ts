@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { RawData, WebSocket } from "ws";
 import type { Engine } from "../../engine/engine.ts";
@@ -44,6 +45,7 @@ export class WorkflowSocket implements OutboundOwner {
   private authFailures = 0;
   /** While a key is set and the socket has not authenticated: it is closed when this fires. */
   private authDeadline: NodeJS.Timeout | undefined;
+  private readonly tcp: Socket;
   private readonly out: Outbound;
   private readonly sink: SocketSink;
 
@@ -52,10 +54,10 @@ export class WorkflowSocket implements OutboundOwner {
     private readonly deps: WorkflowSocketDeps,
   ) {
     this.authenticated = !deps.auth.required;
-    const tcp = tcpSocketOf(socket);
-    this.out = new Outbound(tcp, deps.feed, this);
+    this.tcp = tcpSocketOf(socket);
+    this.out = new Outbound(this.tcp, deps.feed, this);
     deps.outbounds.add(this.out);
-    this.sink = new SocketSink(socket, tcp, this.out);
+    this.sink = new SocketSink(socket, this.tcp, this.out);
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     socket.on("close", () => {
       clearTimeout(this.authDeadline);
@@ -64,13 +66,15 @@ export class WorkflowSocket implements OutboundOwner {
     });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
     this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
-    if (!this.authenticated) this.authDeadline = setTimeout(() => this.authTimedOut(), deps.authTimeoutMs);
+    if (!this.authenticated) this.startAuthDeadline();
   }
 
-  /** A socket that holds a connection without ever authenticating gives it back. */
-  private authTimedOut(): void {
-    if (this.authenticated) return;
-    this.closeForPolicy(`not authenticated within ${this.deps.authTimeoutMs} ms; reconnect and authenticate first`);
+  /** A socket that holds a connection without authenticating gives it back after FLOWD_AUTH_TIMEOUT_MS. */
+  private startAuthDeadline(): void {
+    this.authDeadline = setTimeout(() => {
+      if (this.authenticated) return;
+      this.closeForPolicy(`not authenticated within ${this.deps.authTimeoutMs} ms; reconnect and authenticate first`);
+    }, this.deps.authTimeoutMs);
   }
 
   accepting(): boolean {
@@ -83,7 +87,7 @@ export class WorkflowSocket implements OutboundOwner {
 
   /** The peer's address (read when needed: most connections never need it). */
   private get remoteAddress(): string | undefined {
-    return (this.socket as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress;
+    return this.tcp.remoteAddress;
   }
 
   private send(frame: ServerFrame): void {
@@ -181,7 +185,7 @@ export class WorkflowSocket implements OutboundOwner {
     const outcome = this.deps.auth.check(token, this.remoteAddress);
     if (!outcome.ok) {
       // A socket is as authenticated as the last token it sent.
-      if (this.authenticated) this.authDeadline = setTimeout(() => this.authTimedOut(), this.deps.authTimeoutMs);
+      if (this.authenticated) this.startAuthDeadline();
       this.authenticated = false;
       this.stopFollowingAll();
       this.send({ event: "auth_error", error: outcome.error.message, code: outcome.error.code });
