@@ -153,14 +153,11 @@ function listSetting(flag: string | readonly string[] | undefined, raw: string |
 function parseOrigins(items: string[]): string[] {
   return items.map((item) => {
     if (item === "*" || item === "null") return item;
-    let url: URL;
-    try {
-      url = new URL(item);
-    } catch {
-      throw Errors.invalidConfig(`FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com; got "${item}".`);
-    }
-    if (url.origin === "null" || (url.pathname !== "/" && url.pathname !== "")) {
-      throw Errors.invalidConfig(`FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com, with no path; got "${item}".`);
+    const url = URL.canParse(item) ? new URL(item) : null;
+    if (url === null || url.origin === "null" || (url.pathname !== "/" && url.pathname !== "")) {
+      throw Errors.invalidConfig(
+        `FLOWD_ALLOWED_ORIGINS entries must be origins like https://app.example.com (scheme, host, port), with no path; got "${item}".`,
+      );
     }
     return url.origin;
   });
