@@ -229,7 +229,10 @@ export class EventLog {
   /** Commits what is queued now, then hands each event to its run's live listeners. */
   flushNow(): void {
     if (this.pending.length === 0) return;
-    const batch = this.pending;
+    // A run halted here takes no more writes (until a cancel takes the halt back): what it
+    // queued after its failed write is not stored, in this batch or a later one, so its
+    // log ends where it failed and its followers keep the reason they were given.
+    const batch = this.haltedRuns.size === 0 ? this.pending : this.pending.filter((write) => !this.haltedRuns.has(write.runId));
     const waiters = this.commitWaiters;
     this.pending = [];
     this.commitWaiters = [];
@@ -237,6 +240,10 @@ export class EventLog {
     if (this.commitTimer) {
       clearTimeout(this.commitTimer);
       this.commitTimer = null;
+    }
+    if (batch.length === 0) {
+      for (const resolve of waiters) resolve();
+      return;
     }
     let committed: CommittedEvent[] = [];
     /** Runs with a write that failed for good: the first cause, and what their followers are told. */

@@ -584,6 +584,29 @@ describe("the event log", () => {
     expect(log.readPage("small", 1499, 1000)?.batch.events.map((e) => e.index)).toEqual(range(500).map((i) => i + 1500));
   });
 
+  it("stores nothing more of a run whose write failed, in later batches too, and counts only runs that existed as stopped", () => {
+    newRun("existing");
+    db.sqlite.pragma("busy_timeout = 50");
+    const other = new Database(db.path);
+    other.exec("BEGIN IMMEDIATE");
+    // A run's row alone in a batch (a slow turn can split it from its first event), and an event of another run.
+    log.createRun({ runId: "unborn", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
+    log.flushNow();
+    log.append("existing", { event: "WorkflowStarted", input: "" });
+    log.flushNow();
+    other.exec("ROLLBACK");
+    other.close();
+    // The database takes writes again: neither run's later writes are stored here.
+    log.append("unborn", { event: "WorkflowStarted", input: "" });
+    log.append("existing", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    log.flushNow();
+    expect(runs.get("unborn")).toBeUndefined();
+    expect(storedIndices(reader, "existing")).toEqual([]);
+    expect(log.haltReason("unborn")?.message).toContain("could not be created");
+    // Only the run that exists waits for a restart to resume.
+    expect(log.runsStoppedByStorage).toBe(1);
+  });
+
   it("reads a catch-up page of at most the given size, or null past the end", () => {
     newRun("r");
     for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
