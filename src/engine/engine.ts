@@ -108,8 +108,7 @@ export class Engine {
     this.runStore.markCancelRequested(runId);
     // Nothing here runs a halted run: it ends now. Once only, so a second cancel before
     // the commit does not append a second terminal event.
-    if (!this.active.has(runId) && this.eventLog.unhalt(runId)) {
-      this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request (the run was halted on this server)" });
+    if (!this.active.has(runId) && this.eventLog.endHalted(runId, { event: "WorkflowCancelled", reason: "Cancelled by request (the run was halted on this server)" })) {
       this.logger.info({ runId }, "halted run cancelled");
       return run;
     }

@@ -2,13 +2,13 @@ import { errorMessage, Errors, FlowdError } from "../errors.ts";
 import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
-import { Notifier, type EventListener, type FailureListener } from "./notifier.ts";
+import { Notifier, type RunFollower } from "./notifier.ts";
 import { BatchWriter, type Checkpoint, type PendingWrite } from "./batch-writer.ts";
 import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
 
-export type { Checkpoint, LogPage };
+export type { Checkpoint, LogPage, RunFollower };
 
 /** What creating a run needs. */
 export interface NewRun {
@@ -56,6 +56,9 @@ function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
  * Also how often the log commits under load while nobody follows any run live.
  */
 const MAX_COMMIT_DELAY_MS = 2;
+
+/** What `follow` returns for a run it has nothing more to deliver of. */
+const NOTHING_TO_STOP = (): void => {};
 
 /** Events per batch when `follow` hands over what was committed since a subscriber's last page. */
 const FOLLOW_BACKLOG_BATCH = 500;
@@ -301,18 +304,23 @@ export class EventLog {
     this.notifier.fail(runId, reason);
   }
 
-  /** Why a run halted in this process (see `halt`), or undefined if it did not. */
-  haltReason(runId: string): FlowdError | undefined {
-    return this.haltedRuns.get(runId);
+  /** Resolves once everything appended so far is committed; rejects with the reason if `runId` halted here instead. */
+  async committed(runId: string): Promise<void> {
+    await this.flushed();
+    const halted = this.haltedRuns.get(runId);
+    if (halted) throw halted;
   }
 
   /**
-   * Takes back `halt` for a run that is about to end here after all (a cancel appends its
-   * terminal event): followers from now on wait for that event. False if it had not halted.
+   * Ends a run that halted in this process with `terminal` after all (a cancel): its
+   * followers from now on wait for that event instead of being told it halted. False,
+   * and nothing appended, if it had not halted.
    */
-  unhalt(runId: string): boolean {
+  endHalted(runId: string, terminal: RunEventBody): boolean {
+    if (!this.haltedRuns.delete(runId)) return false;
     this.stoppedByStorage.delete(runId);
-    return this.haltedRuns.delete(runId);
+    this.append(runId, terminal);
+    return true;
   }
 
   /** How many unfinished runs stopped here because their events could not be stored (a restart resumes them). */
@@ -350,18 +358,19 @@ export class EventLog {
   }
 
   /**
-   * Delivers every event after `afterIndex` to `listener`, then every later one live,
-   * each exactly once and in order (I3). Returns the unsubscribe function, or null when
-   * the run has already ended: then everything there is has been delivered. If the run
-   * halts in this process (see `halt`), now or later, `onFailure` says why instead.
+   * Delivers every event after `afterIndex` to `follower`, then every later one live,
+   * each exactly once and in order (I3), and then tells it how the run ended: `ended`
+   * after the terminal event, or `failed` if the run halts in this process (see `halt`),
+   * now or later. Either may be called before this returns. Returns the function that
+   * stops following (harmless once the run has ended).
    *
    * Why there is no gap or duplicate at the handoff: better-sqlite3 is synchronous and
    * all commits run on this one JS thread, so nothing can commit between the range read
    * and the registration below — they happen in one synchronous block. Every committed
-   * event up to the read is in the backlog; every later one reaches the listener via
+   * event up to the read is in the backlog; every later one reaches the follower via
    * publish(), which runs only after its commit. Keep this function free of `await`.
    */
-  follow(runId: string, afterIndex: number, listener: EventListener, onFailure: FailureListener): (() => void) | null {
+  follow(runId: string, afterIndex: number, follower: RunFollower): () => void {
     let lastIndex = -1;
     // A run created in the batch not yet committed has nothing to read: all its events arrive live.
     if (!this.pendingRuns.has(runId)) {
@@ -372,34 +381,36 @@ export class EventLog {
         backlog.push(event);
         ended = isTerminalEvent(event.event);
         if (backlog.length === FOLLOW_BACKLOG_BATCH) {
-          listener(new EventBatch(backlog));
+          follower.events(new EventBatch(backlog));
           backlog = [];
         }
       }
-      if (backlog.length > 0) listener(new EventBatch(backlog));
-      if (ended) return null;
-      const run = this.writer.storedEnvelope(runId);
-      if (!run) throw Errors.runNotFound(runId);
-      // The terminal event was at or before afterIndex: nothing will ever follow.
-      if (isFinished(run.status)) return null;
+      if (backlog.length > 0) follower.events(new EventBatch(backlog));
+      const run = ended ? undefined : this.writer.storedEnvelope(runId);
+      if (!ended && !run) throw Errors.runNotFound(runId);
+      // The terminal event was in the backlog, or at or before afterIndex: nothing will ever follow.
+      if (ended || (run && isFinished(run.status))) {
+        follower.ended();
+        return NOTHING_TO_STOP;
+      }
       // Nothing more comes from this process (until a restart): say why.
       const halted = this.haltedRuns.get(runId);
       if (halted) {
-        onFailure(halted);
-        return null;
+        follower.failed(halted);
+        return NOTHING_TO_STOP;
       }
-      lastIndex = run.last_event_index;
+      lastIndex = run?.last_event_index ?? -1;
     }
     // A client may name an index the run has not reached yet: skip live events up to it,
     // but never the terminal one, so the client learns that the run ended.
-    if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, listener, onFailure);
-    return this.notifier.subscribe(
-      runId,
-      (batch) => {
+    if (afterIndex <= lastIndex) return this.notifier.subscribe(runId, follower);
+    return this.notifier.subscribe(runId, {
+      events: (batch) => {
         const rest = batch.filter((event) => event.index > afterIndex || isTerminalEvent(event.event));
-        if (rest) listener(rest);
+        if (rest) follower.events(rest);
       },
-      onFailure,
-    );
+      ended: () => follower.ended(),
+      failed: (error) => follower.failed(error),
+    });
   }
 }

@@ -1,75 +1,81 @@
 import type { FlowdError } from "../errors.ts";
 import type { EventBatch } from "../protocol/run-events.ts";
 
-/** Receives a run's committed events, a commit's worth at a time, in index order. Must not throw. */
-export type EventListener = (batch: EventBatch) => void;
-
-/** Told that a run halted in this process (see EventLog.halt): no more of its events will come. Must not throw. */
-export type FailureListener = (error: FlowdError) => void;
+/**
+ * Someone following a run (see EventLog.follow). It gets the run's committed events in
+ * index order, a commit's worth at a time, and then exactly one of `ended` or `failed`,
+ * unless it stops first. All three are required, so that no follower can forget how a
+ * run ends and wait for ever. None may throw.
+ */
+export interface RunFollower {
+  events(batch: EventBatch): void;
+  /** The run's terminal event has been delivered, or was at or before the index followed from. */
+  ended(): void;
+  /** No more of the run's events will come from this server (see EventLog.halt): why, and what to do. */
+  failed(error: FlowdError): void;
+}
 
 /**
  * The in-process live feed, keyed by run id. It holds no history: the log is the
- * buffer, so anything a listener needs from the past it reads from the database.
+ * buffer, so anything a follower needs from the past it reads from the database.
  */
 export class Notifier {
-  private readonly listeners = new Map<string, Map<EventListener, FailureListener | undefined>>();
+  private readonly followers = new Map<string, Set<RunFollower>>();
 
-  constructor(private readonly onListenerError: (error: unknown, runId: string) => void) {}
+  constructor(private readonly onFollowerError: (error: unknown, runId: string) => void) {}
 
-  /**
-   * Registers `listener` for events of `runId` committed from now on, and `onFailure` for
-   * their end if the run halts; returns the unsubscribe function.
-   */
-  subscribe(runId: string, listener: EventListener, onFailure?: FailureListener): () => void {
-    let followers = this.listeners.get(runId);
+  /** Registers `follower` for events of `runId` committed from now on; returns the unsubscribe function. */
+  subscribe(runId: string, follower: RunFollower): () => void {
+    let followers = this.followers.get(runId);
     if (!followers) {
-      followers = new Map();
-      this.listeners.set(runId, followers);
+      followers = new Set();
+      this.followers.set(runId, followers);
     }
-    followers.set(listener, onFailure);
+    followers.add(follower);
+    const own = followers;
     return () => {
-      const current = this.listeners.get(runId);
-      if (!current) return;
-      current.delete(listener);
-      if (current.size === 0) this.listeners.delete(runId);
+      own.delete(follower);
+      if (own.size === 0 && this.followers.get(runId) === own) this.followers.delete(runId);
     };
   }
 
-  /** Hands what a commit added to a run to every listener of it; after the terminal event the run has none left. */
+  /** Hands what a commit added to a run to every follower of it; after the terminal event the run has none left. */
   publish(runId: string, batch: EventBatch): void {
-    const followers = this.listeners.get(runId);
+    const followers = this.followers.get(runId);
     if (!followers) return;
-    for (const listener of followers.keys()) {
-      try {
-        listener(batch);
-      } catch (error) {
-        this.onListenerError(error, runId);
-      }
+    if (batch.endsRun) this.followers.delete(runId);
+    // A snapshot: one who starts following during this loop read these events from the log already.
+    for (const follower of [...followers]) {
+      // Stopped during this loop (by another follower's callback, say).
+      if (!followers.has(follower)) continue;
+      this.call(runId, () => follower.events(batch));
+      if (batch.endsRun) this.call(runId, () => follower.ended());
     }
-    if (batch.endsRun) this.listeners.delete(runId);
   }
 
   /** Whether anyone follows `runId` live. */
   watches(runId: string): boolean {
-    return this.listeners.has(runId);
+    return this.followers.has(runId);
   }
 
-  /** No more events of `runId` will come (see EventLog.halt): tells its listeners why, and drops them. */
+  /** No more events of `runId` will come (see EventLog.halt): tells its followers why, and drops them. */
   fail(runId: string, error: FlowdError): void {
-    const followers = this.listeners.get(runId);
+    const followers = this.followers.get(runId);
     if (!followers) return;
-    this.listeners.delete(runId);
-    for (const onFailure of followers.values()) {
-      try {
-        onFailure?.(error);
-      } catch (listenerError) {
-        this.onListenerError(listenerError, runId);
-      }
-    }
+    this.followers.delete(runId);
+    for (const follower of followers) this.call(runId, () => follower.failed(error));
   }
 
   /** How many runs someone follows live. */
   get watchedRunCount(): number {
-    return this.listeners.size;
+    return this.followers.size;
+  }
+
+  private call(runId: string, deliver: () => void): void {
+    try {
+      deliver();
+    } catch (error) {
+      this.onFollowerError(error, runId);
+    }
   }
 }

@@ -91,8 +91,7 @@ export class RunFeed {
     const keepGoing = this.sink.write(batch);
     this.last = batch.last.index;
     if (batch.endsRun) {
-      this.stop();
-      this.hooks.onEnd?.();
+      this.onEnded();
       return false;
     }
     return keepGoing;
@@ -124,24 +123,13 @@ export class RunFeed {
     }
     // Caught up with what is committed: EventLog.follow reads the rest and registers in
     // one synchronous block, so nothing slips between the last page and live delivery.
-    const stop = this.log.follow(
-      this.runId,
-      this.last,
-      (batch) => this.onLive(batch),
-      (error) => this.onFailure(error),
-    );
-    if (this.closed) {
-      stop?.();
-      return;
-    }
-    if (stop === null) {
-      // The run ended before the last index delivered; nothing more will come.
-      this.stop();
-      this.hooks.onEnd?.();
-      return;
-    }
-    if (this.paused) {
-      // The backlog inside follow() filled the buffer: stay off live delivery.
+    const stop = this.log.follow(this.runId, this.last, {
+      events: (batch) => this.onLive(batch),
+      ended: () => this.onEnded(),
+      failed: (error) => this.onFailure(error),
+    });
+    // Over already (the run had ended, or halted here), or backed up by the backlog follow() handed over.
+    if (this.closed || this.paused) {
       stop();
       return;
     }
@@ -150,6 +138,13 @@ export class RunFeed {
       this.wentLive = true;
       this.hooks.onLive?.();
     }
+  }
+
+  /** The run's terminal event was delivered, or came before the index this feed started from. */
+  private onEnded(): void {
+    if (this.closed) return;
+    this.stop();
+    this.hooks.onEnd?.();
   }
 
   private onLive(batch: EventBatch): void {

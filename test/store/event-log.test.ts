@@ -8,7 +8,7 @@ import type { FlowdError } from "../../src/errors.ts";
 import { EventBatch, type CommittedEvent, type RunEventBody } from "../../src/protocol/run-events.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
 import { EventLog, type Checkpoint } from "../../src/store/event-log.ts";
-import type { EventListener } from "../../src/store/notifier.ts";
+import type { RunFollower } from "../../src/store/notifier.ts";
 import { RunStore } from "../../src/store/run-store.ts";
 import { range, storedIndices, tempDir } from "../helpers/server.ts";
 
@@ -19,14 +19,31 @@ let runs: RunStore;
 let reader: Database.Database;
 let appendErrors: unknown[];
 
-/** A listener that takes each event of every batch it is handed. */
 /** For follows of runs that must not halt: a halt fails the test. */
 function unexpectedHalt(error: FlowdError): void {
   throw error;
 }
 
-function each(take: (event: CommittedEvent) => void): EventListener {
-  return (batch) => batch.events.forEach(take);
+/** A follower that takes each event of every batch and counts the run's ends. */
+class Taker implements RunFollower {
+  endings = 0;
+  constructor(
+    private readonly take: (event: CommittedEvent) => void = () => {},
+    private readonly onFailed: (error: FlowdError) => void = unexpectedHalt,
+  ) {}
+  events(batch: EventBatch): void {
+    batch.events.forEach(this.take);
+  }
+  ended(): void {
+    this.endings++;
+  }
+  failed(error: FlowdError): void {
+    this.onFailed(error);
+  }
+}
+
+function each(take: (event: CommittedEvent) => void): Taker {
+  return new Taker(take);
 }
 
 /** Creates a run and commits it, as a start does with its first event. */
@@ -178,11 +195,14 @@ describe("the event log", () => {
     newRun("r");
     for (let i = 0; i < 5; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     const seen: number[] = [];
-    log.follow("r", 1, each((e) => seen.push(e.index)), unexpectedHalt);
+    const follower = each((e) => seen.push(e.index));
+    log.follow("r", 1, follower);
     expect(seen).toEqual([2, 3, 4]);
     append("r", { event: "WorkflowStarted", input: "5" });
+    expect(follower.endings).toBe(0);
     append("r", { event: "WorkflowCancelled", reason: "test" });
     expect(seen).toEqual([2, 3, 4, 5, 6]);
+    expect(follower.endings).toBe(1);
     expect(log.notifier.watches("r")).toBe(false);
   });
 
@@ -190,14 +210,16 @@ describe("the event log", () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "0" });
     const seen: number[] = [];
-    expect(log.follow("r", 4, each((e) => seen.push(e.index)), unexpectedHalt)).not.toBeNull();
+    const early = each((e) => seen.push(e.index));
+    log.follow("r", 4, early);
+    expect(early.endings).toBe(0);
     for (let i = 1; i <= 6; i++) append("r", { event: "WorkflowStarted", input: String(i) });
     expect(seen).toEqual([5, 6]);
 
     newRun("short");
     append("short", { event: "WorkflowStarted", input: "" });
     const late: number[] = [];
-    log.follow("short", 10, each((e) => late.push(e.index)), unexpectedHalt);
+    log.follow("short", 10, each((e) => late.push(e.index)));
     append("short", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     expect(late).toEqual([1]);
   });
@@ -207,8 +229,10 @@ describe("the event log", () => {
     append("done", { event: "WorkflowStarted", input: "" });
     append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     const seen: number[] = [];
-    expect(log.follow("done", 1, each((e) => seen.push(e.index)), unexpectedHalt)).toBeNull();
+    const late = each((e) => seen.push(e.index));
+    log.follow("done", 1, late);
     expect(seen).toEqual([]);
+    expect(late.endings).toBe(1);
   });
 
   it("commits the events of one event-loop turn together, and nothing is visible or delivered before the commit", async () => {
@@ -216,8 +240,8 @@ describe("the event log", () => {
     newRun("b");
     const delivered: string[] = [];
     // One batch per run and commit, so each subscriber gets one write per commit.
-    log.notifier.subscribe("a", (batch) => delivered.push(batch.events.map((e) => `a${e.index}`).join(" ")));
-    log.notifier.subscribe("b", (batch) => delivered.push(batch.events.map((e) => `b${e.index}`).join(" ")));
+    log.notifier.subscribe("a", { ended: () => {}, failed: unexpectedHalt, events: (batch) => delivered.push(batch.events.map((e) => `a${e.index}`).join(" ")) });
+    log.notifier.subscribe("b", { ended: () => {}, failed: unexpectedHalt, events: (batch) => delivered.push(batch.events.map((e) => `b${e.index}`).join(" ")) });
     for (let i = 0; i < 3; i++) {
       log.append("a", { event: "WorkflowStarted", input: String(i) });
       log.append("b", { event: "WorkflowStarted", input: String(i) });
@@ -245,8 +269,7 @@ describe("the event log", () => {
     log.createRun({ runId: "n", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "hi", additionalData: { k: 1 } });
     log.append("n", { event: "WorkflowStarted", input: "hi" });
     const seen: number[] = [];
-    const stop = log.follow("n", -1, each((e) => seen.push(e.index)), unexpectedHalt);
-    expect(stop).not.toBeNull();
+    log.follow("n", -1, each((e) => seen.push(e.index)));
     expect(runs.get("n")).toBeUndefined();
     expect(reader.prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 0 });
     log.flushNow();
@@ -279,7 +302,7 @@ describe("the event log", () => {
 
   it("asks a producer that has run for its slice of the turn to wait, committing what the slice produced", async () => {
     newRun("p");
-    log.follow("p", -1, () => {}, unexpectedHalt);
+    log.follow("p", -1, new Taker());
     await new Promise((resolve) => setImmediate(resolve));
     // The slice starts when the producer first asks, however long the loop sat idle before.
     expect(log.yieldTurn("p")).toBeNull();
@@ -298,7 +321,7 @@ describe("the event log", () => {
   it("lets a producer woken by I/O after an idle spell emit at once, and commits its event within that turn", async () => {
     newRun("paced");
     const seen: number[] = [];
-    log.follow("paced", -1, each((event) => seen.push(event.index)), unexpectedHalt);
+    log.follow("paced", -1, each((event) => seen.push(event.index)));
     for (let i = 0; i < 3; i++) {
       // Idle, as a paced producer sleeping or a model stream waiting for its next chunk.
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -383,7 +406,7 @@ describe("the event log", () => {
   /** A run followed live, once the short slices of a run's first millisecond are past. */
   async function followedRun(runId: string): Promise<void> {
     newRun(runId);
-    log.follow(runId, -1, () => {}, unexpectedHalt);
+    log.follow(runId, -1, new Taker());
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
@@ -424,7 +447,7 @@ describe("the event log", () => {
     );
     const seen: number[] = [];
     const failures: FlowdError[] = [];
-    log.follow("doomed", -1, each((event) => seen.push(event.index)), (error) => failures.push(error));
+    log.follow("doomed", -1, new Taker((event) => seen.push(event.index), (error) => failures.push(error)));
     log.append("doomed", { event: "WorkflowStarted", input: "" });
     log.flushNow();
     log.append("doomed", { event: "WorkflowStarted", input: "" });
@@ -444,7 +467,9 @@ describe("the event log", () => {
     // Whoever follows the stopped run later is told too, after what was stored.
     const late: number[] = [];
     const lateFailures: FlowdError[] = [];
-    expect(log.follow("doomed", -1, each((event) => late.push(event.index)), (error) => lateFailures.push(error))).toBeNull();
+    const lateFollower = new Taker((event) => late.push(event.index), (error) => lateFailures.push(error));
+    log.follow("doomed", -1, lateFollower);
+    expect(lateFollower.endings).toBe(0);
     expect(late).toEqual([0]);
     expect(lateFailures).toEqual([failures[0]]);
   });
@@ -477,8 +502,8 @@ describe("the event log", () => {
     newRun("y");
     db.sqlite.pragma("busy_timeout = 100");
     const failures: string[] = [];
-    log.follow("x", -1, () => {}, (error) => failures.push(error.code));
-    log.follow("y", -1, () => {}, (error) => failures.push(error.code));
+    log.follow("x", -1, new Taker(undefined, (error) => failures.push(error.code)));
+    log.follow("y", -1, new Taker(undefined, (error) => failures.push(error.code)));
     for (let i = 0; i < 50; i++) {
       log.append("x", { event: "WorkflowStarted", input: "" });
       log.append("y", { event: "WorkflowStarted", input: "" });
@@ -506,7 +531,7 @@ describe("the event log", () => {
     log.createRun({ runId: "unborn", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
     log.append("unborn", { event: "WorkflowStarted", input: "" });
     const failures: FlowdError[] = [];
-    log.follow("unborn", -1, () => expect.fail("no event of it can be delivered"), (error) => failures.push(error));
+    log.follow("unborn", -1, new Taker(() => expect.fail("no event of it can be delivered"), (error) => failures.push(error)));
     log.flushNow();
     expect(failures).toEqual([expect.objectContaining({ code: "STORAGE_FAILED" })]);
     expect(failures[0]?.message).toContain("could not be created");
@@ -517,13 +542,13 @@ describe("the event log", () => {
   it("a new run whose additional_data cannot be encoded fails alone: the other runs' events in its batch are stored", () => {
     newRun("other");
     const failures: FlowdError[] = [];
-    log.follow("other", -1, () => {}, unexpectedHalt);
+    log.follow("other", -1, new Taker());
     // Nested deeper than JSON.stringify's stack allows: the edge refuses this, the writer must not depend on it.
     let deep: unknown = {};
     for (let i = 0; i < 100_000; i++) deep = { d: deep };
     log.createRun({ runId: "deep", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: deep });
     log.append("deep", { event: "WorkflowStarted", input: "" });
-    log.follow("deep", -1, () => expect.fail("no event of it can be delivered"), (error) => failures.push(error));
+    log.follow("deep", -1, new Taker(() => expect.fail("no event of it can be delivered"), (error) => failures.push(error)));
     log.append("other", { event: "WorkflowStarted", input: "" });
     log.append("other", { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
     log.flushNow();
@@ -540,7 +565,7 @@ describe("the event log", () => {
     newRun("bad");
     newRun("fine");
     const failures: string[] = [];
-    log.follow("bad", -1, () => {}, (error) => failures.push(error.code));
+    log.follow("bad", -1, new Taker(undefined, (error) => failures.push(error.code)));
     log.append("bad", { event: "WorkflowStarted", input: "" });
     log.append("bad", { event: "CustomEvent", name: "x", data: { big: 1n }, step_name: "s", step_index: 0, step_path: "0" });
     log.append("fine", { event: "WorkflowStarted", input: "" });
@@ -584,7 +609,7 @@ describe("the event log", () => {
     expect(log.readPage("small", 1499, 1000)?.batch.events.map((e) => e.index)).toEqual(range(500).map((i) => i + 1500));
   });
 
-  it("stores nothing more of a run whose write failed, in later batches too, and counts only runs that existed as stopped", () => {
+  it("stores nothing more of a run whose write failed, in later batches too, and counts only runs that existed as stopped", async () => {
     newRun("existing");
     db.sqlite.pragma("busy_timeout = 50");
     const other = new Database(db.path);
@@ -602,7 +627,7 @@ describe("the event log", () => {
     log.flushNow();
     expect(runs.get("unborn")).toBeUndefined();
     expect(storedIndices(reader, "existing")).toEqual([]);
-    expect(log.haltReason("unborn")?.message).toContain("could not be created");
+    await expect(log.committed("unborn")).rejects.toThrow("could not be created");
     // Only the run that exists waits for a restart to resume.
     expect(log.runsStoppedByStorage).toBe(1);
   });

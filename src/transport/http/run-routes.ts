@@ -48,15 +48,11 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
 function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const current = deps.runStore.get(runId);
-    const stop = deps.eventLog.follow(
-      runId,
-      current?.lastEventIndex ?? -1,
-      (batch) => {
-        if (batch.endsRun) resolve();
-      },
-      reject,
-    );
-    if (!stop) return resolve();
+    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, {
+      events: () => {},
+      ended: resolve,
+      failed: reject,
+    });
     // The response's close (not the request's: that fires once the body is read) means the client left.
     reply.raw.once("close", () => {
       stop();
@@ -95,9 +91,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     });
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.
-      await deps.eventLog.flushed();
-      const failure = deps.eventLog.haltReason(run.runId);
-      if (failure) throw failure;
+      await deps.eventLog.committed(run.runId);
       return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
     }
     if (body.stream) return sse(deps, reply, run.runId, -1);
