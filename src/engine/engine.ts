@@ -269,6 +269,8 @@ export class Engine {
       restored.set(checkpoint.path, checkpoint.output);
       if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
     }
+    /** The log's commit count when the oldest checkpoint not yet known to be committed was emitted. */
+    let uncommittedSince: number | null = null;
     const ctx: RunContext = {
       runId: run.runId,
       sessionId: run.sessionId,
@@ -283,15 +285,28 @@ export class Engine {
       emit: (body: RunEventBody, checkpoint?: Checkpoint) => {
         if (this.closed) throw new RunInterrupted("shutdown");
         this.eventLog.append(run.runId, body, checkpoint);
+        if (checkpoint) uncommittedSince ??= this.eventLog.commitCount;
+      },
+      settled: () => {
+        if (uncommittedSince === null) return null;
+        const since = uncommittedSince;
+        uncommittedSince = null;
+        return this.eventLog.committedSince(run.runId, since).catch(() => {
+          // The log has told the run's followers why, and onStorageFailure stops the run.
+          throw new RunInterrupted("storage");
+        });
       },
       // A producer that never awaits I/O waits for the next turn, which lets sockets be served.
       breathe: () => this.eventLog.yieldTurn(run.runId),
     };
     try {
       if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });
-      // Steps begin on the next turn: whoever started the run (and every other request that
-      // arrived with it) is answered first, and WorkflowStarted goes out with that turn's commit.
-      await new Promise((resolve) => setImmediate(resolve));
+      // Steps begin once the run is committed (I8: nothing acts for a run a crash could
+      // lose), at the end of this turn: whoever started the run (and every other request
+      // that arrived with it) is answered first, and WorkflowStarted goes out with that commit.
+      await this.eventLog.committed(run.runId).catch(() => {
+        throw new RunInterrupted("storage");
+      });
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
       ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });

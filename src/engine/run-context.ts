@@ -20,8 +20,15 @@ export interface RunContext {
   readonly restored: ReadonlyMap<string, unknown>;
   /** The model each agent step talks to. */
   readonly models: ModelProvider;
-  /** Appends an event to the run's log, with the checkpoint it completes, if any. */
+  /** Appends an event to the run's log, with the checkpoint it completes, if any (committed with the next group commit). */
   emit(body: RunEventBody, checkpoint?: Checkpoint): void;
+  /**
+   * Before user code runs (a step, an evaluator, a selector): null if every checkpoint
+   * this run emitted is committed, else a promise that resolves once it is, so that
+   * nothing acts on an outcome a crash could still lose (I8). Rejects with RunInterrupted
+   * if it cannot be stored.
+   */
+  settled(): Promise<void> | null;
   /** A promise to await when the run has had its share of this turn (see EventLog.yieldTurn), else null. */
   breathe(): Promise<void> | null;
 }

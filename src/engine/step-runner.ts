@@ -27,6 +27,19 @@ function contentBoundary(ctx: RunContext): void {
   if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
 }
 
+/**
+ * Before user code runs (a step, an evaluator, a selector, an end condition): waits until
+ * every outcome the run has recorded is committed, so that nothing acts on an outcome a
+ * crash could still lose (I8). Events that only record (a step's start, a composite's
+ * completion, the run's end) need no wait: they join the same commit as what they follow.
+ */
+async function settle(ctx: RunContext): Promise<void> {
+  const pending = ctx.settled();
+  if (!pending) return;
+  await pending;
+  contentBoundary(ctx);
+}
+
 /** The checkpoint path of a node's decision (a Condition's result, a Router's choice). */
 const decisionPath = (path: string): string => `${path}#decision`;
 
@@ -139,6 +152,7 @@ export async function runNode(
 
 async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
   ctx.emit({ event: "StepStarted", ...loc });
+  await settle(ctx);
   const started = performance.now();
   let output: unknown;
   try {
@@ -267,6 +281,7 @@ async function runParallel(
 }
 
 async function decide<T>(ctx: RunContext, loc: StepLocation, started: number, decision: () => T | Promise<T>): Promise<T> {
+  await settle(ctx);
   try {
     return await decision();
   } catch (error) {

@@ -106,6 +106,8 @@ export class EventLog {
   /** Commits a deferred batch once its oldest write has waited MAX_COMMIT_DELAY_MS, if no append did first. */
   private commitTimer: NodeJS.Timeout | null = null;
   private commitWaiters: (() => void)[] = [];
+  /** Batches committed (or failed for good) so far: see `committedSince`. */
+  private commits = 0;
   /** Paces producers that never await I/O; their slices end with a commit. */
   private readonly turns = new ProducerTurns({
     pendingCount: () => this.pending.length,
@@ -182,10 +184,16 @@ export class EventLog {
 
   /**
    * Whether what is queued should commit now rather than wait for more: someone follows
-   * a run live, a new run's id is out, or the oldest write has waited long enough.
+   * a run live, a new run's id is out, someone waits for the commit (a step's next step,
+   * I8), or the oldest write has waited long enough.
    */
   private commitDue(now: number): boolean {
-    return this.notifier.watchedRunCount > 0 || this.runQueued || now - this.firstPendingAt >= MAX_COMMIT_DELAY_MS;
+    return (
+      this.notifier.watchedRunCount > 0 ||
+      this.runQueued ||
+      this.commitWaiters.length > 0 ||
+      now - this.firstPendingAt >= MAX_COMMIT_DELAY_MS
+    );
   }
 
   /** Commits what is queued if it is due; else makes sure it commits within MAX_COMMIT_DELAY_MS. */
@@ -282,6 +290,7 @@ export class EventLog {
         }
       }
     }
+    this.commits += 1;
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
@@ -309,6 +318,22 @@ export class EventLog {
     await this.flushed();
     const halted = this.haltedRuns.get(runId);
     if (halted) throw halted;
+  }
+
+  /**
+   * Like `committed`, for what `runId` appended while `commitCount` was `since`: resolved
+   * at once if a commit has happened since (that write was in it), without waiting for
+   * the writes queued after it.
+   */
+  committedSince(runId: string, since: number): Promise<void> {
+    if (this.commits === since) return this.committed(runId);
+    const halted = this.haltedRuns.get(runId);
+    return halted ? Promise.reject(halted) : Promise.resolve();
+  }
+
+  /** How many batches have been committed (or failed for good) so far. */
+  get commitCount(): number {
+    return this.commits;
   }
 
   /**
