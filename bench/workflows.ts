@@ -45,4 +45,14 @@ export const paced = Workflow({
   ],
 });
 
-export default [emit, paced];
+/** `three-steps`: three trivial steps, each handed the previous one's output (B15). */
+export const threeSteps = Workflow({
+  id: "three-steps",
+  steps: [
+    Step({ name: "one", executor: () => 1 }),
+    Step({ name: "two", executor: (input) => Number(input.previousOutput) + 1 }),
+    Step({ name: "three", executor: (input) => Number(input.previousOutput) + 1 }),
+  ],
+});
+
+export default [emit, paced, threeSteps];

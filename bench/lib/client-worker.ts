@@ -13,7 +13,8 @@ type Plan =
   | { kind: "catchup"; url: string; runId: string; expect: number }
   | { kind: "idle"; url: string; connections: number }
   | { kind: "raw"; url: string; clients: number; expect: number }
-  | { kind: "stall"; url: string; runId: string; pauseMs: number };
+  | { kind: "stall"; url: string; runId: string; pauseMs: number }
+  | { kind: "workflows"; url: string; clients: number; perClient: number; workflow: string };
 
 const plan = JSON.parse(process.argv[2] ?? "{}") as Plan;
 const now = (): number => performance.timeOrigin + performance.now();
@@ -248,6 +249,24 @@ async function main(): Promise<void> {
         ),
       );
       output({ finished, at: now() });
+      for (const s of sockets) s.terminate();
+      return;
+    }
+    case "workflows": {
+      // Each client runs `perClient` workflows one after another: start, then read to the terminal event.
+      const sockets = await Promise.all(Array.from({ length: plan.clients }, () => connect(plan.url)));
+      const latenciesMs: number[] = [];
+      const started = now();
+      await Promise.all(
+        sockets.map(async (socket) => {
+          for (let i = 0; i < plan.perClient; i++) {
+            const sentAt = now();
+            const read = await readEvents(socket, { action: "start-workflow", workflow_id: plan.workflow, message: "" });
+            latenciesMs.push(read.lastAt - sentAt);
+          }
+        }),
+      );
+      output({ completions: latenciesMs.length, elapsedMs: now() - started, latenciesMs });
       for (const s of sockets) s.terminate();
       return;
     }

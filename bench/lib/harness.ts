@@ -305,6 +305,49 @@ export async function rawWsLatency(rate: number, seconds: number, durable?: "FUL
   return result;
 }
 
+/** What the `workflows` client plan reports. */
+export interface WorkflowRounds {
+  completions: number;
+  elapsedMs: number;
+  latenciesMs: number[];
+}
+
+/**
+ * Raw floor of a durable workflow of `steps` steps: a bare WebSocket server in this
+ * process that, for each start, commits the run's row with its first event, then one
+ * transaction per step outcome and one for the end, each the moment the previous one is
+ * done (no step code, no event loop turn between them), and only then sends the terminal
+ * frame. What committing every outcome before going on (I8) costs at the least, one
+ * workflow after another (the server takes starts in turn, as one thread does).
+ */
+export async function rawDurableWorkflows(clients: number, perClient: number, steps: number, sync: "FULL" | "NORMAL"): Promise<WorkflowRounds> {
+  const tmp = scratch();
+  const db = openDb(join(tmp.dir, "raw.db"), { sync, checkpointInBackground: (error) => console.error(error) });
+  const insertRun = db.sqlite.prepare("INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, created_at, updated_at) VALUES (?, 'w', 'w', 's', 0, 0)");
+  const insertEvent = prepareRawEventInsert(db, 1);
+  const advance = db.sqlite.prepare("UPDATE runs SET last_event_index = ?, updated_at = ? WHERE run_id = ?");
+  const append = db.sqlite.transaction((runId: string, index: number, create: boolean) => {
+    if (create) insertRun.run(runId);
+    insertEvent.run(runId, index, `{"event":"StepCompleted","event_index":${index}}`);
+    advance.run(index, Date.now(), runId);
+  }).immediate;
+  const server = new WebSocketServer({ port: 0, host: "127.0.0.1", perMessageDeflate: false });
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const { port } = server.address() as { port: number };
+  server.on("connection", (socket) => {
+    socket.on("message", () => {
+      const runId = randomUUID();
+      for (let index = 0; index <= steps + 1; index++) append(runId, index, index === 0);
+      socket.send(JSON.stringify({ event: "WorkflowCompleted", event_index: steps + 1 }));
+    });
+  });
+  const result = await runClients<WorkflowRounds>({ kind: "workflows", url: `ws://127.0.0.1:${port}`, clients, perClient, workflow: "raw" });
+  server.close();
+  db.close();
+  tmp.remove();
+  return result;
+}
+
 /** Commits frames as one run's events `from` on, in one transaction, the least flowd's writer does per batch. */
 function rawCommitter(db: Db): (frames: string[], from: number) => void {
   const runId = insertRawRun(db);
