@@ -58,6 +58,8 @@ export interface FlowdConfig {
   readonly allowedHosts: readonly string[];
   /** Origins (`https://app.example.com`) whose pages may call flowd (CORS, WebSocket); `*` for any. */
   readonly allowedOrigins: readonly string[];
+  /** How long a start's idempotency key returns the run it started. */
+  readonly idempotencyTtlMs: number;
 }
 
 /** Settings given as flags (or `serve()` options); each wins over its environment variable. */
@@ -88,6 +90,7 @@ export interface ConfigFlags {
   maxActiveRuns?: number | string | undefined;
   allowedHosts?: string | readonly string[] | undefined;
   allowedOrigins?: string | readonly string[] | undefined;
+  idempotencyTtl?: string | undefined;
 }
 
 /** Defaults, as documented in README and DESIGN §7. */
@@ -113,6 +116,7 @@ export const DEFAULTS = {
   authFailuresPerMinute: 10,
   authTimeoutMs: 10_000,
   maxActiveRuns: 500,
+  idempotencyTtl: "24h",
 } as const;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -140,6 +144,18 @@ function numberSetting(
 ): number {
   const raw = flag ?? nonEmpty(env[variable]);
   return raw === undefined ? fallback : wholeNumber(variable, raw, min, max);
+}
+
+const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration such as `90s`, `30m`, `24h` or `7d`, in milliseconds. */
+function duration(name: string, raw: string): number {
+  const match = /^\s*(\d+)\s*(ms|s|m|h|d)\s*$/.exec(raw);
+  const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS] : NaN;
+  if (!Number.isSafeInteger(ms) || ms <= 0) {
+    throw Errors.invalidConfig(`${name} must be a duration such as 90s, 30m, 24h or 7d (a whole number and one of ms, s, m, h, d); got "${raw}".`);
+  }
+  return ms;
 }
 
 /** A comma-separated list (or a list given in code), trimmed, empty entries dropped. */
@@ -224,6 +240,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     maxActiveRuns: numberSetting(flags.maxActiveRuns, env, "FLOWD_MAX_ACTIVE_RUNS", DEFAULTS.maxActiveRuns, 1, 1_000_000),
     allowedHosts: Object.freeze(listSetting(flags.allowedHosts, env.FLOWD_ALLOWED_HOSTS).map((host) => host.toLowerCase())),
     allowedOrigins: Object.freeze(parseOrigins(listSetting(flags.allowedOrigins, env.FLOWD_ALLOWED_ORIGINS))),
+    idempotencyTtlMs: duration("FLOWD_IDEMPOTENCY_TTL", flags.idempotencyTtl ?? nonEmpty(env.FLOWD_IDEMPOTENCY_TTL) ?? DEFAULTS.idempotencyTtl),
   });
 }
 

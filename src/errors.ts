@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   WORKFLOW_NOT_FOUND: 404,
   RUN_NOT_FOUND: 404,
   RUN_FINISHED: 409,
+  IDEMPOTENCY_KEY_REUSED: 409,
   DATABASE_LOCKED: 409,
   DATABASE_READ_ONLY: 500,
   DUPLICATE_WORKFLOW: 500,
@@ -150,6 +151,12 @@ export const Errors = {
   runNotResumed: (runId: string, why: string, whatToDo: string) =>
     new FlowdError("RUN_NOT_RESUMED", `Run ${runId} is unfinished, but ${why}. Everything stored has been sent. ${whatToDo}`),
   shuttingDown: () => new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back."),
+  idempotencyKeyReused: (key: string, workflowId: string, runId: string) =>
+    new FlowdError(
+      "IDEMPOTENCY_KEY_REUSED",
+      `Idempotency key "${key}" already started run ${runId} of workflow "${workflowId}" with a different message or additional_data. ` +
+        "Send the same request to get that run again, or a new key to start another run.",
+    ),
   tooManyRuns: (active: number) =>
     new FlowdError(
       "TOO_MANY_RUNS",

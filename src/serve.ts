@@ -100,6 +100,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
     maxCrashResumes: config.maxCrashResumes,
     maxActiveRuns: config.maxActiveRuns,
+    idempotencyTtlMs: config.idempotencyTtlMs,
     models,
   });
   const lock = db.lock;

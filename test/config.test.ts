@@ -58,4 +58,14 @@ describe("configuration: flags over environment over defaults", () => {
     expect(() => resolveConfig({}, { FLOWD_ALLOWED_ORIGINS: "https://app.example.com/path" })).toThrow(/with no path/);
     expect(() => resolveConfig({}, { FLOWD_MAX_UNSENT_BYTES: "lots" })).toThrow(/FLOWD_MAX_UNSENT_BYTES must be a whole number/);
   });
+
+  it("takes FLOWD_IDEMPOTENCY_TTL as a duration (24h by default) and says what a duration looks like", () => {
+    expect(resolveConfig({}, {}).idempotencyTtlMs).toBe(24 * 3_600_000);
+    expect(resolveConfig({}, { FLOWD_IDEMPOTENCY_TTL: "90s" }).idempotencyTtlMs).toBe(90_000);
+    expect(resolveConfig({}, { FLOWD_IDEMPOTENCY_TTL: " 7d " }).idempotencyTtlMs).toBe(7 * 86_400_000);
+    expect(resolveConfig({ idempotencyTtl: "250ms" }, { FLOWD_IDEMPOTENCY_TTL: "1h" }).idempotencyTtlMs).toBe(250);
+    for (const bad of ["24", "1.5h", "0s", "-1h", "1 week"]) {
+      expect(() => resolveConfig({}, { FLOWD_IDEMPOTENCY_TTL: bad }), bad).toThrow(/FLOWD_IDEMPOTENCY_TTL must be a duration such as 90s, 30m, 24h or 7d/);
+    }
+  });
 });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import { errorMessage, Errors } from "../errors.ts";
@@ -15,6 +16,13 @@ import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
 import { runSequence } from "./step-runner.ts";
 
+/** What an idempotent start asked for: a repeat with the same key must ask the same. */
+function requestHash(request: StartRunRequest): string {
+  return createHash("sha256")
+    .update(JSON.stringify([request.message, request.additionalData ?? null]))
+    .digest("base64url");
+}
+
 /** What a client gives to start a run. */
 export interface StartRunRequest {
   workflowId: string;
@@ -22,6 +30,8 @@ export interface StartRunRequest {
   sessionId?: string | undefined;
   userId?: string | undefined;
   additionalData?: unknown;
+  /** A repeat of a start with this key (same workflow, within the TTL) returns the run the first one started. */
+  idempotencyKey?: string | undefined;
 }
 
 /** Engine settings. */
@@ -32,6 +42,8 @@ export interface EngineOptions {
   models: ModelProvider;
   /** Runs executed at once; starts beyond are refused (runs resumed at start-up are not). */
   maxActiveRuns: number;
+  /** How long an idempotency key returns the run it started. */
+  idempotencyTtlMs: number;
 }
 
 /** What recovery did at start-up. */
@@ -73,10 +85,20 @@ export class Engine {
    * away gets every event live.
    */
   start(request: StartRunRequest): RunRow {
+    const workflow = this.workflows.get(request.workflowId);
+    const idempotency = request.idempotencyKey === undefined ? undefined : { key: request.idempotencyKey, requestHash: requestHash(request) };
+    if (idempotency) {
+      const earlier =
+        this.eventLog.pendingStart(workflow.id, idempotency.key) ??
+        this.runStore.idempotentStart(workflow.id, idempotency.key, Date.now() - this.options.idempotencyTtlMs);
+      if (earlier) {
+        if (earlier.requestHash !== idempotency.requestHash) throw Errors.idempotencyKeyReused(idempotency.key, workflow.id, earlier.run.runId);
+        return earlier.run;
+      }
+    }
     if (this.draining) {
       throw Errors.shuttingDown();
     }
-    const workflow = this.workflows.get(request.workflowId);
     if (this.active.size >= this.options.maxActiveRuns) {
       throw Errors.tooManyRuns(this.active.size);
     }
@@ -88,6 +110,7 @@ export class Engine {
       userId: request.userId ?? null,
       input: request.message,
       additionalData: request.additionalData ?? null,
+      idempotency,
     });
     this.launch(workflow, run, null);
     this.logger.info({ runId: run.runId, workflowId: workflow.id }, "run started");

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Id, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
+import { Id, IdempotencyKey, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
 import { Errors, errorMessage, type FlowdError } from "../errors.ts";
 import { nestsDeeperThan } from "./json-depth.ts";
 
@@ -7,7 +7,7 @@ import { nestsDeeperThan } from "./json-depth.ts";
 export const ClientAction = z.discriminatedUnion("action", [
   z.object({ action: z.literal("authenticate"), token: z.string() }),
   z.object({ action: z.literal("ping") }),
-  z.object({ action: z.literal("start-workflow"), workflow_id: Id, ...RunStartFields }),
+  z.object({ action: z.literal("start-workflow"), workflow_id: Id, ...RunStartFields, idempotency_key: IdempotencyKey.optional() }),
   z.object({
     action: z.literal("reconnect"),
     run_id: Id,

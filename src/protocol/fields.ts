@@ -11,6 +11,13 @@ export const RunStartFields = {
   additional_data: z.record(z.string(), z.unknown()).optional(),
 };
 
+/** A start's idempotency key (WebSocket `idempotency_key`, HTTP `Idempotency-Key`): printable ASCII, as a header can carry it. */
+export const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[\x21-\x7e]+$/, "must be 1 to 255 printable ASCII characters without spaces");
+
 /** The index a client last saw: an integer, -1 or null for "nothing yet". */
 export const LastEventIndex = z.number().int().min(-1).nullable().default(null);
 

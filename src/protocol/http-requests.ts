@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { RUN_STATUSES } from "./run-status.ts";
-import { Id, LastEventIndex, RunStartFields } from "./fields.ts";
+import { Id, IdempotencyKey, LastEventIndex, RunStartFields } from "./fields.ts";
 
 /** A boolean from JSON (`true`) or a form field (`"true"`, `"1"`). */
 const Flag = z.union([
@@ -20,6 +20,10 @@ export const StartRunBody = z.object({
   background: Flag.default(false),
 });
 export type StartRunBody = z.infer<typeof StartRunBody>;
+
+/** The headers of `POST /workflows/{id}/runs` that flowd reads. */
+export const StartRunHeaders = z.object({ "idempotency-key": IdempotencyKey.optional() });
+export type StartRunHeaders = z.infer<typeof StartRunHeaders>;
 
 /** `POST /workflows/{id}/runs/{run_id}/resume` */
 export const ResumeRunBody = z.object({ last_event_index: integerFromText(LastEventIndex) });

@@ -21,9 +21,15 @@ export interface Checkpoint {
   output: unknown;
 }
 
+/** A start's idempotency key, and a hash of what it asked for (see the idempotency_keys table). */
+export interface IdempotentStart {
+  key: string;
+  requestHash: string;
+}
+
 /** What waits for the next commit: a new run's row, or an event. */
 export type PendingWrite =
-  | { kind: "run"; runId: string; row: RunRow }
+  | { kind: "run"; runId: string; row: RunRow; idempotency: IdempotentStart | undefined }
   | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined };
 
 /** A run's row as a batch changes it: each column keeps the last value its events set. */
@@ -153,6 +159,7 @@ export class BatchWriter {
   private readonly updateRun: Statement<[RunUpdate]>;
   private readonly advanceRun: Statement<[number, number, string]>;
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
+  private readonly insertIdempotencyKey: Statement<[string, string, string, string, number]>;
   private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
   /**
    * Active runs' envelopes as last committed, so a batch does not read each run's row
@@ -182,6 +189,10 @@ export class BatchWriter {
     this.insertCheckpoint = sqlite.prepare(
       `INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    // An expired key (the only kind a start finds and does not return) is taken over.
+    this.insertIdempotencyKey = sqlite.prepare(
+      "INSERT OR REPLACE INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
     );
     // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
     // gets SQLITE_BUSY at once when another connection holds the write lock, without
@@ -227,6 +238,9 @@ export class BatchWriter {
         const { row } = write;
         const additionalData = row.additionalData === null ? null : encode(row.additionalData, "run's additional_data", "");
         this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
+        if (write.idempotency) {
+          this.insertIdempotencyKey.run(row.workflowId, write.idempotency.key, write.idempotency.requestHash, runId, row.createdAt);
+        }
         created.set(runId, {
           attempt: row.attempt,
           workflow_id: row.workflowId,

@@ -3,12 +3,12 @@ import { CommittedEvent, EventBatch, isTerminalEvent, type RunEventBody } from "
 import { isFinished } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { Notifier, type RunFollower } from "./notifier.ts";
-import { BatchWriter, type Checkpoint, type PendingWrite } from "./batch-writer.ts";
+import { BatchWriter, type Checkpoint, type IdempotentStart, type PendingWrite } from "./batch-writer.ts";
 import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
 
-export type { Checkpoint, LogPage, RunFollower };
+export type { Checkpoint, IdempotentStart, LogPage, RunFollower };
 
 /** What creating a run needs. */
 export interface NewRun {
@@ -19,6 +19,8 @@ export interface NewRun {
   userId: string | null;
   input: string;
   additionalData: unknown;
+  /** Set for a start with an idempotency key: stored with the run's row. */
+  idempotency?: IdempotentStart | undefined;
 }
 
 /**
@@ -56,6 +58,9 @@ function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
  * Also how often the log commits under load while nobody follows any run live.
  */
 const MAX_COMMIT_DELAY_MS = 2;
+
+/** The pending-start map's key: a workflow id cannot contain a NUL. */
+const startKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
 
 /** What `follow` returns for a run it has nothing more to deliver of. */
 const NOTHING_TO_STOP = (): void => {};
@@ -99,6 +104,8 @@ export class EventLog {
   private pending: PendingWrite[] = [];
   /** Runs whose row is in `pending`: they exist for followers, with nothing committed yet. */
   private pendingRuns = new Set<string>();
+  /** Idempotent starts whose run's row is in `pending`, by workflow and key (see `pendingStart`). */
+  private pendingStarts = new Map<string, { run: RunRow; requestHash: string }>();
   private firstPendingAt = 0;
   private turnScheduled = false;
   /** A new run is queued: its id has been handed out, so its row commits at the next turn. */
@@ -136,8 +143,9 @@ export class EventLog {
     const now = Date.now();
     const additionalData = run.additionalData ?? null;
     // The row as the column defaults make it.
+    const { idempotency, ...fields } = run;
     const row: RunRow = {
-      ...run,
+      ...fields,
       additionalData,
       status: "pending",
       output: null,
@@ -155,8 +163,17 @@ export class EventLog {
     this.pendingRuns.add(run.runId);
     this.runQueued = true;
     this.turns.runCreated(performance.now());
-    this.enqueue({ kind: "run", runId: run.runId, row });
+    if (idempotency) this.pendingStarts.set(startKey(run.workflowId, idempotency.key), { run: row, requestHash: idempotency.requestHash });
+    this.enqueue({ kind: "run", runId: run.runId, row, idempotency });
     return row;
+  }
+
+  /**
+   * The run a start with this key created in the batch not yet committed (the database
+   * knows the others), so that repeats of a start in the same moment get the one run.
+   */
+  pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined {
+    return this.pendingStarts.get(startKey(workflowId, key));
   }
 
   /**
@@ -294,6 +311,7 @@ export class EventLog {
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();
+    if (this.pendingStarts.size > 0) this.pendingStarts = new Map();
     this.publish(committed);
     for (const [runId, { error }] of failed) {
       this.halt(runId, error);

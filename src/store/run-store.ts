@@ -1,7 +1,7 @@
-import { and, desc, eq, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, gte, sql, type SQL } from "drizzle-orm";
 import type { RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
-import { runs, type RunRow } from "./schema.ts";
+import { idempotencyKeys, runs, type RunRow } from "./schema.ts";
 
 /** Filters for listing runs. */
 export interface RunFilter {
@@ -43,6 +43,16 @@ export class RunStore {
       .limit(filter.limit ?? 100)
       .offset(filter.offset ?? 0)
       .all();
+  }
+
+  /** The run a start with this key created at or after `notBefore` (epoch ms), with what that start asked for. */
+  idempotentStart(workflowId: string, key: string, notBefore: number): { run: RunRow; requestHash: string } | undefined {
+    return this.db.orm
+      .select({ run: runs, requestHash: idempotencyKeys.requestHash })
+      .from(idempotencyKeys)
+      .innerJoin(runs, eq(runs.runId, idempotencyKeys.runId))
+      .where(and(eq(idempotencyKeys.workflowId, workflowId), eq(idempotencyKeys.key, key), gte(idempotencyKeys.createdAt, notBefore)))
+      .get();
   }
 
   /** Marks a run that a graceful shutdown stopped between steps: its resume is not a crash. */

@@ -99,3 +99,23 @@ export const serverLock = sqliteTable("server_lock", {
   /** The owner's last heartbeat: an owner on another host or in another container is gone once this is old. */
   checkedAt: integer("checked_at").notNull(),
 });
+
+/**
+ * Idempotency keys of starts (`Idempotency-Key`, `idempotency_key`): a repeat of a start
+ * within FLOWD_IDEMPOTENCY_TTL returns the run the first one started. Written in the same
+ * transaction as that run's row; an expired key is replaced by the next start that uses it.
+ */
+export const idempotencyKeys = sqliteTable(
+  "idempotency_keys",
+  {
+    workflowId: text("workflow_id").notNull(),
+    key: text("key").notNull(),
+    /** A hash of what the start asked for (message, additional_data): a repeat must ask the same. */
+    requestHash: text("request_hash").notNull(),
+    runId: text("run_id")
+      .notNull()
+      .references(() => runs.runId, { onDelete: "cascade" }),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.workflowId, t.key] })],
+);

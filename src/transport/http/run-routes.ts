@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
-import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody } from "../../protocol/http-requests.ts";
+import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished } from "../../protocol/run-status.ts";
@@ -82,12 +82,14 @@ function wantsJson(request: FastifyRequest): boolean {
 export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   app.post<WorkflowParams>("/workflows/:workflowId/runs", async (request, reply) => {
     const body = parseInput(StartRunBody, request.body, "run request");
+    const headers = parseInput(StartRunHeaders, request.headers, "run request's headers");
     const run = deps.engine.start({
       workflowId: request.params.workflowId,
       message: body.message,
       sessionId: body.session_id,
       userId: body.user_id,
       additionalData: body.additional_data,
+      idempotencyKey: headers["idempotency-key"],
     });
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.

@@ -154,6 +154,7 @@ export class WorkflowSocket implements OutboundOwner {
           sessionId: msg.session_id,
           userId: msg.user_id,
           additionalData: msg.additional_data,
+          idempotencyKey: msg.idempotency_key,
         });
         this.follow(run.runId, -1);
         return;
