@@ -65,7 +65,11 @@ function elapsedMs(since: number): number {
   return Math.round((performance.now() - since) * 1000) / 1000;
 }
 
+/** The checkpoint path of the `order`-th `input.step` call of the step at `path`. */
+const subStepPath = (path: string, order: number): string => `${path}~${order}`;
+
 function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown): StepInput {
+  let calls = 0;
   return {
     message: ctx.message,
     previousOutput,
@@ -76,6 +80,20 @@ function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown):
     stepPath: loc.step_path,
     attempt: ctx.attempt,
     signal: ctx.signal,
+    step: async <T>(name: string, fn: () => T | Promise<T>): Promise<T> => {
+      const key = subStepPath(loc.step_path, calls++);
+      if (ctx.restored.has(key)) return ctx.restored.get(key) as T;
+      await settle(ctx);
+      const started = performance.now();
+      const output = toJsonSafe(await fn());
+      ctx.emit(
+        { event: "SubStepCompleted", ...loc, sub_step_name: name, sub_step_key: key, content: output, duration_ms: elapsedMs(started) },
+        { path: key, stepName: null, output },
+      );
+      // A durable call returns once its record is stored (I8).
+      await settle(ctx);
+      return output as T;
+    },
   };
 }
 

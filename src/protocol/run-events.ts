@@ -66,6 +66,7 @@ export type RunEventBody =
       duration_ms: number;
     } & StepLocation)
   | ({ event: "CustomEvent"; name: string; data: unknown } & StepLocation)
+  | ({ event: "SubStepCompleted"; sub_step_name: string; sub_step_key: string; content: unknown; duration_ms: number } & StepLocation)
   | ({ event: "StepsExecutionStarted"; steps_count: number } & StepLocation)
   | ({ event: "StepsExecutionCompleted"; steps_executed: number; duration_ms: number } & StepLocation)
   | ({ event: "ParallelExecutionStarted"; parallel_step_count: number } & StepLocation)

@@ -23,6 +23,13 @@ export interface StepInput {
   readonly attempt: number;
   /** Aborted when the run is cancelled or the server shuts down; pass it to fetch() and timers. */
   readonly signal: AbortSignal;
+  /**
+   * Runs `fn` once for this run: its result (made JSON-safe) is stored, and when the step
+   * runs again after a restart, this call returns the stored result instead of running
+   * `fn` again. Calls are told apart by their order in the step, so make them in the same
+   * order each time. Side effects belong here. Resolves once the result is stored.
+   */
+  step<T>(name: string, fn: () => T | Promise<T>): Promise<T>;
 }
 
 /** A custom event a generator step yields: stored and sent as a `CustomEvent`. */
