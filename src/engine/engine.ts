@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { stringify as stableStringify } from "safe-stable-stringify";
 import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import { errorMessage, Errors } from "../errors.ts";
@@ -16,10 +17,13 @@ import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
 import { runSequence } from "./step-runner.ts";
 
-/** What an idempotent start asked for: a repeat with the same key must ask the same. */
+/**
+ * What an idempotent start asked for: a repeat with the same key must ask the same.
+ * Object keys are sorted first, so the same data in another key order is the same request.
+ */
 function requestHash(request: StartRunRequest): string {
   return createHash("sha256")
-    .update(JSON.stringify([request.message, request.additionalData ?? null]))
+    .update(stableStringify([request.message, request.additionalData ?? null]) ?? "")
     .digest("base64url");
 }
 
@@ -292,8 +296,8 @@ export class Engine {
       restored.set(checkpoint.path, checkpoint.output);
       if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
     }
-    /** The log's commit count when the oldest checkpoint not yet known to be committed was emitted. */
-    let uncommittedSince: number | null = null;
+    /** The log's commit count when the run's latest checkpoint not yet known to be committed was emitted. */
+    let lastCheckpointAt: number | null = null;
     const ctx: RunContext = {
       runId: run.runId,
       sessionId: run.sessionId,
@@ -308,16 +312,22 @@ export class Engine {
       emit: (body: RunEventBody, checkpoint?: Checkpoint) => {
         if (this.closed) throw new RunInterrupted("shutdown");
         this.eventLog.append(run.runId, body, checkpoint);
-        if (checkpoint) uncommittedSince ??= this.eventLog.commitCount;
+        // The latest one: commits are in order, so once it is committed every earlier one is.
+        if (checkpoint) lastCheckpointAt = this.eventLog.commitCount;
       },
       settled: () => {
-        if (uncommittedSince === null) return null;
-        const since = uncommittedSince;
-        uncommittedSince = null;
-        return this.eventLog.committedSince(run.runId, since).catch(() => {
-          // The log has told the run's followers why, and onStorageFailure stops the run.
-          throw new RunInterrupted("storage");
-        });
+        if (lastCheckpointAt === null) return null;
+        const at = lastCheckpointAt;
+        return this.eventLog.committedSince(run.runId, at).then(
+          () => {
+            // Parallel branches may have emitted more meanwhile: those are still to wait for.
+            if (lastCheckpointAt === at) lastCheckpointAt = null;
+          },
+          () => {
+            // The log has told the run's followers why, and onStorageFailure stops the run.
+            throw new RunInterrupted("storage");
+          },
+        );
       },
       // A producer that never awaits I/O waits for the next turn, which lets sockets be served.
       breathe: () => this.eventLog.yieldTurn(run.runId),

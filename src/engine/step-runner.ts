@@ -367,7 +367,7 @@ async function runLoop(ctx: RunContext, node: LoopNode, loc: StepLocation, previ
     const endCondition = node.endCondition;
     const ended =
       endCondition !== undefined &&
-      Boolean(await decide(ctx, loc, started, () => endCondition(iterationOutputs, stepInput(ctx, loc, output))));
+      Boolean(await decide(ctx, loc, started, () => endCondition(iterationOutputs, stepInput(ctx, { ...loc, step_path: path }, output))));
     ctx.emit(
       { event: "LoopIterationCompleted", ...loc, iteration, max_iterations: max, content: toJsonSafe(output) },
       { path, stepName: null, output: { output: toJsonSafe(output), ended } satisfies IterationCheckpoint },

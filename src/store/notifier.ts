@@ -49,7 +49,8 @@ export class Notifier {
       // Stopped during this loop (by another follower's callback, say).
       if (!followers.has(follower)) continue;
       this.call(runId, () => follower.events(batch));
-      if (batch.endsRun) this.call(runId, () => follower.ended());
+      // Not if it stopped on that batch (a backed-up feed re-reads the end from the log).
+      if (batch.endsRun && followers.has(follower)) this.call(runId, () => follower.ended());
     }
   }
 

@@ -142,7 +142,8 @@ export class RunFeed {
 
   /** The run's terminal event was delivered, or came before the index this feed started from. */
   private onEnded(): void {
-    if (this.closed) return;
+    // Backed up: the terminal event was not written, and is read again from the log once drained.
+    if (this.closed || this.paused) return;
     this.stop();
     this.hooks.onEnd?.();
   }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Condition, Loop, Parallel, Router, Step, Workflow, type StepNode } from "../../src/workflows/definition.ts";
@@ -31,8 +32,37 @@ const dependent = Workflow({
     Router({ name: "router", selector: () => "chosen", choices: [checks("chosen", "4#decision")] }),
     Loop({ name: "loop", maxIterations: 2, steps: [Step({ name: "iteration", executor: () => 1 })] }),
     checks("after-loop", "5"),
-    Parallel({ name: "parallel", steps: [Step({ name: "branch", executor: () => 2 })] }),
+    Parallel({
+      name: "parallel",
+      steps: [
+        checks("fast-branch", "6"),
+        Step({
+          name: "slow-branch",
+          executor: async (input) => {
+            await sleep(20);
+            // Both branches check the step before the Parallel; this one also records a call.
+            return input.step("late", () => 2);
+          },
+        }),
+        checks("other-branch", "6"),
+      ],
+    }),
     checks("after-parallel", "7"),
+    Step({
+      name: "durable-call",
+      executor: async (input) => {
+        await input.step("record", () => 3);
+        const row = reader.prepare("SELECT 1 FROM step_checkpoints WHERE run_id = ? AND step_path = ?").get(input.runId, `${input.stepPath}~0`);
+        seen.push({ needs: `${input.stepPath}~0`, committed: row !== undefined });
+        return null;
+      },
+    }),
+    Loop({
+      name: "loop-with-calls",
+      maxIterations: 2,
+      steps: [Step({ name: "tick", executor: () => 1 })],
+      endCondition: async (_outputs, input) => (await input.step("decide", () => false)) as boolean,
+    }),
   ],
 });
 
@@ -45,12 +75,15 @@ afterAll(async () => {
 });
 
 describe("nothing runs on an uncommitted outcome (I8)", () => {
-  it("a step, a branch and a composite's next step start only once what they depend on is committed", async () => {
+  it("a step, every branch and a composite's next step start only once what they depend on is committed, and input.step returns once stored", async () => {
     const { client } = await TestClient.connect(t.wsUrl);
     client.send({ action: "start-workflow", workflow_id: "dependent", message: "" });
     const frames = await client.untilTerminal();
     await client.close();
     expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
-    expect(seen).toEqual(["0", "2#decision", "2", "4#decision", "5", "7"].map((needs) => ({ needs, committed: true })));
+    expect(seen).toEqual(["0", "2#decision", "2", "4#decision", "5", "6", "6", "7", "9~0"].map((needs) => ({ needs, committed: true })));
+    // Each loop iteration's end condition has its own durable calls.
+    const calls = frames.filter((frame) => frame.event === "SubStepCompleted").map((frame) => frame.sub_step_key);
+    expect(calls).toEqual(["7.1~0", "9~0", "10[1]~0", "10[2]~0"]);
   });
 });

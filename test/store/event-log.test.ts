@@ -206,6 +206,26 @@ describe("the event log", () => {
     expect(log.notifier.watches("r")).toBe(false);
   });
 
+  it("follow() does not tell a follower that stopped on the terminal batch that the run ended (it reads that end again)", () => {
+    newRun("r");
+    append("r", { event: "WorkflowStarted", input: "" });
+    const seen: number[] = [];
+    let endings = 0;
+    let stop = (): void => {};
+    stop = log.follow("r", 0, {
+      events: (batch) => {
+        seen.push(...batch.events.map((e) => e.index));
+        // Backed up: leaves live delivery on this batch, as a full socket makes RunFeed do.
+        stop();
+      },
+      ended: () => endings++,
+      failed: unexpectedHalt,
+    });
+    append("r", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
+    expect(seen).toEqual([1]);
+    expect(endings).toBe(0);
+  });
+
   it("follow() from an index the run has not reached yet skips up to it, but always delivers the terminal event", () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "0" });

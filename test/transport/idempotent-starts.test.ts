@@ -76,6 +76,10 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
     expect(body.detail).toContain(String(first.run_id));
     expect(body.detail).toContain("new key");
 
+    // The same data with its keys in another order is the same request.
+    const reordered = await start(t, "k1", { additional_data: { delayMs: 5, count: 20 }, message: "a", background: true });
+    expect(((await reordered.json()) as Json).run_id).toBe(first.run_id);
+
     const { client } = await TestClient.connect(t.wsUrl);
     const error = await client.request({ action: "start-workflow", workflow_id: "ticker", idempotency_key: "k1", message: "a", additional_data: { count: 21 } });
     expect(error).toMatchObject({ event: "error", code: "IDEMPOTENCY_KEY_REUSED" });
