@@ -429,10 +429,14 @@ export class EventLog {
         }
       }
       if (backlog.length > 0) follower.events(new EventBatch(backlog));
-      const run = ended ? undefined : this.writer.storedEnvelope(runId);
-      if (!ended && !run) throw Errors.runNotFound(runId);
-      // The terminal event was in the backlog, or at or before afterIndex: nothing will ever follow.
-      if (ended || (run && isFinished(run.status))) {
+      if (ended) {
+        follower.ended();
+        return NOTHING_TO_STOP;
+      }
+      const run = this.writer.storedEnvelope(runId);
+      if (!run) throw Errors.runNotFound(runId);
+      // The terminal event was at or before afterIndex: nothing will ever follow.
+      if (isFinished(run.status)) {
         follower.ended();
         return NOTHING_TO_STOP;
       }
@@ -442,7 +446,7 @@ export class EventLog {
         follower.failed(halted);
         return NOTHING_TO_STOP;
       }
-      lastIndex = run?.last_event_index ?? -1;
+      lastIndex = run.last_event_index;
     }
     // A client may name an index the run has not reached yet: skip live events up to it,
     // but never the terminal one, so the client learns that the run ended.
