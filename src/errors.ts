@@ -21,6 +21,9 @@ export const ERROR_CODES = {
   WORKFLOW_NOT_FOUND: 404,
   RUN_NOT_FOUND: 404,
   RUN_FINISHED: 409,
+  RUN_NOT_PAUSED: 409,
+  INVALID_REQUIREMENT: 422,
+  INVALID_SIGNAL: 422,
   IDEMPOTENCY_KEY_REUSED: 409,
   DATABASE_LOCKED: 409,
   DATABASE_READ_ONLY: 500,
@@ -150,6 +153,19 @@ export const Errors = {
     new FlowdError("RUN_FINISHED", `Run ${runId} is already ${status}; ${consequence}.`),
   runNotResumed: (runId: string, why: string, whatToDo: string) =>
     new FlowdError("RUN_NOT_RESUMED", `Run ${runId} is unfinished, but ${why}. Everything stored has been sent. ${whatToDo}`),
+  runNotPaused: (runId: string, status: string) =>
+    new FlowdError(
+      "RUN_NOT_PAUSED",
+      `Run ${runId} is ${status}, not paused: there is nothing to continue. ` +
+        (status === "paused" ? "Another continue resolved its requirement first; read its events to see what happened." : "Continue a run while its status is paused (GET /runs/{run_id} shows it)."),
+    ),
+  invalidRequirement: (runId: string, what: string) =>
+    new FlowdError(
+      "INVALID_REQUIREMENT",
+      `Cannot continue run ${runId}: ${what}. Send step_requirements as the run's WorkflowPaused event lists them, with the last (open) one resolved; the run stays paused.`,
+    ),
+  invalidSignal: (runId: string, name: string, what: string) =>
+    new FlowdError("INVALID_SIGNAL", `Signal "${name}" to run ${runId} was not accepted: ${what}. The run still waits; send a payload that matches its schema.`),
   shuttingDown: () => new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back."),
   idempotencyKeyReused: (key: string, workflowId: string, runId: string) =>
     new FlowdError(

@@ -15,6 +15,8 @@ export interface ToolDefinition {
   readonly description: string;
   readonly parameters: z.ZodType;
   readonly jsonSchema: Record<string, unknown>;
+  /** A person approves each call before it runs: the agent's step pauses (AgentOS's tool confirmation). */
+  readonly requiresConfirmation: boolean;
   execute(args: unknown, context: ToolContext): unknown;
 }
 
@@ -24,6 +26,7 @@ export function tool<S extends z.ZodType>(options: {
   description: string;
   parameters: S;
   execute: (args: z.infer<S>, context: ToolContext) => unknown;
+  requiresConfirmation?: boolean;
 }): ToolDefinition {
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(options.name)) {
     throw Errors.invalidWorkflow(`Tool name "${options.name}" must be 1–64 letters, digits, "_" or "-" (the model API's rule).`);
@@ -35,6 +38,7 @@ export function tool<S extends z.ZodType>(options: {
     description: options.description,
     parameters: options.parameters,
     jsonSchema,
+    requiresConfirmation: options.requiresConfirmation === true,
     execute: (args, context) => options.execute(args as z.infer<S>, context),
   };
 }

@@ -5,8 +5,41 @@ import type { ChatMessage, TokenUsage, ToolCall, ToolSpec } from "../agents/chat
 import { errorMessage } from "../errors.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
 import type { StepInput } from "../workflows/definition.ts";
+import { WAIT_SUFFIX } from "../store/resume-state.ts";
+import { isStoredResolution, toolPause, workflowPaused } from "./human-input.ts";
+import { RunSuspended } from "./interruption.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
+import type { WaitRecord } from "./waits.ts";
+
+/**
+ * An agent's conversation when it paused for a person to approve a tool call, stored
+ * (`<step_path>#agent<round>`) so that it goes on from there, not from its first model call.
+ */
+interface AgentState {
+  agentRunId: string;
+  round: number;
+  messages: ChatMessage[];
+  toolCalls: ToolCall[];
+  usage: TokenUsage | null;
+  firstToken: number | null;
+}
+
+const agentStatePath = (stepPath: string, round: number): string => `${stepPath}#agent${round}`;
+const toolApprovalPath = (stepPath: string, callId: string): string => `${stepPath}#tool:${callId}`;
+
+/** The agent's latest stored state, if it paused before. */
+function latestAgentState(ctx: RunContext, stepPath: string): AgentState | undefined {
+  const prefix = `${stepPath}#agent`;
+  let latest: AgentState | undefined;
+  for (const [key, value] of ctx.restored) {
+    if (key.startsWith(prefix) && /^\d+$/.test(key.slice(prefix.length))) {
+      const state = value as AgentState;
+      if (!latest || state.round > latest.round) latest = state;
+    }
+  }
+  return latest;
+}
 
 function elapsed(since: number): number {
   return Math.round((performance.now() - since) * 1000) / 1000;
@@ -51,61 +84,106 @@ function addUsage(total: TokenUsage | null, more: TokenUsage | null): TokenUsage
  */
 export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput): Promise<string> {
   const { model, name: modelName } = ctx.models.resolve(agent);
-  const agentRunId = randomUUID();
+  const saved = latestAgentState(ctx, loc.step_path);
+  const agentRunId = saved?.agentRunId ?? randomUUID();
   const started = performance.now();
   const base = { ...loc, agent_run_id: agentRunId };
+  // Going on after a pause, this is not sent again (the run knows it sent it).
   ctx.emit({ event: "RunStarted", ...base, agent_name: agent.name, model: modelName });
-  let firstToken: number | null = null;
-  let usage: TokenUsage | null = null;
+  let firstToken: number | null = saved?.firstToken ?? null;
+  let usage: TokenUsage | null = saved?.usage ?? null;
   try {
-    const messages = initialMessages(agent, input);
+    const messages = saved ? [...saved.messages] : initialMessages(agent, input);
     const tools = toolSpecs(agent.tools);
-    for (let round = 1; round <= agent.maxToolRounds; round++) {
-      const turn = await model.complete(
-        { model: modelName, messages, tools, signal: ctx.signal },
-        {
-          onContent: (text) => {
-            firstToken ??= elapsed(started);
-            ctx.emit({ event: "RunContent", ...base, content: text });
+    let pending: ToolCall[] | null = saved ? saved.toolCalls : null;
+    for (let round = saved?.round ?? 1; round <= agent.maxToolRounds; round++) {
+      let calls: ToolCall[];
+      if (pending) {
+        calls = pending;
+        pending = null;
+      } else {
+        const turn = await model.complete(
+          { model: modelName, messages, tools, signal: ctx.signal },
+          {
+            onContent: (text) => {
+              firstToken ??= elapsed(started);
+              ctx.emit({ event: "RunContent", ...base, content: text });
+            },
+            onRetry: (notice) =>
+              ctx.emit({
+                event: "CustomEvent",
+                ...loc,
+                name: "model_retry",
+                data: { agent_run_id: agentRunId, attempt: notice.attempt, status: notice.status, delay_ms: notice.delayMs, error: notice.error },
+              }),
           },
-          onRetry: (notice) =>
-            ctx.emit({
-              event: "CustomEvent",
-              ...loc,
-              name: "model_retry",
-              data: { agent_run_id: agentRunId, attempt: notice.attempt, status: notice.status, delay_ms: notice.delayMs, error: notice.error },
-            }),
-        },
-      );
-      usage = addUsage(usage, turn.usage);
-      if (turn.toolCalls.length === 0) {
-        ctx.emit({
-          event: "RunCompleted",
-          ...base,
-          agent_name: agent.name,
-          model: modelName,
-          content: turn.content,
-          usage,
-          time_to_first_token_ms: firstToken,
-          duration_ms: elapsed(started),
+        );
+        usage = addUsage(usage, turn.usage);
+        if (turn.toolCalls.length === 0) {
+          ctx.emit({
+            event: "RunCompleted",
+            ...base,
+            agent_name: agent.name,
+            model: modelName,
+            content: turn.content,
+            usage,
+            time_to_first_token_ms: firstToken,
+            duration_ms: elapsed(started),
+          });
+          return turn.content;
+        }
+        messages.push({
+          role: "assistant",
+          content: turn.content || null,
+          tool_calls: turn.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
         });
-        return turn.content;
+        calls = turn.toolCalls;
       }
-      messages.push({
-        role: "assistant",
-        content: turn.content || null,
-        tool_calls: turn.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
-      });
-      const results = await Promise.all(turn.toolCalls.map((call) => runTool(ctx, agent, base, call)));
-      turn.toolCalls.forEach((call, i) => messages.push({ role: "tool", tool_call_id: call.id, content: results[i] ?? "" }));
+      const state: AgentState = { agentRunId, round, messages, toolCalls: calls, usage, firstToken };
+      const approvals = approveCalls(ctx, agent, loc, state);
+      const results = await Promise.all(calls.map((call) => runTool(ctx, agent, base, call, approvals.get(call.id) ?? true)));
+      calls.forEach((call, i) => messages.push({ role: "tool", tool_call_id: call.id, content: results[i] ?? "" }));
     }
     throw new Error(`agent "${agent.name}" was still calling tools after ${agent.maxToolRounds} rounds (maxToolRounds)`);
   } catch (error) {
-    if (!ctx.signal.aborted) {
+    if (!ctx.signal.aborted && !(error instanceof RunSuspended)) {
       ctx.emit({ event: "RunError", ...base, agent_name: agent.name, error: errorMessage(error), duration_ms: elapsed(started) });
     }
     throw error;
   }
+}
+
+/**
+ * The person's answers for the round's tool calls that need one (`tool({ requiresConfirmation })`).
+ * A call not answered yet pauses the run before any of the round's tools runs: the
+ * conversation is stored with the pause, and the step goes on from it.
+ */
+function approveCalls(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, state: AgentState): Map<string, boolean> {
+  const approvals = new Map<string, boolean>();
+  for (const call of state.toolCalls) {
+    if (!agent.tools.find((t) => t.name === call.name)?.requiresConfirmation) continue;
+    const key = toolApprovalPath(loc.step_path, call.id);
+    const answer = ctx.restored.get(key);
+    if (isStoredResolution(answer) && answer.kind === "tool") {
+      approvals.set(call.id, answer.confirmed);
+      continue;
+    }
+    const open = ctx.restored.get(`${key}${WAIT_SUFFIX}`) as WaitRecord | undefined;
+    if (open) throw ctx.resumeWait(key, open);
+    let args: unknown = call.arguments;
+    try {
+      args = JSON.parse(call.arguments) as unknown;
+    } catch {
+      // Shown as the text the model wrote.
+    }
+    const { record, events } = toolPause(loc, { name: agent.name, runId: state.agentRunId }, { id: call.id, name: call.name, args: toJsonSafe(args) });
+    const statePath = agentStatePath(loc.step_path, state.round);
+    // The conversation so far goes with the first pause of this round.
+    if (!ctx.restored.has(statePath)) ctx.emit(events[0]!, { path: statePath, stepName: null, output: toJsonSafe(state) });
+    const rest = ctx.restored.has(statePath) ? events : events.slice(1);
+    throw ctx.openWait(key, record, [...rest, workflowPaused(record, ctx.resolvedRequirements())]);
+  }
+  return approvals;
 }
 
 /** Runs one tool call; a failure becomes the tool's answer to the model, not the step's failure. */
@@ -114,6 +192,7 @@ async function runTool(
   agent: AgentDefinition,
   base: StepLocation & { agent_run_id: string },
   call: ToolCall,
+  approved: boolean,
 ): Promise<string> {
   let args: unknown = call.arguments;
   try {
@@ -127,7 +206,9 @@ async function runTool(
   let result: unknown = null;
   let failure: string | null = null;
   const tool = agent.tools.find((t) => t.name === call.name);
-  if (!tool) {
+  if (!approved) {
+    failure = "a person rejected this call; do not retry it, answer without it";
+  } else if (!tool) {
     failure = `unknown tool "${call.name}"; available: ${agent.tools.map((t) => t.name).join(", ") || "none"}`;
   } else if (typeof args === "string") {
     failure = `arguments are not valid JSON: ${call.arguments}`;

@@ -4,7 +4,9 @@ import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import { errorMessage, Errors } from "../errors.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
+import type { RequirementAnswer } from "../protocol/hitl.ts";
 import { isFinished } from "../protocol/run-status.ts";
+import { startKey, START_EVENTS, WAIT_SUFFIX } from "../store/resume-state.ts";
 import type { Checkpoint, EventLog } from "../store/event-log.ts";
 import type { ResumeState, ResumeStateReader } from "../store/resume-state.ts";
 import type { RunStore } from "../store/run-store.ts";
@@ -12,7 +14,10 @@ import { timeOrderedId } from "../store/time-ordered-id.ts";
 import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
-import { RunInterrupted, StepFailed } from "./interruption.ts";
+import { continuedEvent, isStoredResolution, resolveAnswer, timeoutResolution, type StoredResolution } from "./human-input.ts";
+import { RunInterrupted, RunSuspended, StepFailed } from "./interruption.ts";
+import { schemaProblem } from "./payload-schema.ts";
+import { WaitBoard, type WaitRecord } from "./waits.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
 import { runSequence } from "./step-runner.ts";
@@ -57,11 +62,28 @@ export interface RecoverySummary {
   cancelled: string[];
   failed: string[];
   skipped: string[];
+  /** Runs that wait (for a timer, a signal, a person): registered again, nothing executed. */
+  waiting: string[];
 }
 
 interface ActiveRun {
   controller: AbortController;
   done: Promise<void>;
+}
+
+/** Start events a run going on after a wait does not send twice. */
+const START_EVENT_NAMES: ReadonlySet<string> = new Set(START_EVENTS);
+
+/** The iteration of a start event that has one (LoopIterationStarted). */
+function iterationOf(body: RunEventBody): number | undefined {
+  return "iteration" in body ? body.iteration : undefined;
+}
+
+/** The end of a wait, as the run records it: the event, and the outcome its durable call returns. */
+interface WaitEnd {
+  body: RunEventBody;
+  outcome: unknown;
+  consumesSignal?: number;
 }
 
 /**
@@ -73,6 +95,12 @@ export class Engine {
   private draining = false;
   /** Set once shutdown gave up waiting: late events from runs that ignored their signal are dropped. */
   private closed = false;
+  /** Every open wait of every run, and the one timer that ends them. */
+  private readonly waits = new WaitBoard((runId, key, record) => this.onWaitDue(runId, key, record));
+  /** Runs whose wait ended while their execution was still winding down: they go on once it has. */
+  private readonly goOnAfter = new Set<string>();
+  /** Kept signals taken by a wait whose write is not committed yet. */
+  private readonly claimedSignals = new Set<number>();
 
   constructor(
     private readonly workflows: WorkflowRegistry,
@@ -133,6 +161,13 @@ export class Engine {
     }
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
+    // A waiting or paused run has nothing executing: it ends now.
+    if (!this.active.has(runId) && this.waits.has(runId)) {
+      this.waits.dropRun(runId);
+      this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
+      this.logger.info({ runId }, "waiting run cancelled");
+      return run;
+    }
     // Nothing here runs a halted run: it ends now. Once only, so a second cancel before
     // the commit does not append a second terminal event.
     if (!this.active.has(runId) && this.eventLog.endHalted(runId, { event: "WorkflowCancelled", reason: "Cancelled by request (the run was halted on this server)" })) {
@@ -162,7 +197,7 @@ export class Engine {
    * before the server accepts connections.
    */
   recover(): RecoverySummary {
-    const summary: RecoverySummary = { resumed: [], restarted: [], cancelled: [], failed: [], skipped: [] };
+    const summary: RecoverySummary = { resumed: [], restarted: [], cancelled: [], failed: [], skipped: [], waiting: [] };
     for (const run of this.resumeState.unfinishedRuns()) {
       try {
         summary[this.recoverRun(run)].push(run.runId);
@@ -178,6 +213,7 @@ export class Engine {
         summary.skipped.push(run.runId);
       }
     }
+    this.loadWaits(summary);
     // Committed before the server answers anyone: WorkflowResumed, cancels, crash-loop errors.
     this.eventLog.flushNow();
     return summary;
@@ -248,6 +284,8 @@ export class Engine {
    */
   async shutdown(drainMs: number, abortMs: number): Promise<void> {
     this.draining = true;
+    // Waiting runs stay as stored; the next start wakes them at their times.
+    this.waits.close();
     await this.waitForRuns(drainMs);
     for (const run of this.active.values()) run.controller.abort(new RunInterrupted("shutdown"));
     await this.waitForRuns(abortMs);
@@ -277,25 +315,32 @@ export class Engine {
     clearTimeout(timer);
   }
 
-  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null): void {
+  /**
+   * Executes a run: a new one (`resume` null), a resumed one, or (`resume` a function,
+   * read once what ended its wait is committed) one that goes on after a wait.
+   */
+  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null | (() => ResumeState)): void {
     const controller = new AbortController();
-    const done = this.execute(workflow, run, controller.signal, resume).finally(() => this.active.delete(run.runId));
-    this.active.set(run.runId, { controller, done });
+    const entry: ActiveRun = { controller, done: Promise.resolve() };
+    this.active.set(run.runId, entry);
+    entry.done = this.execute(workflow, run, controller.signal, resume).finally(() => {
+      if (this.active.get(run.runId) === entry) this.active.delete(run.runId);
+      if (this.goOnAfter.delete(run.runId)) this.goOn(run.runId);
+    });
   }
 
   private async execute(
     workflow: WorkflowDefinition,
     run: RunRow,
     signal: AbortSignal,
-    resume: ResumeState | null,
+    resumeFrom: ResumeState | null | (() => ResumeState),
   ): Promise<void> {
     const startedAt = run.startedAt ?? Date.now();
     const outputs: Record<string, unknown> = {};
     const restored = new Map<string, unknown>();
-    for (const checkpoint of resume?.checkpoints ?? []) {
-      restored.set(checkpoint.path, checkpoint.output);
-      if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
-    }
+    let started = new Set<string>();
+    /** Set when this execution opened a wait of its own (its events set the run's status). */
+    let openedWait = false;
     /** The log's commit count when the run's latest checkpoint not yet known to be committed was emitted. */
     let lastCheckpointAt: number | null = null;
     const ctx: RunContext = {
@@ -309,11 +354,40 @@ export class Engine {
       outputs,
       restored,
       models: this.options.models,
-      emit: (body: RunEventBody, checkpoint?: Checkpoint) => {
+      emit: (body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number) => {
         if (this.closed) throw new RunInterrupted("shutdown");
-        this.eventLog.append(run.runId, body, checkpoint);
+        // Sent before the wait this run goes on after: not twice.
+        if (started.size > 0 && START_EVENT_NAMES.has(body.event) && "step_path" in body) {
+          if (started.delete(startKey(body.event, body.step_path, iterationOf(body)))) return;
+        }
+        this.eventLog.append(run.runId, body, checkpoint, consumesSignal);
         // The latest one: commits are in order, so once it is committed every earlier one is.
         if (checkpoint) lastCheckpointAt = this.eventLog.commitCount;
+        if (consumesSignal !== undefined) {
+          this.claimedSignals.add(consumesSignal);
+          void this.eventLog.flushed().then(() => this.claimedSignals.delete(consumesSignal));
+        }
+      },
+      hasStarted: (key: string) => started.has(key),
+      openWait: (key: string, record: WaitRecord, events: readonly RunEventBody[]) => {
+        events.forEach((body, i) =>
+          ctx.emit(body, i === events.length - 1 ? { path: `${key}${WAIT_SUFFIX}`, stepName: null, output: record } : undefined),
+        );
+        openedWait = true;
+        this.waits.open(run.runId, key, record);
+        return new RunSuspended(key);
+      },
+      resumeWait: (key: string, record: WaitRecord) => {
+        this.waits.open(run.runId, key, record);
+        return new RunSuspended(key);
+      },
+      takeSignal: (name: string) => this.runStore.oldestSignal(run.runId, name, this.claimedSignals),
+      resolvedRequirements: () => [...restored.values()].filter(isStoredResolution).map((resolution) => resolution.requirement),
+      attemptRange: async (stepPath: string) => {
+        await this.eventLog.committed(run.runId).catch(() => {
+          throw new RunInterrupted("storage");
+        });
+        return { from: this.resumeState.latestStepStart(run.runId, stepPath), to: this.runStore.get(run.runId)?.lastEventIndex ?? null };
       },
       settled: () => {
         if (lastCheckpointAt === null) return null;
@@ -333,29 +407,197 @@ export class Engine {
       breathe: () => this.eventLog.yieldTurn(run.runId),
     };
     try {
-      if (!resume) ctx.emit({ event: "WorkflowStarted", input: run.input });
+      if (!resumeFrom) ctx.emit({ event: "WorkflowStarted", input: run.input });
       // Steps begin once the run is committed (I8: nothing acts for a run a crash could
       // lose), at the end of this turn: whoever started the run (and every other request
       // that arrived with it) is answered first, and WorkflowStarted goes out with that commit.
       await this.eventLog.committed(run.runId).catch(() => {
         throw new RunInterrupted("storage");
       });
+      const resume = typeof resumeFrom === "function" ? resumeFrom() : resumeFrom;
+      for (const checkpoint of resume?.checkpoints ?? []) {
+        restored.set(checkpoint.path, checkpoint.output);
+        if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
+      }
+      if (resume) started = resume.started;
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
       ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });
       this.logger.info({ runId: run.runId }, "run completed");
     } catch (error) {
-      this.finishAfterError(ctx, error);
+      if (error instanceof RunSuspended && !signal.aborted) {
+        await this.eventLog.flushed();
+        this.onSuspended(run.runId, openedWait);
+        return;
+      }
+      this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
     }
     // A run is done when its last event is committed.
     await this.eventLog.flushed();
+  }
+
+  /**
+   * The run's execution ended on a wait. Its WaitStarted or WorkflowPaused set its status;
+   * a run that only suspended again on waits an earlier execution opened (a Parallel
+   * branch went on meanwhile) is marked here.
+   */
+  private onSuspended(runId: string, openedWait: boolean): void {
+    this.logger.debug({ runId }, "run waits");
+    if (openedWait || this.goOnAfter.has(runId)) return;
+    const [first] = this.waits.of(runId).entries();
+    if (!first) return;
+    const [, record] = first;
+    try {
+      this.runStore.markSuspended(runId, {
+        status: record.kind === "human" ? "paused" : "waiting",
+        waitKind: record.kind === "human" ? "confirmation" : record.kind,
+        waitName: record.kind === "signal" ? record.name : record.loc.step_name,
+        waitUntil: record.kind === "timer" ? record.wakeAt : record.timeoutAt,
+      });
+    } catch (error) {
+      this.logger.error({ runId, err: error }, "could not mark a run as waiting");
+    }
+  }
+
+  /** Ends one of a run's waits with `end` (recorded with the wait's outcome), and lets the run go on. False if it was not open. */
+  private endWait(runId: string, key: string, end: WaitEnd): boolean {
+    if (!this.waits.take(runId, key)) return false;
+    this.eventLog.append(runId, end.body, { path: key, stepName: null, output: end.outcome }, end.consumesSignal);
+    if (this.active.has(runId)) this.goOnAfter.add(runId);
+    else this.goOn(runId);
+    return true;
+  }
+
+  /** Executes a run again after a wait ended: it walks back to where it waited, on its stored outcomes. */
+  private goOn(runId: string): void {
+    const run = this.runStore.get(runId);
+    if (!run || isFinished(run.status)) return;
+    if (run.cancelRequestedAt !== null) {
+      this.waits.dropRun(runId);
+      this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
+      return;
+    }
+    let workflow: WorkflowDefinition;
+    try {
+      workflow = this.workflows.get(run.workflowId);
+    } catch {
+      this.haltUnresumed(
+        runId,
+        `this server does not run it: its workflow "${run.workflowId}" is not served here`,
+        "Restart flowd with that workflow loaded; the run goes on from where it waited.",
+      );
+      return;
+    }
+    this.launch(workflow, run, () => this.resumeState.readForWake(runId));
+  }
+
+  /** A wait's deadline passed: a timer wakes, a signal wait times out, a person's time is up. */
+  private onWaitDue(runId: string, key: string, record: WaitRecord): void {
+    const { loc } = record;
+    if (record.kind === "timer") {
+      this.endWait(runId, key, {
+        body: { event: "WaitCompleted", ...loc, wait_kind: "timer", wait_key: key, timed_out: false },
+        outcome: { timedOut: false },
+      });
+      return;
+    }
+    if (record.kind === "signal") {
+      this.endWait(runId, key, {
+        body: { event: "WaitCompleted", ...loc, wait_kind: "signal", wait_key: key, timed_out: true },
+        outcome: { timedOut: true },
+      });
+      return;
+    }
+    const resolution = timeoutResolution(record);
+    if (resolution) {
+      this.endWait(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
+      return;
+    }
+    // onTimeout "cancel".
+    const reason = `No one answered step "${loc.step_name}" in time (hitlTimeoutMs; onTimeout: "cancel")`;
+    if (this.active.has(runId)) {
+      this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled", reason));
+      return;
+    }
+    this.waits.dropRun(runId);
+    this.eventLog.append(runId, { event: "WorkflowCancelled", reason });
+  }
+
+  /**
+   * Continues a paused run with a person's answer (AgentOS's `step_requirements`): records
+   * `StepContinued` (or `StepExecutorContinued`) and lets it go on. Returns the run as it
+   * was before (its `lastEventIndex` is where what follows begins).
+   */
+  continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
+    const run = this.runStore.get(runId);
+    if (!run) throw Errors.runNotFound(runId);
+    const open = this.waits.humanWait(runId);
+    if (!open) throw Errors.runNotPaused(runId, run.status);
+    const [key, record] = open;
+    const resolution: StoredResolution = resolveAnswer(runId, record, answers);
+    this.endWait(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
+    this.logger.info({ runId, step: record.loc.step_path }, "paused run continued");
+    return run;
+  }
+
+  /**
+   * Sends a signal to a run: ends its oldest wait for `name`, or keeps it for the next one.
+   * Resolves once it is stored.
+   */
+  async signal(runId: string, name: string, payload: unknown): Promise<{ run: RunRow; delivered: boolean }> {
+    const run = this.runStore.get(runId);
+    if (!run) throw Errors.runNotFound(runId);
+    if (isFinished(run.status)) throw Errors.runFinished(runId, run.status, "it takes no more signals");
+    const open = this.waits.signalWait(runId, name);
+    if (!open) {
+      this.runStore.keepSignal(runId, name, payload);
+      this.logger.info({ runId, signal: name }, "signal kept for the run's next wait");
+      return { run, delivered: false };
+    }
+    const [key, record] = open;
+    const problem = record.schema ? schemaProblem(record.schema, payload, "payload") : null;
+    if (problem) throw Errors.invalidSignal(runId, name, problem.replace(/\.$/, ""));
+    this.endWait(runId, key, {
+      body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(payload) },
+      outcome: { payload },
+    });
+    await this.eventLog.committed(runId);
+    return { run, delivered: true };
+  }
+
+  /** How many runs wait (for a timer, a signal or a person) with nothing executing. */
+  get waitingRunCount(): number {
+    return this.waits.runCount;
+  }
+
+  /**
+   * At start-up: registers every open wait of every waiting or paused run (the timers at
+   * their stored times), without executing anything.
+   */
+  private loadWaits(summary: RecoverySummary): void {
+    const suspended = this.resumeState.suspendedRuns();
+    for (const { runId, key, record } of this.resumeState.openWaits()) this.waits.open(runId, key, record as WaitRecord);
+    for (const run of suspended) {
+      if (run.cancelRequestedAt !== null) {
+        this.waits.dropRun(run.runId);
+        this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
+        summary.cancelled.push(run.runId);
+      } else if (!this.waits.has(run.runId)) {
+        // Nothing stored says what it waits for: let it find out by going on.
+        this.goOn(run.runId);
+        summary.resumed.push(run.runId);
+      } else {
+        summary.waiting.push(run.runId);
+      }
+    }
   }
 
   private finishAfterError(ctx: RunContext, error: unknown): void {
     try {
       if (error instanceof RunInterrupted) {
         if (error.reason === "cancelled") {
-          ctx.emit({ event: "WorkflowCancelled", reason: "Cancelled by request" });
+          this.waits.dropRun(ctx.runId);
+          ctx.emit({ event: "WorkflowCancelled", reason: error.detail ?? "Cancelled by request" });
           this.logger.info({ runId: ctx.runId }, "run cancelled");
         } else if (error.reason === "storage") {
           this.logger.error({ runId: ctx.runId }, "run stopped: its events could not be stored; it resumes at the next start");

@@ -1,6 +1,10 @@
 import type { ModelProvider } from "../agents/model-provider.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
+import type { StepRequirement } from "../protocol/hitl.ts";
 import type { Checkpoint } from "../store/event-log.ts";
+import type { StoredSignal } from "../store/run-store.ts";
+import type { RunSuspended } from "./interruption.ts";
+import type { WaitRecord } from "./waits.ts";
 
 /** What the step runner needs from the run it executes. */
 export interface RunContext {
@@ -20,8 +24,24 @@ export interface RunContext {
   readonly restored: ReadonlyMap<string, unknown>;
   /** The model each agent step talks to. */
   readonly models: ModelProvider;
-  /** Appends an event to the run's log, with the checkpoint it completes, if any (committed with the next group commit). */
-  emit(body: RunEventBody, checkpoint?: Checkpoint): void;
+  /**
+   * Appends an event to the run's log, with the checkpoint it completes, if any (committed
+   * with the next group commit), and the kept signal it consumes, if any. A start event
+   * this attempt already sent (the run goes on after a wait) is not sent again.
+   */
+  emit(body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number): void;
+  /** Whether this attempt already sent the start event with this key (see startKey): the run goes on after a wait. */
+  hasStarted(key: string): boolean;
+  /** Opens a wait: appends `events` (the last one with the stored wait) and registers it; returns what to throw. */
+  openWait(key: string, record: WaitRecord, events: readonly RunEventBody[]): RunSuspended;
+  /** Suspends again on a wait an earlier execution opened: nothing is appended. */
+  resumeWait(key: string, record: WaitRecord): RunSuspended;
+  /** Takes the oldest signal kept for `name`, claimed until the write that consumes it commits. */
+  takeSignal(name: string): StoredSignal | undefined;
+  /** The requirements people resolved so far in this run, in order (WorkflowPaused lists them). */
+  resolvedRequirements(): StepRequirement[];
+  /** Once committed: the index of the step's latest StepStarted and of the run's latest event (a retry's superseded range). */
+  attemptRange(stepPath: string): Promise<{ from: number | null; to: number | null }>;
   /**
    * Before user code runs (a step, an evaluator, a selector): null if every checkpoint
    * this run emitted is committed, else a promise that resolves once it is, so that

@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { errorMessage, Errors } from "../errors.ts";
-import type { StepLocation } from "../protocol/run-events.ts";
+import type { RunEventBody, StepLocation } from "../protocol/run-events.ts";
 import type {
   ConditionNode,
   LoopNode,
@@ -11,10 +11,15 @@ import type {
   StepsNode,
   WorkflowNode,
 } from "../workflows/definition.ts";
+import { isNonRetryable, type SignalOutcome, type WaitForSignalOptions } from "../workflows/definition.ts";
+import { startKey, WAIT_SUFFIX } from "../store/resume-state.ts";
 import { runAgentStep } from "./agent-runner.ts";
+import { errorPause, isStoredResolution, routePause, stepPause, workflowPaused, type StoredResolution } from "./human-input.ts";
 import { toJsonSafe } from "./json-safe.ts";
-import { RunInterrupted, StepFailed } from "./interruption.ts";
+import { RunInterrupted, RunSuspended, StepFailed } from "./interruption.ts";
+import { schemaProblem, storableSchema } from "./payload-schema.ts";
 import type { RunContext } from "./run-context.ts";
+import type { WaitRecord } from "./waits.ts";
 
 /** Between steps: stop if the run was cancelled or the server is draining. */
 function stepBoundary(ctx: RunContext): void {
@@ -65,11 +70,84 @@ function elapsedMs(since: number): number {
   return Math.round((performance.now() - since) * 1000) / 1000;
 }
 
-/** The checkpoint path of the `order`-th `input.step` call of the step at `path`. */
+/** The checkpoint path of the `order`-th durable call (`input.step`, a sleep, a signal wait) of the step at `path`. */
 const subStepPath = (path: string, order: number): string => `${path}~${order}`;
 
-function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown): StepInput {
-  let calls = 0;
+/** The checkpoint path of a person's answer before a node runs. */
+const humanPath = (path: string): string => `${path}#hitl`;
+
+/** The checkpoint path of the delay before a step's next attempt (`attempt` failed). */
+const retryPath = (path: string, attempt: number): string => `${path}!retry${attempt}`;
+
+/** The checkpoint path of a person's decision after a step's attempts ran out. */
+const errorDecisionPath = (path: string, attempt: number): string => `${path}#error${attempt}`;
+
+/** Suspends on a wait an earlier execution opened, if `key` has one; else returns. */
+function resumeOpenWait(ctx: RunContext, key: string): void {
+  const open = ctx.restored.get(`${key}${WAIT_SUFFIX}`) as WaitRecord | undefined;
+  if (open) throw ctx.resumeWait(key, open);
+}
+
+/**
+ * One execution of a step's code: its durable calls, counted in order, and whether it is
+ * replaying (going on after a wait, it runs again from its top: what it sent before the
+ * wait is not sent again, up to the last durable call it had reached).
+ */
+class StepExecution {
+  calls = 0;
+  /** A wait the step opened, in case its code caught the RunSuspended and went on. */
+  suspension: RunSuspended | null = null;
+
+  constructor(private readonly replayThrough: number) {}
+
+  /** True while the code is before where the earlier execution stopped: its events were sent then. */
+  get replaying(): boolean {
+    return this.calls <= this.replayThrough;
+  }
+
+  suspend(error: RunSuspended): never {
+    this.suspension = error;
+    throw error;
+  }
+}
+
+/** The highest durable call of the step an earlier execution reached (completed or waiting), or -1. */
+function lastReachedCall(ctx: RunContext, path: string): number {
+  const prefix = `${path}~`;
+  let last = -1;
+  for (const key of ctx.restored.keys()) {
+    if (!key.startsWith(prefix)) continue;
+    const order = Number.parseInt(key.slice(prefix.length), 10);
+    if (Number.isInteger(order) && order > last) last = order;
+  }
+  return last;
+}
+
+function checkMs(what: string, ms: unknown): number {
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+    throw new TypeError(`${what} takes a number of milliseconds of at least 0; got ${String(ms)}`);
+  }
+  return ms;
+}
+
+function stepInput(
+  ctx: RunContext,
+  loc: StepLocation,
+  previousOutput: unknown,
+  execution: StepExecution = new StepExecution(-1),
+  userInput: Record<string, unknown> | null = null,
+): StepInput {
+  const nextKey = (): string => subStepPath(loc.step_path, execution.calls++);
+  const sleepUntil = async (date: Date | number): Promise<void> => {
+    const wakeAt = typeof date === "number" ? date : date instanceof Date ? date.getTime() : Number.NaN;
+    if (!Number.isFinite(wakeAt)) throw new TypeError(`input.sleepUntil takes a Date or epoch milliseconds; got ${String(date)}`);
+    const key = nextKey();
+    if (ctx.restored.has(key)) return;
+    resumeOpenWait(ctx, key);
+    await settle(ctx);
+    const body: RunEventBody = { event: "WaitStarted", ...loc, wait_kind: "timer", wait_key: key, wake_at: wakeAt };
+    execution.suspend(ctx.openWait(key, { kind: "timer", loc, wakeAt }, [body]));
+  };
   return {
     message: ctx.message,
     previousOutput,
@@ -80,8 +158,9 @@ function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown):
     stepPath: loc.step_path,
     attempt: ctx.attempt,
     signal: ctx.signal,
+    userInput,
     step: async <T>(name: string, fn: () => T | Promise<T>): Promise<T> => {
-      const key = subStepPath(loc.step_path, calls++);
+      const key = nextKey();
       if (ctx.restored.has(key)) return ctx.restored.get(key) as T;
       await settle(ctx);
       const started = performance.now();
@@ -94,6 +173,37 @@ function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown):
       await settle(ctx);
       return output as T;
     },
+    sleep: (ms: number) => sleepUntil(Date.now() + checkMs("input.sleep", ms)),
+    sleepUntil,
+    waitForSignal: async <T>(name: string, options: WaitForSignalOptions<T> = {}): Promise<SignalOutcome<T>> => {
+      if (typeof name !== "string" || name.length === 0 || name.length > 256) {
+        throw new TypeError("input.waitForSignal takes a signal name of 1 to 256 characters");
+      }
+      const key = nextKey();
+      const done = ctx.restored.get(key) as { payload?: unknown; timedOut?: boolean } | undefined;
+      if (done) return done.timedOut ? { timedOut: true } : { timedOut: false, payload: done.payload as T };
+      resumeOpenWait(ctx, key);
+      const timeoutMs = options.timeoutMs === undefined ? null : checkMs("waitForSignal's timeoutMs", options.timeoutMs);
+      const schema = options.schema ? storableSchema(`input.waitForSignal("${name}")`, options.schema) : null;
+      await settle(ctx);
+      const kept = ctx.takeSignal(name);
+      if (kept) {
+        // Sent before the run waited: taken from the mailbox, in the same transaction as the wait's end.
+        const problem = schema ? schemaProblem(schema, kept.payload, `payload of signal "${name}"`) : null;
+        if (problem) throw new Error(`a kept signal does not match the schema: ${problem}`);
+        ctx.emit({ event: "WaitStarted", ...loc, wait_kind: "signal", wait_key: key, signal_name: name, timeout_at: null });
+        ctx.emit(
+          { event: "WaitCompleted", ...loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(kept.payload) },
+          { path: key, stepName: null, output: { payload: kept.payload } },
+          kept.signalId,
+        );
+        await settle(ctx);
+        return { timedOut: false, payload: kept.payload as T };
+      }
+      const timeoutAt = timeoutMs === null ? null : Date.now() + timeoutMs;
+      const body: RunEventBody = { event: "WaitStarted", ...loc, wait_kind: "signal", wait_key: key, signal_name: name, timeout_at: timeoutAt };
+      return execution.suspend(ctx.openWait(key, { kind: "signal", loc, name, timeoutAt, schema }, [body]));
+    },
   };
 }
 
@@ -103,11 +213,49 @@ function stepInput(ctx: RunContext, loc: StepLocation, previousOutput: unknown):
  * event and a StepFailed that ends the run.
  */
 function failStep(ctx: RunContext, loc: StepLocation, started: number, error: unknown): never {
+  if (error instanceof RunSuspended) throw error;
   if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
   if (error instanceof StepFailed || error instanceof RunInterrupted) throw error;
   const message = errorMessage(error);
   ctx.emit({ event: "StepError", ...loc, error: message, duration_ms: elapsedMs(started) });
   throw new StepFailed(loc.step_name, `Step "${loc.step_name}" failed: ${message}`, { cause: error });
+}
+
+/** What a node does after asking a person: go on (with their input, if any), or what the answer decided instead. */
+type HumanAnswer = { go: true; input: Record<string, unknown> | null } | { go: false; rejected: "skip" | "else" };
+
+/**
+ * Before a node runs: asks a person if it requires it. The first time, appends the
+ * pause events and suspends the run; when it goes on, reads the stored answer.
+ */
+async function askPerson(
+  ctx: RunContext,
+  loc: StepLocation,
+  stepType: "Step" | "Condition",
+  human: NonNullable<StepNode["humanInput"]>,
+): Promise<HumanAnswer> {
+  const key = humanPath(loc.step_path);
+  const answer = ctx.restored.get(key) as StoredResolution | undefined;
+  if (!answer) {
+    resumeOpenWait(ctx, key);
+    await settle(ctx);
+    const { record, events } = stepPause(loc, stepType, human, Date.now());
+    throw ctx.openWait(key, record, [...events, workflowPaused(record, ctx.resolvedRequirements())]);
+  }
+  const confirmed =
+    answer.kind === "confirmation" ? answer.confirmed : answer.kind === "user_input" ? answer.input !== null || !answer.requirement.requires_confirmation : true;
+  if (answer.timedOut && answer.requirement.on_timeout === "skip") return { go: false, rejected: "skip" };
+  if (!confirmed) {
+    if (human.onReject === "cancel") throw new RunInterrupted("cancelled", `Step "${loc.step_name}" was rejected (onReject: "cancel")`);
+    return { go: false, rejected: human.onReject === "else" ? "else" : "skip" };
+  }
+  return { go: true, input: answer.kind === "user_input" ? answer.input : null };
+}
+
+/** Records that a node was skipped (rejected or timed out), so a resumed run skips it too; its output is its input. */
+function skipNode(ctx: RunContext, loc: StepLocation, nodeName: string, reason: string, previousOutput: unknown): unknown {
+  ctx.emit({ event: "StepSkipped", ...loc, reason }, { path: loc.step_path, stepName: nodeName, output: previousOutput });
+  return previousOutput;
 }
 
 /** Runs a list of nodes in order, each fed the previous one's output; returns the last output. */
@@ -169,24 +317,129 @@ export async function runNode(
 }
 
 async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previousOutput: unknown): Promise<unknown> {
+  let userInput: Record<string, unknown> | null = null;
+  if (node.humanInput) {
+    const answer = await askPerson(ctx, loc, "Step", node.humanInput);
+    if (!answer.go) return skipNode(ctx, loc, node.name, "rejected by a person, or no answer in time", previousOutput);
+    userInput = answer.input;
+  }
+  const { retry } = node;
+  let attempt = firstAttempt(ctx, loc);
+  if (attempt.skip) return skipNode(ctx, loc, node.name, "a person chose to skip it after its error", null);
+  for (let number = attempt.number; ; number++) {
+    const timing = { started: performance.now() };
+    try {
+      return await runAttempt(ctx, node, loc, previousOutput, userInput, timing);
+    } catch (error) {
+      if (error instanceof RunSuspended || error instanceof RunInterrupted || error instanceof StepFailed) throw error;
+      if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
+      const message = errorMessage(error);
+      if (!isNonRetryable(error) && number <= retry.maxRetries) {
+        await retryAfter(ctx, loc, number, message, retry);
+        continue;
+      }
+      if (retry.onError === "skip") {
+        ctx.emit(
+          { event: "StepError", ...loc, error: message, duration_ms: elapsedMs(timing.started) },
+          { path: loc.step_path, stepName: node.name, output: null },
+        );
+        return null;
+      }
+      if (retry.onError === "pause") {
+        const key = errorDecisionPath(loc.step_path, number);
+        await settle(ctx);
+        const { record, events } = errorPause(loc, message);
+        throw ctx.openWait(key, record, [...events, workflowPaused(record, ctx.resolvedRequirements())]);
+      }
+      failStep(ctx, loc, timing.started, error);
+    }
+  }
+}
+
+/**
+ * Which attempt of a step runs now: 1, or after the attempts an earlier execution made
+ * (their retry delays, or a person's "retry", are stored). Suspends again if the step is
+ * in a retry delay or waits for a person's decision.
+ */
+function firstAttempt(ctx: RunContext, loc: StepLocation): { number: number; skip: boolean } {
+  let number = 1;
+  for (;;) {
+    const path = loc.step_path;
+    if (ctx.restored.has(retryPath(path, number))) {
+      number += 1;
+      continue;
+    }
+    const decision = ctx.restored.get(errorDecisionPath(path, number));
+    if (isStoredResolution(decision) && decision.kind === "error") {
+      if (decision.decision === "skip") return { number, skip: true };
+      number += 1;
+      continue;
+    }
+    resumeOpenWait(ctx, retryPath(path, number));
+    resumeOpenWait(ctx, errorDecisionPath(path, number));
+    return { number, skip: false };
+  }
+}
+
+/** After a failed attempt: `StepRetrying` with the attempt's events, then its delay as a durable timer. */
+async function retryAfter(
+  ctx: RunContext,
+  loc: StepLocation,
+  attempt: number,
+  error: string,
+  retry: StepNode["retry"],
+): Promise<void> {
+  const delay = Math.min(retry.maxRetryDelayMs, retry.retryDelayMs * retry.retryBackoff ** (attempt - 1));
+  const range = await ctx.attemptRange(loc.step_path);
+  contentBoundary(ctx);
+  const key = retryPath(loc.step_path, attempt);
+  ctx.emit(
+    {
+      event: "StepRetrying",
+      ...loc,
+      attempt,
+      max_retries: retry.maxRetries,
+      error,
+      delay_ms: delay,
+      superseded_from_index: range.from,
+      superseded_to_index: range.to,
+    },
+    // Without a delay, the retry is recorded as done at once.
+    delay <= 0 ? { path: key, stepName: null, output: { timedOut: false } } : undefined,
+  );
+  if (delay <= 0) return;
+  const wakeAt = Date.now() + delay;
+  throw ctx.openWait(key, { kind: "timer", loc, wakeAt }, [{ event: "WaitStarted", ...loc, wait_kind: "timer", wait_key: key, wake_at: wakeAt }]);
+}
+
+/** One attempt of a step: its code, from `StepStarted` to `StepCompleted`. */
+async function runAttempt(
+  ctx: RunContext,
+  node: StepNode,
+  loc: StepLocation,
+  previousOutput: unknown,
+  userInput: Record<string, unknown> | null,
+  timing: { started: number },
+): Promise<unknown> {
+  // Going on after a wait, the step runs again from its top: what it sent before is not sent again.
+  const resuming = ctx.hasStarted(startKey("StepStarted", loc.step_path));
   ctx.emit({ event: "StepStarted", ...loc });
   await settle(ctx);
-  const started = performance.now();
+  timing.started = performance.now();
+  const execution = new StepExecution(resuming ? lastReachedCall(ctx, loc.step_path) : -1);
+  const input = stepInput(ctx, loc, previousOutput, execution, userInput);
+  const result = node.agent ? runAgentStep(ctx, node.agent, loc, input) : node.executor(input);
   let output: unknown;
   try {
-    const input = stepInput(ctx, loc, previousOutput);
-    const result = node.agent ? runAgentStep(ctx, node.agent, loc, input) : node.executor(input);
-    if (isAsyncGenerator(result)) {
-      output = await drainGenerator(ctx, loc, result);
-    } else {
-      output = await result;
-    }
+    output = isAsyncGenerator(result) ? await drainGenerator(ctx, loc, result, execution) : await result;
   } catch (error) {
-    failStep(ctx, loc, started, error);
+    throw execution.suspension ?? error;
   }
+  // The step's code caught the suspension and went on: the run waits all the same.
+  if (execution.suspension) throw execution.suspension;
   output = toJsonSafe(output);
   ctx.emit(
-    { event: "StepCompleted", ...loc, content: output, duration_ms: elapsedMs(started) },
+    { event: "StepCompleted", ...loc, content: output, duration_ms: elapsedMs(timing.started) },
     { path: loc.step_path, stepName: loc.step_name, output },
   );
   return output;
@@ -223,6 +476,7 @@ async function drainGenerator(
   ctx: RunContext,
   loc: StepLocation,
   generator: AsyncGenerator<unknown, unknown, undefined>,
+  execution: StepExecution,
 ): Promise<unknown> {
   const text = new StreamedText();
   try {
@@ -240,10 +494,10 @@ async function drainGenerator(
           contentBoundary(ctx);
         }
         text.push(chunk);
-        ctx.emit({ event: "RunContent", ...loc, content: chunk });
+        if (!execution.replaying) ctx.emit({ event: "RunContent", ...loc, content: chunk });
       } else if (typeof chunk === "object" && chunk !== null && (chunk as { kind?: unknown }).kind === "custom") {
         const custom = chunk as { name: unknown; data: unknown };
-        ctx.emit({ event: "CustomEvent", ...loc, name: String(custom.name), data: toJsonSafe(custom.data) });
+        if (!execution.replaying) ctx.emit({ event: "CustomEvent", ...loc, name: String(custom.name), data: toJsonSafe(custom.data) });
       } else {
         throw new Error(
           `it yielded ${JSON.stringify(chunk) ?? typeof chunk}; a step may yield only text or customEvent(name, data)`,
@@ -316,11 +570,17 @@ async function runCondition(
   const started = performance.now();
   const decided = decisionPath(loc.step_path);
   // A resumed run takes the branch the first attempt chose, even if the evaluator would now say otherwise.
-  const earlier = ctx.restored.get(decided);
+  let earlier = ctx.restored.get(decided);
+  let decidedNow: boolean | undefined;
+  if (earlier === undefined && node.humanInput) {
+    const answer = await askPerson(ctx, loc, "Condition", node.humanInput);
+    if (!answer.go && answer.rejected === "skip") return skipNode(ctx, loc, node.name, "rejected by a person, or no answer in time", previousOutput);
+    if (!answer.go) decidedNow = false;
+  }
   const result =
-    earlier === undefined
-      ? Boolean(await decide(ctx, loc, started, () => node.evaluator(stepInput(ctx, loc, previousOutput))))
-      : earlier === true;
+    earlier !== undefined
+      ? earlier === true
+      : (decidedNow ?? Boolean(await decide(ctx, loc, started, () => node.evaluator(stepInput(ctx, loc, previousOutput)))));
   ctx.emit(
     { event: "ConditionExecutionStarted", ...loc, condition_result: result },
     earlier === undefined ? { path: decided, stepName: null, output: result } : undefined,
@@ -385,8 +645,25 @@ async function runRouter(ctx: RunContext, node: RouterNode, loc: StepLocation, p
   const started = performance.now();
   const decided = decisionPath(loc.step_path);
   const earlier = ctx.restored.get(decided) as string[] | undefined;
-  const selected = earlier ?? await decide(ctx, loc, started, async () => {
-    const picked = await node.selector(stepInput(ctx, loc, previousOutput));
+  let chosen: string[] | undefined;
+  if (earlier === undefined && node.humanChoice) {
+    const key = humanPath(loc.step_path);
+    const answer = ctx.restored.get(key) as StoredResolution | undefined;
+    if (!answer) {
+      resumeOpenWait(ctx, key);
+      await settle(ctx);
+      const { record, events } = routePause(loc, node.choices.map((choice) => choice.name), node.humanChoice, Date.now());
+      throw ctx.openWait(key, record, [...events, workflowPaused(record, ctx.resolvedRequirements())]);
+    }
+    if (answer.kind !== "route" || answer.selected === null) {
+      return skipNode(ctx, loc, node.name, "no route was picked in time (onTimeout: \"skip\")", previousOutput);
+    }
+    chosen = answer.selected;
+  }
+  const { selector } = node;
+  const selected = earlier ?? chosen ?? await decide(ctx, loc, started, async () => {
+    if (!selector) throw new Error("it has no selector");
+    const picked = await selector(stepInput(ctx, loc, previousOutput));
     const names = typeof picked === "string" ? [picked] : [...picked];
     for (const name of names) {
       if (!node.choices.some((choice) => choice.name === name)) {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Id, IdempotencyKey, LastEventIndex, RunStartFields, describeIssues } from "./fields.ts";
+import { Id, IdempotencyKey, LastEventIndex, RunStartFields, SignalName, describeIssues } from "./fields.ts";
 import { Errors, errorMessage, type FlowdError } from "../errors.ts";
 import { nestsDeeperThan } from "./json-depth.ts";
 
@@ -16,6 +16,15 @@ export const ClientAction = z.discriminatedUnion("action", [
     session_id: Id.optional(),
   }),
   z.object({ action: z.literal("cancel-workflow"), run_id: Id }),
+  z.object({
+    action: z.literal("continue-workflow"),
+    workflow_id: Id,
+    run_id: Id,
+    session_id: Id.nullable().optional(),
+    // Checked against the run's open requirement by the engine, which names what is wrong.
+    step_requirements: z.unknown(),
+  }),
+  z.object({ action: z.literal("signal-workflow"), run_id: Id, name: SignalName, payload: z.unknown().optional() }),
 ]);
 
 /** A validated client action. */

@@ -18,6 +18,9 @@ export const IdempotencyKey = z
   .max(255)
   .regex(/^[\x21-\x7e]+$/, "must be 1 to 255 printable ASCII characters without spaces");
 
+/** A signal's name (`input.waitForSignal(name)`). */
+export const SignalName = z.string().min(1).max(256);
+
 /** The index a client last saw: an integer, -1 or null for "nothing yet". */
 export const LastEventIndex = z.number().int().min(-1).nullable().default(null);
 

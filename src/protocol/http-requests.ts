@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { RUN_STATUSES } from "./run-status.ts";
-import { Id, IdempotencyKey, LastEventIndex, RunStartFields } from "./fields.ts";
+import { Id, IdempotencyKey, LastEventIndex, RunStartFields, SignalName } from "./fields.ts";
 
 /** A boolean from JSON (`true`) or a form field (`"true"`, `"1"`). */
 const Flag = z.union([
@@ -44,3 +44,18 @@ export const EventsQuery = z.object({
   limit: integerFromText(z.number().int().min(1).max(10_000)).default(1000),
 });
 export type EventsQuery = z.infer<typeof EventsQuery>;
+
+/**
+ * `POST /workflows/{id}/runs/{run_id}/continue` (form or JSON, as AgentOS): the
+ * requirements are checked apart (see StepRequirementsField), to answer INVALID_REQUIREMENT.
+ */
+export const ContinueRunBody = z.object({
+  step_requirements: z.unknown(),
+  session_id: Id.optional(),
+  user_id: Id.optional(),
+  stream: Flag.default(true),
+});
+export type ContinueRunBody = z.infer<typeof ContinueRunBody>;
+
+/** The path parameters of `POST /runs/{run_id}/signals/{name}`. */
+export const SignalParams = z.object({ runId: Id, name: SignalName });

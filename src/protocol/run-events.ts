@@ -1,3 +1,4 @@
+import type { StepRequirement, UserInputField, ExecutorRequirement } from "./hitl.ts";
 import { encodeSseEvent } from "./sse.ts";
 import { encodeTextFrames } from "./ws-frame.ts";
 
@@ -67,6 +68,92 @@ export type RunEventBody =
     } & StepLocation)
   | ({ event: "CustomEvent"; name: string; data: unknown } & StepLocation)
   | ({ event: "SubStepCompleted"; sub_step_name: string; sub_step_key: string; content: unknown; duration_ms: number } & StepLocation)
+  | ({
+      event: "StepPaused";
+      step_id: string;
+      requires_confirmation: boolean;
+      confirmation_message: string | null;
+      requires_user_input: boolean;
+      user_input_message: string | null;
+      user_input_schema?: UserInputField[];
+      /** flowd's `onError: "pause"`: the step failed and a person decides `retry` or `skip`. */
+      requires_error_decision?: true;
+      error_message?: string;
+    } & StepLocation)
+  | ({
+      event: "RouterPaused";
+      available_choices: string[];
+      user_input_message: string | null;
+      allow_multiple_selections: boolean;
+    } & StepLocation)
+  | ({
+      event: "StepExecutorPaused";
+      step_id: string;
+      executor_name: string;
+      executor_run_id: string;
+      executor_type: "agent";
+      executor_requirements: ExecutorRequirement[];
+    } & StepLocation)
+  | {
+      event: "WorkflowPaused";
+      status: "paused";
+      paused_step_index: number;
+      paused_step_name: string;
+      paused_step_path: string;
+      pause_kind: "step" | "executor";
+      /** Every requirement of the run so far; the last one is open. */
+      step_requirements: StepRequirement[];
+      /** When the pause ends by itself (`hitlTimeoutMs`), in epoch ms; null if never. */
+      timeout_at: number | null;
+    }
+  | ({
+      event: "StepContinued";
+      step_id: string;
+      confirmed?: boolean;
+      user_input?: Record<string, unknown> | null;
+      selected_choices?: string[] | null;
+      decision?: string;
+      /** True when no one answered in time and `onTimeout` decided. */
+      timed_out: boolean;
+    } & StepLocation)
+  | ({
+      event: "StepExecutorContinued";
+      step_id: string;
+      executor_name: string;
+      executor_run_id: string;
+      executor_type: "agent";
+      tool_call_id: string;
+      confirmed: boolean;
+      timed_out: boolean;
+    } & StepLocation)
+  | ({ event: "StepSkipped"; reason: string } & StepLocation)
+  | ({
+      event: "WaitStarted";
+      wait_kind: "timer" | "signal";
+      /** The durable call this is (`<step_path>~<n>`, or `<step_path>!retry<n>` for a retry's delay). */
+      wait_key: string;
+      wake_at?: number;
+      signal_name?: string;
+      timeout_at?: number | null;
+    } & StepLocation)
+  | ({
+      event: "WaitCompleted";
+      wait_kind: "timer" | "signal";
+      wait_key: string;
+      timed_out: boolean;
+      payload?: unknown;
+    } & StepLocation)
+  | ({
+      event: "StepRetrying";
+      /** The attempt that failed (1 for the first). */
+      attempt: number;
+      max_retries: number;
+      error: string;
+      delay_ms: number;
+      /** Index range of the failed attempt's events, which the next attempt supersedes. */
+      superseded_from_index: number | null;
+      superseded_to_index: number | null;
+    } & StepLocation)
   | ({ event: "StepsExecutionStarted"; steps_count: number } & StepLocation)
   | ({ event: "StepsExecutionCompleted"; steps_executed: number; duration_ms: number } & StepLocation)
   | ({ event: "ParallelExecutionStarted"; parallel_step_count: number } & StepLocation)

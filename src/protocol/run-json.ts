@@ -15,6 +15,9 @@ export interface RunFields {
   lastEventIndex: number;
   attempt: number;
   cancelRequestedAt: number | null;
+  waitKind: string | null;
+  waitName: string | null;
+  waitUntil: number | null;
   createdAt: number;
   updatedAt: number;
   startedAt: number | null;
@@ -37,6 +40,8 @@ export interface RunJson {
   last_event_index: number;
   attempt: number;
   cancel_requested_at: number | null;
+  /** What a `waiting` or `paused` run waits for (`kind`: timer, signal, confirmation, user_input, route_choice, tool_confirmation, error_decision), and until when (epoch ms, or null); null otherwise. */
+  waiting_for: { kind: string; name: string | null; until: number | null } | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;
@@ -60,6 +65,7 @@ export function toRunJson(run: RunFields): RunJson {
     last_event_index: run.lastEventIndex,
     attempt: run.attempt,
     cancel_requested_at: run.cancelRequestedAt,
+    waiting_for: run.waitKind === null ? null : { kind: run.waitKind, name: run.waitName, until: run.waitUntil },
     created_at: run.createdAt,
     updated_at: run.updatedAt,
     started_at: run.startedAt,

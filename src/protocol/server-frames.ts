@@ -23,4 +23,5 @@ export type ServerFrame =
     }
   | { event: "subscribed"; run_id: string; status: RunStatus; current_event_count: number; message: string }
   | { event: "replay"; run_id: string; status: RunStatus; total_events: number; message: string }
-  | { event: "cancel_requested"; run_id: string; message: string };
+  | { event: "cancel_requested"; run_id: string; message: string }
+  | { event: "signal_accepted"; run_id: string; name: string; delivered: boolean };

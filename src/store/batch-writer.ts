@@ -2,6 +2,7 @@ import type { Database, Statement } from "better-sqlite3";
 import { Errors, FlowdError } from "../errors.ts";
 import { CommittedEvent, type RunEventBody } from "../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../protocol/run-status.ts";
+import { requirementKind } from "../protocol/hitl.ts";
 import type { RunRow } from "./schema.ts";
 
 /** What a batch needs of a run's row to append to it (and `follow` to know where it stands). */
@@ -30,7 +31,7 @@ export interface IdempotentStart {
 /** What waits for the next commit: a new run's row, or an event. */
 export type PendingWrite =
   | { kind: "run"; runId: string; row: RunRow; idempotency: IdempotentStart | undefined }
-  | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined };
+  | { kind: "event"; runId: string; body: RunEventBody; checkpoint: Checkpoint | undefined; consumesSignal: number | undefined };
 
 /** A run's row as a batch changes it: each column keeps the last value its events set. */
 interface RunUpdate {
@@ -44,6 +45,11 @@ interface RunUpdate {
   error: string | null;
   attempt: number | null;
   crashIncrement: number;
+  /** 1 when an event set (or cleared) what the run waits for. */
+  waitSet: 0 | 1;
+  waitKind: string | null;
+  waitName: string | null;
+  waitUntil: number | null;
 }
 
 /** What a committed batch wrote: its events, and each touched run's state after it. */
@@ -114,9 +120,33 @@ function encode(value: unknown, what: string, which: string): string {
   }
 }
 
+/** Sets (or, with nulls, clears) what the run waits for. */
+function setWait(update: RunUpdate, kind: string | null, name: string | null, until: number | null): void {
+  update.waitSet = 1;
+  update.waitKind = kind;
+  update.waitName = name;
+  update.waitUntil = until;
+}
+
 /** Applies one event's effect on its run row to the batch's pending update. */
 function applyTransition(update: RunUpdate, body: RunEventBody, now: number): void {
   switch (body.event) {
+    case "WaitStarted":
+      update.status = "waiting";
+      setWait(update, body.wait_kind, body.signal_name ?? null, body.wake_at ?? body.timeout_at ?? null);
+      return;
+    case "WorkflowPaused": {
+      update.status = "paused";
+      const open = body.step_requirements[body.step_requirements.length - 1];
+      setWait(update, open ? requirementKind(open) : "confirmation", body.paused_step_name, body.timeout_at);
+      return;
+    }
+    case "WaitCompleted":
+    case "StepContinued":
+    case "StepExecutorContinued":
+      update.status = "running";
+      setWait(update, null, null, null);
+      return;
     case "WorkflowResumed":
       update.status = "running";
       update.attempt = body.attempt;
@@ -128,16 +158,19 @@ function applyTransition(update: RunUpdate, body: RunEventBody, now: number): vo
       return;
     case "WorkflowCompleted":
       update.status = "completed";
+      setWait(update, null, null, null);
       update.finishedAt = now;
       update.output = JSON.stringify(body.content ?? null);
       return;
     case "WorkflowError":
       update.status = "error";
+      setWait(update, null, null, null);
       update.finishedAt = now;
       update.error = body.error;
       return;
     case "WorkflowCancelled":
       update.status = "cancelled";
+      setWait(update, null, null, null);
       update.finishedAt = now;
       update.error = body.reason;
       return;
@@ -160,6 +193,7 @@ export class BatchWriter {
   private readonly advanceRun: Statement<[number, number, string]>;
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly insertIdempotencyKey: Statement<[string, string, string, string, number]>;
+  private readonly deleteSignal: Statement<[number, string]>;
   private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
   /**
    * Active runs' envelopes as last committed, so a batch does not read each run's row
@@ -181,7 +215,10 @@ export class BatchWriter {
          started_at = coalesce(started_at, @startedAt), finished_at = coalesce(@finishedAt, finished_at),
          output = coalesce(@output, output), error = coalesce(@error, error),
          attempt = coalesce(@attempt, attempt), crash_resumes = crash_resumes + @crashIncrement,
-         paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END
+         paused_at = CASE WHEN @attempt IS NULL THEN paused_at ELSE NULL END,
+         wait_kind = CASE WHEN @waitSet THEN @waitKind ELSE wait_kind END,
+         wait_name = CASE WHEN @waitSet THEN @waitName ELSE wait_name END,
+         wait_until = CASE WHEN @waitSet THEN @waitUntil ELSE wait_until END
        WHERE run_id = @runId`,
     );
     // Most batches only move a run forward: a statement that touches no indexed column.
@@ -194,6 +231,7 @@ export class BatchWriter {
     this.insertIdempotencyKey = sqlite.prepare(
       "INSERT OR REPLACE INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
     );
+    this.deleteSignal = sqlite.prepare("DELETE FROM signals WHERE signal_id = ? AND run_id = ?");
     // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
     // gets SQLITE_BUSY at once when another connection holds the write lock, without
     // waiting busy_timeout for it.
@@ -251,7 +289,7 @@ export class BatchWriter {
         });
         continue;
       }
-      const { body, checkpoint } = write;
+      const { body, checkpoint, consumesSignal } = write;
       let run = runs.get(runId);
       if (!run) {
         const envelope = this.envelopes.get(runId) ?? created.get(runId) ?? this.selectEnvelope.get(runId);
@@ -269,6 +307,10 @@ export class BatchWriter {
             error: null,
             attempt: null,
             crashIncrement: 0,
+            waitSet: 0,
+            waitKind: null,
+            waitName: null,
+            waitUntil: null,
           },
           frameTail:
             `,"run_id":${JSON.stringify(runId)},"workflow_id":${JSON.stringify(envelope.workflow_id)},` +
@@ -294,6 +336,8 @@ export class BatchWriter {
         const output = encode(checkpoint.output ?? null, "output of step ", checkpoint.path);
         this.insertCheckpoint.run(runId, checkpoint.path, checkpoint.stepName, output, update.attempt ?? envelope.attempt, index, now);
       }
+      // A wait that took a signal from the mailbox: the signal goes with the event that records it.
+      if (consumesSignal !== undefined) this.deleteSignal.run(consumesSignal, runId);
       update.index = index;
       applyTransition(update, body, now);
       committed.push(new CommittedEvent(runId, index, event, frame));

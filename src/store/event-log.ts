@@ -155,6 +155,9 @@ export class EventLog {
       crashResumes: 0,
       pausedAt: null,
       cancelRequestedAt: null,
+      waitKind: null,
+      waitName: null,
+      waitUntil: null,
       createdAt: now,
       updatedAt: now,
       startedAt: null,
@@ -181,8 +184,8 @@ export class EventLog {
    * the same transaction: an event that says a step completed and the output a resume
    * reuses are never apart. Failures are reported to `onAppendError`, once per run.
    */
-  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint): void {
-    this.enqueue({ kind: "event", runId, body, checkpoint });
+  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number): void {
+    this.enqueue({ kind: "event", runId, body, checkpoint, consumesSignal });
   }
 
   private enqueue(write: PendingWrite): void {

@@ -22,11 +22,46 @@ export interface ResumeState {
   checkpoints: StoredCheckpoint[];
   /** In the order they started. */
   interruptedSteps: InterruptedStep[];
+  /**
+   * For a run that goes on after a wait: the start events it already sent in this attempt
+   * (see `startKey`), which it does not send again as it walks back to where it waited.
+   */
+  started: Set<string>;
+}
+
+/** An open wait of a suspended run: its durable call's key and what it waits for. */
+export interface OpenWaitRow {
+  runId: string;
+  key: string;
+  record: unknown;
+}
+
+/** The checkpoint path under which a wait's start is stored; its outcome is stored under `key` itself. */
+export const WAIT_SUFFIX = "@wait";
+
+/** Events that open a node (or an iteration, or an agent's run): a run that goes on after a wait does not send them twice. */
+export const START_EVENTS = [
+  "StepStarted",
+  "StepsExecutionStarted",
+  "ParallelExecutionStarted",
+  "ConditionExecutionStarted",
+  "LoopExecutionStarted",
+  "LoopIterationStarted",
+  "RouterExecutionStarted",
+  "RunStarted",
+] as const;
+
+/** What identifies a start event within an attempt: its name, its node's path, and its loop iteration if any. */
+export function startKey(event: string, stepPath: string, iteration?: number | null): string {
+  return iteration === undefined || iteration === null ? `${event}@${stepPath}` : `${event}@${stepPath}#${iteration}`;
 }
 
 /** Reads checkpoints and interrupted steps of runs, and the runs left unfinished. */
 export class ResumeStateReader {
   private readonly selectStepStarts;
+  private readonly selectOpenWaits;
+  private readonly selectLatestStepStart;
+  private readonly selectStarts;
 
   constructor(private readonly db: Db) {
     // Step starts since the latest WorkflowResumed (or the start), with no checkpoint for their path.
@@ -39,6 +74,55 @@ export class ResumeStateReader {
           AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = ? AND c.step_path = e.step_path)
         ORDER BY e.event_index`,
     );
+    this.selectOpenWaits = db.sqlite.prepare<[], { run_id: string; wait_key: string; output: string }>(
+      `SELECT c.run_id, substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
+         FROM step_checkpoints c JOIN runs r ON r.run_id = c.run_id
+        WHERE r.status IN ('waiting', 'paused') AND c.step_path LIKE '%${WAIT_SUFFIX}'
+          AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
+                            AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
+        ORDER BY c.event_index`,
+    );
+    this.selectLatestStepStart = db.sqlite.prepare<[string, string], { event_index: number }>(
+      "SELECT max(event_index) AS event_index FROM events WHERE run_id = ? AND event = 'StepStarted' AND step_path = ?",
+    );
+    // Start events (and retries) since the latest WorkflowResumed: what this attempt has sent.
+    this.selectStarts = db.sqlite.prepare<[string, string], { event: string; step_path: string; iteration: number | null }>(
+      `SELECT event, step_path, json_extract(payload, '$.iteration') AS iteration
+         FROM events
+        WHERE run_id = ? AND event IN (${[...START_EVENTS, "StepRetrying"].map((e) => `'${e}'`).join(", ")})
+          AND event_index > coalesce((SELECT max(event_index) FROM events WHERE run_id = ? AND event = 'WorkflowResumed'), -1)
+        ORDER BY event_index`,
+    );
+  }
+
+  /** Runs that wait (`waiting`, `paused`): nothing executes them until their wait ends. */
+  suspendedRuns(): RunRow[] {
+    return this.db.orm.select().from(runs).where(inArray(runs.status, ["waiting", "paused"])).orderBy(asc(runs.createdAt)).all();
+  }
+
+  /** Every open wait of every run (a wait's start stored, its outcome not): what the scheduler and wakers need. */
+  openWaits(): OpenWaitRow[] {
+    return this.selectOpenWaits.all().map((row) => ({ runId: row.run_id, key: row.wait_key, record: JSON.parse(row.output) as unknown }));
+  }
+
+  /** The index of the step's latest StepStarted, or null. */
+  latestStepStart(runId: string, stepPath: string): number | null {
+    return this.selectLatestStepStart.get(runId, stepPath)?.event_index ?? null;
+  }
+
+  /** Like `read`, for a run that goes on after a wait: with the start events it need not send again. */
+  readForWake(runId: string): ResumeState {
+    const state = this.read(runId);
+    for (const row of this.selectStarts.all(runId, runId)) {
+      if (row.event === "StepRetrying") {
+        // The next attempt of that step starts afresh.
+        state.started.delete(startKey("StepStarted", row.step_path));
+        state.started.delete(startKey("RunStarted", row.step_path));
+      } else {
+        state.started.add(startKey(row.event, row.step_path, row.iteration));
+      }
+    }
+    return state;
   }
 
   /** Runs left `pending` or `running` by the previous process, oldest first. */
@@ -62,6 +146,6 @@ export class ResumeStateReader {
     const interruptedSteps = this.selectStepStarts
       .all(runId, runId, runId)
       .map((row) => ({ index: row.event_index, path: row.step_path, name: row.step_name }));
-    return { checkpoints, interruptedSteps };
+    return { checkpoints, interruptedSteps, started: new Set() };
   }
 }

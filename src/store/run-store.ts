@@ -1,7 +1,21 @@
 import { and, desc, eq, gte, sql, type SQL } from "drizzle-orm";
 import type { RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
-import { idempotencyKeys, runs, type RunRow } from "./schema.ts";
+import { idempotencyKeys, runs, signals, type RunRow } from "./schema.ts";
+
+/** A signal kept in a run's mailbox. */
+export interface StoredSignal {
+  signalId: number;
+  payload: unknown;
+}
+
+/** What a suspended run waits for, as its row shows it. */
+export interface WaitColumns {
+  status: "waiting" | "paused";
+  waitKind: string;
+  waitName: string | null;
+  waitUntil: number | null;
+}
 
 /** Filters for listing runs. */
 export interface RunFilter {
@@ -59,6 +73,33 @@ export class RunStore {
   markPaused(runId: string): void {
     const now = Date.now();
     this.db.orm.update(runs).set({ pausedAt: now, updatedAt: now }).where(eq(runs.runId, runId)).run();
+  }
+
+  /**
+   * Marks a run suspended again on waits its earlier execution opened (no new event says
+   * so: a Parallel branch went on while another still waits).
+   */
+  markSuspended(runId: string, wait: WaitColumns): void {
+    const now = Date.now();
+    this.db.orm.update(runs).set({ ...wait, updatedAt: now }).where(eq(runs.runId, runId)).run();
+  }
+
+  /** Keeps a signal for the run's next wait for `name`; committed when this returns. */
+  keepSignal(runId: string, name: string, payload: unknown): number {
+    const row = this.db.orm.insert(signals).values({ runId, name, payload, createdAt: Date.now() }).returning({ signalId: signals.signalId }).get();
+    return row.signalId;
+  }
+
+  /** The oldest kept signal named `name` for the run, skipping `taken` ones (claimed by a write not yet committed). */
+  oldestSignal(runId: string, name: string, taken: ReadonlySet<number>): StoredSignal | undefined {
+    const rows = this.db.orm
+      .select({ signalId: signals.signalId, payload: signals.payload })
+      .from(signals)
+      .where(and(eq(signals.runId, runId), eq(signals.name, name)))
+      .orderBy(signals.signalId)
+      .limit(taken.size + 1)
+      .all();
+    return rows.find((row) => !taken.has(row.signalId));
   }
 
   /** Records that a cancel was asked for, so it is honoured even if the process dies first. */

@@ -25,6 +25,15 @@ export const runs = sqliteTable(
     /** Set when a graceful shutdown paused the run; such a resume does not count as a crash. */
     pausedAt: integer("paused_at"),
     cancelRequestedAt: integer("cancel_requested_at"),
+    /**
+     * What a `waiting` or `paused` run waits for: `timer`, `signal`, `confirmation`,
+     * `user_input`, `route_choice`, `tool_confirmation` or `error_decision`; null otherwise.
+     */
+    waitKind: text("wait_kind"),
+    /** The signal's name, or the step (or tool) a person is asked about. */
+    waitName: text("wait_name"),
+    /** When the wait ends by itself (a timer's wake time, a timeout), epoch ms; null if never. */
+    waitUntil: integer("wait_until"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
     startedAt: integer("started_at"),
@@ -35,6 +44,24 @@ export const runs = sqliteTable(
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
   ],
+);
+
+/**
+ * Signals sent to a run that was not waiting for them (a mailbox): the first wait for
+ * that name takes the oldest, and deletes it in the transaction that records the wait's end.
+ */
+export const signals = sqliteTable(
+  "signals",
+  {
+    signalId: integer("signal_id").primaryKey({ autoIncrement: true }),
+    runId: text("run_id")
+      .notNull()
+      .references(() => runs.runId, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    payload: text("payload", { mode: "json" }).$type<unknown>(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("signals_run_name_idx").on(t.runId, t.name, t.signalId)],
 );
 
 /** The run event log: `(run_id, event_index)` is the key, indices are 0..N-1 per run (I1). */

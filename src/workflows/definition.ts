@@ -2,8 +2,30 @@
  * The workflow definition API, in AgentOS vocabulary:
  * Workflow, Step, Steps, Parallel, Condition, Loop, Router.
  */
+import { z } from "zod";
 import type { AgentDefinition } from "../agents/agent.ts";
 import { Errors } from "../errors.ts";
+
+/** Thrown by a step to fail at once, without the retries its `maxRetries` allows. */
+export class NonRetryableError extends Error {
+  override readonly name = "NonRetryableError";
+}
+
+/** By name too: workflow code may load its own copy of this module (another build of flowd, the sources). */
+export function isNonRetryable(error: unknown): boolean {
+  return error instanceof NonRetryableError || (error instanceof Error && error.name === "NonRetryableError");
+}
+
+/** What `input.waitForSignal` resolves to: the signal's payload, or that its timeout passed first. */
+export type SignalOutcome<T = unknown> = { timedOut: false; payload: T } | { timedOut: true; payload?: undefined };
+
+/** Options of `input.waitForSignal`. */
+export interface WaitForSignalOptions<T> {
+  /** Ends the wait with `{ timedOut: true }` after this long (a durable timer). */
+  timeoutMs?: number;
+  /** A zod schema the payload must match; a signal that does not is refused with 422. */
+  schema?: z.ZodType<T>;
+}
 
 /** What every step receives. */
 export interface StepInput {
@@ -30,6 +52,77 @@ export interface StepInput {
    * order each time. Side effects belong here. Resolves once the result is stored.
    */
   step<T>(name: string, fn: () => T | Promise<T>): Promise<T>;
+  /**
+   * Waits `ms` on a timer stored in the database: the run lets go of its execution and
+   * goes on at the stored time, after a restart too (at once if that time has passed).
+   * The step then runs again from its top: earlier durable calls return their stored
+   * outcomes, and events it sent before the wait are not sent again.
+   */
+  sleep(ms: number): Promise<void>;
+  /** Like `sleep`, until a point in time. */
+  sleepUntil(date: Date | number): Promise<void>;
+  /**
+   * Waits for a signal named `name` (REST `POST /runs/{run_id}/signals/{name}`, WebSocket
+   * `signal-workflow`, `flowd runs signal`). A signal sent before the wait is kept and
+   * taken here, oldest first.
+   */
+  waitForSignal<T = unknown>(name: string, options?: WaitForSignalOptions<T>): Promise<SignalOutcome<T>>;
+  /** What a person entered when the step asked for input (`requiresUserInput`), else null. */
+  readonly userInput: Readonly<Record<string, unknown>> | null;
+}
+
+/**
+ * Asks a person before the step runs: to confirm it, or to fill in fields
+ * (AgentOS's human-in-the-loop options). The run pauses until someone continues it.
+ */
+export interface HumanInputOptions {
+  requiresConfirmation?: boolean;
+  confirmationMessage?: string;
+  /** What a rejection does: skip the step (default), cancel the run, or (a Condition) take the else branch. */
+  onReject?: "skip" | "cancel" | "else";
+  requiresUserInput?: boolean;
+  userInputMessage?: string;
+  /** The fields to ask for, as a zod object; the step reads the answer as `input.userInput`. */
+  userInputSchema?: z.ZodObject;
+  /** How long the run stays paused before `onTimeout` decides (a durable timer). */
+  hitlTimeoutMs?: number;
+  /** What happens when no one answers in time: cancel the run (default), skip the step, or approve it. */
+  onTimeout?: "cancel" | "skip" | "approve";
+}
+
+/** The human-input options of a node, checked. */
+export interface HumanInput {
+  readonly requiresConfirmation: boolean;
+  readonly confirmationMessage: string | null;
+  readonly onReject: "skip" | "cancel" | "else";
+  readonly requiresUserInput: boolean;
+  readonly userInputMessage: string | null;
+  readonly userInputSchema: z.ZodObject | null;
+  readonly timeoutMs: number | null;
+  readonly onTimeout: "cancel" | "skip" | "approve";
+}
+
+/** A step's retry options (DESIGN §9). */
+export interface RetryOptions {
+  /** Attempts after the first (default 0). */
+  maxRetries?: number;
+  /** Delay before the first retry (default 1000 ms), a durable timer. */
+  retryDelayMs?: number;
+  /** Each further delay is this many times the one before (default 2). */
+  retryBackoff?: number;
+  /** The longest delay (default 60000 ms). */
+  maxRetryDelayMs?: number;
+  /** When retries run out: end the run (default), go on with a null output, or pause for a person to choose. */
+  onError?: "fail" | "skip" | "pause";
+}
+
+/** A step's retry options, checked. */
+export interface RetryPolicy {
+  readonly maxRetries: number;
+  readonly retryDelayMs: number;
+  readonly retryBackoff: number;
+  readonly maxRetryDelayMs: number;
+  readonly onError: "fail" | "skip" | "pause";
 }
 
 /** A custom event a generator step yields: stored and sent as a `CustomEvent`. */
@@ -47,10 +140,18 @@ export type StepExecutor = (
   input: StepInput,
 ) => unknown | Promise<unknown> | AsyncGenerator<StepChunk, unknown, undefined>;
 
+/** What every leaf step has besides what it runs. */
+interface StepCommon {
+  readonly kind: "step";
+  readonly name: string;
+  readonly humanInput: HumanInput | null;
+  readonly retry: RetryPolicy;
+}
+
 /** A leaf step: runs a function, or an LLM agent. */
 export type StepNode =
-  | { readonly kind: "step"; readonly name: string; readonly executor: StepExecutor; readonly agent?: undefined }
-  | { readonly kind: "step"; readonly name: string; readonly agent: AgentDefinition; readonly executor?: undefined };
+  | (StepCommon & { readonly executor: StepExecutor; readonly agent?: undefined })
+  | (StepCommon & { readonly agent: AgentDefinition; readonly executor?: undefined });
 
 /** A named sequence of steps. */
 export interface StepsNode {
@@ -73,6 +174,8 @@ export interface ConditionNode {
   readonly evaluator: (input: StepInput) => boolean | Promise<boolean>;
   readonly steps: readonly WorkflowNode[];
   readonly elseSteps: readonly WorkflowNode[];
+  /** A person confirms before the condition is evaluated; `onReject: "else"` takes the else branch. */
+  readonly humanInput: HumanInput | null;
 }
 
 /** Repeats `steps` until `endCondition` says so or `maxIterations` is reached. */
@@ -89,7 +192,9 @@ export interface RouterNode {
   readonly kind: "router";
   readonly name: string;
   readonly choices: readonly WorkflowNode[];
-  readonly selector: (input: StepInput) => string | readonly string[] | Promise<string | readonly string[]>;
+  readonly selector: ((input: StepInput) => string | readonly string[] | Promise<string | readonly string[]>) | null;
+  /** A person picks the route (`requiresUserInput`), instead of the selector. */
+  readonly humanChoice: { readonly message: string | null; readonly allowMultipleSelections: boolean; readonly timeoutMs: number | null; readonly onTimeout: "cancel" | "skip" } | null;
 }
 
 /** Any node of a workflow tree. */
@@ -116,9 +221,76 @@ function requireNodes(owner: string, steps: unknown): readonly WorkflowNode[] {
   return steps as readonly WorkflowNode[];
 }
 
-/** A leaf step: `Step({ name, executor })` or `Step({ name, agent })`. */
-export function Step(options: { name: string; executor: StepExecutor } | { name: string; agent: AgentDefinition }): StepNode {
+function positiveMs(owner: string, option: string, value: unknown): number | null {
+  if (value === undefined) return null;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw Errors.invalidWorkflow(`${owner}: ${option} must be a positive number of milliseconds.`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(owner: string, option: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) {
+    throw Errors.invalidWorkflow(`${owner}: ${option} must be one of ${allowed.map((a) => `"${a}"`).join(", ")}; got ${JSON.stringify(value)}.`);
+  }
+  return value as T;
+}
+
+function humanInputOf(owner: string, options: HumanInputOptions, rejectChoices: readonly ("skip" | "cancel" | "else")[]): HumanInput | null {
+  const requiresConfirmation = options.requiresConfirmation === true;
+  const requiresUserInput = options.requiresUserInput === true;
+  if (!requiresConfirmation && !requiresUserInput) return null;
+  const schema = options.userInputSchema;
+  if (schema !== undefined && !(schema instanceof z.ZodObject)) {
+    throw Errors.invalidWorkflow(`${owner}: userInputSchema must be a zod object (z.object({...})).`);
+  }
+  if (requiresUserInput && schema === undefined) {
+    throw Errors.invalidWorkflow(`${owner}: requiresUserInput needs a userInputSchema (a zod object of the fields to ask for).`);
+  }
+  return {
+    requiresConfirmation,
+    confirmationMessage: options.confirmationMessage ?? null,
+    onReject: oneOf(owner, "onReject", options.onReject, rejectChoices, "skip"),
+    requiresUserInput,
+    userInputMessage: options.userInputMessage ?? null,
+    userInputSchema: requiresUserInput ? (schema ?? null) : null,
+    timeoutMs: positiveMs(owner, "hitlTimeoutMs", options.hitlTimeoutMs),
+    onTimeout: oneOf(owner, "onTimeout", options.onTimeout, ["cancel", "skip", "approve"] as const, "cancel"),
+  };
+}
+
+function retryPolicyOf(owner: string, options: RetryOptions): RetryPolicy {
+  const maxRetries = options.maxRetries ?? 0;
+  if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > 1000) {
+    throw Errors.invalidWorkflow(`${owner}: maxRetries must be a whole number from 0 to 1000.`);
+  }
+  const nonNegative = (option: string, value: number | undefined, fallback: number): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw Errors.invalidWorkflow(`${owner}: ${option} must be a number of at least 0.`);
+    }
+    return value;
+  };
+  const retryBackoff = nonNegative("retryBackoff", options.retryBackoff, 2);
+  if (retryBackoff < 1) throw Errors.invalidWorkflow(`${owner}: retryBackoff must be at least 1 (1 keeps the delay the same).`);
+  return {
+    maxRetries,
+    retryDelayMs: nonNegative("retryDelayMs", options.retryDelayMs, 1000),
+    retryBackoff,
+    maxRetryDelayMs: nonNegative("maxRetryDelayMs", options.maxRetryDelayMs, 60_000),
+    onError: oneOf(owner, "onError", options.onError, ["fail", "skip", "pause"] as const, "fail"),
+  };
+}
+
+/** Options every leaf step takes besides what it runs. */
+export type StepOptions = HumanInputOptions & RetryOptions & { name: string };
+
+/** A leaf step: `Step({ name, executor })` or `Step({ name, agent })`, with human-input and retry options. */
+export function Step(options: (StepOptions & { executor: StepExecutor }) | (StepOptions & { agent: AgentDefinition })): StepNode {
   const name = requireName("Step", options.name);
+  const owner = `Step "${name}"`;
+  const common = { kind: "step" as const, name, humanInput: humanInputOf(owner, options, ["skip", "cancel"]), retry: retryPolicyOf(owner, options) };
   const executor = "executor" in options ? options.executor : undefined;
   const agent = "agent" in options ? options.agent : undefined;
   if ((executor === undefined) === (agent === undefined)) {
@@ -126,12 +298,12 @@ export function Step(options: { name: string; executor: StepExecutor } | { name:
   }
   if (agent !== undefined) {
     if (agent?.kind !== "agent") throw Errors.invalidWorkflow(`Step "${name}": "agent" must be made with Agent({...}).`);
-    return { kind: "step", name, agent };
+    return { ...common, agent };
   }
   if (typeof executor !== "function") {
     throw Errors.invalidWorkflow(`Step "${name}": "executor" must be a function.`);
   }
-  return { kind: "step", name, executor };
+  return { ...common, executor };
 }
 
 /** A named group of steps run in order. */
@@ -152,7 +324,7 @@ export function Condition(options: {
   evaluator: ConditionNode["evaluator"] | boolean;
   steps: readonly WorkflowNode[];
   elseSteps?: readonly WorkflowNode[];
-}): ConditionNode {
+} & Pick<HumanInputOptions, "requiresConfirmation" | "confirmationMessage" | "onReject" | "hitlTimeoutMs" | "onTimeout">): ConditionNode {
   const name = requireName("Condition", options.name);
   const { evaluator } = options;
   return {
@@ -161,6 +333,7 @@ export function Condition(options: {
     evaluator: typeof evaluator === "boolean" ? () => evaluator : evaluator,
     steps: requireNodes(`Condition "${name}"`, options.steps),
     elseSteps: requireNodes(`Condition "${name}" elseSteps`, options.elseSteps ?? []),
+    humanInput: humanInputOf(`Condition "${name}"`, options, ["skip", "cancel", "else"]),
   };
 }
 
@@ -185,18 +358,36 @@ export function Loop(options: {
   };
 }
 
-/** Runs the choices the selector names. */
+/** Runs the choices the selector names, or (`requiresUserInput`) the ones a person picks. */
 export function Router(options: {
   name: string;
   choices: readonly WorkflowNode[];
-  selector: RouterNode["selector"];
+  selector?: NonNullable<RouterNode["selector"]>;
+  requiresUserInput?: boolean;
+  userInputMessage?: string;
+  allowMultipleSelections?: boolean;
+  hitlTimeoutMs?: number;
+  /** What happens when no one picks in time: cancel the run (default), or skip the router. */
+  onTimeout?: "cancel" | "skip";
 }): RouterNode {
   const name = requireName("Router", options.name);
+  const owner = `Router "${name}"`;
   const choices = requireNodes(`Router "${name}" choices`, options.choices);
-  if (typeof options.selector !== "function") {
-    throw Errors.invalidWorkflow(`Router "${name}" needs a "selector" function.`);
+  const humanChoice = options.requiresUserInput === true
+    ? {
+        message: options.userInputMessage ?? null,
+        allowMultipleSelections: options.allowMultipleSelections === true,
+        timeoutMs: positiveMs(owner, "hitlTimeoutMs", options.hitlTimeoutMs),
+        onTimeout: oneOf(owner, "onTimeout", options.onTimeout, ["cancel", "skip"] as const, "cancel"),
+      }
+    : null;
+  if (options.selector !== undefined && typeof options.selector !== "function") {
+    throw Errors.invalidWorkflow(`${owner}: "selector" must be a function.`);
   }
-  return { kind: "router", name, choices, selector: options.selector };
+  if (!humanChoice && options.selector === undefined) {
+    throw Errors.invalidWorkflow(`${owner} needs a "selector" function, or requiresUserInput: true to let a person pick the route.`);
+  }
+  return { kind: "router", name, choices, selector: options.selector ?? null, humanChoice };
 }
 
 /** A workflow: `Workflow({ id, name, description, steps })`. */

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
-import { EventsQuery, ListRunsQuery, ResumeRunBody, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
+import { parseStepRequirements } from "../../protocol/hitl.ts";
+import { ContinueRunBody, EventsQuery, ListRunsQuery, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished } from "../../protocol/run-status.ts";
@@ -40,19 +41,30 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
   streamRunAsSse(reply.raw, reply.getHeaders(), context, runId, afterIndex);
 }
 
+/** Events after which a run waits (for a person, a timer or a signal) instead of going on. */
+const WAITS = new Set(["WorkflowPaused", "WaitStarted"]);
+
 /**
- * Resolves once the run has its terminal event, or when the client goes away (the run
- * goes on); rejects with the reason if no more of the run's events can come from this
- * server (its events could not be stored).
+ * Resolves once the run has its terminal event or waits (paused, waiting), or when the
+ * client goes away (the run goes on); rejects with the reason if no more of the run's
+ * events can come from this server (its events could not be stored).
  */
-function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string): Promise<void> {
+function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string, after?: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const current = deps.runStore.get(runId);
-    const stop = deps.eventLog.follow(runId, current?.lastEventIndex ?? -1, {
-      events: () => {},
+    let waits = false;
+    const stop = deps.eventLog.follow(runId, after ?? current?.lastEventIndex ?? -1, {
+      events: (batch) => {
+        if (!waits && batch.events.some((event) => WAITS.has(event.event))) {
+          waits = true;
+          // Delivered after the commit that stored it: the run row says it waits.
+          resolve();
+        }
+      },
       ended: resolve,
       failed: reject,
     });
+    if (waits) stop();
     // The response's close (not the request's: that fires once the body is read) means the client left.
     reply.raw.once("close", () => {
       stop();
@@ -131,6 +143,22 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
     const body = parseInput(ResumeRunBody, request.body, "resume request");
     sse(deps, reply, run.runId, body.last_event_index ?? -1);
+  });
+
+  app.post<RunParams>("/workflows/:workflowId/runs/:runId/continue", async (request, reply) => {
+    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const body = parseInput(ContinueRunBody, request.body, "continue request");
+    const answers = parseStepRequirements(run.runId, body.step_requirements);
+    const before = deps.engine.continueRun(run.runId, answers);
+    if (body.stream) return sse(deps, reply, run.runId, before.lastEventIndex);
+    await untilFinished(deps, reply, run.runId, before.lastEventIndex);
+    return toRunJson(findRun(deps, run.runId));
+  });
+
+  app.post<{ Params: { runId: string; name: string } }>("/runs/:runId/signals/:name", async (request, reply) => {
+    const params = parseInput(SignalParams, request.params, "signal request");
+    const { run, delivered } = await deps.engine.signal(params.runId, params.name, request.body ?? null);
+    return reply.status(202).send({ run_id: run.runId, name: params.name, delivered, message: delivered ? "The run's wait for this signal ended." : "Kept for the run's next wait for this signal." });
   });
 
   app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(findRun(deps, request.params.runId)));

@@ -4,6 +4,7 @@ import type { RawData, WebSocket } from "ws";
 import type { Engine } from "../../engine/engine.ts";
 import { errorMessage, Errors, FlowdError } from "../../errors.ts";
 import { CLIENT_ACTION_NAMES, parseClientAction, type ClientAction } from "../../protocol/client-actions.ts";
+import { parseStepRequirements } from "../../protocol/hitl.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import { CANCEL_REQUESTED_MESSAGE, type ServerFrame } from "../../protocol/server-frames.ts";
 import type { EventLog } from "../../store/event-log.ts";
@@ -168,6 +169,23 @@ export class WorkflowSocket implements OutboundOwner {
           run_id: run.runId,
           message: CANCEL_REQUESTED_MESSAGE,
         });
+        return;
+      }
+      case "continue-workflow": {
+        const run = this.deps.runStore.get(msg.run_id);
+        if (!run) throw Errors.runNotFound(msg.run_id);
+        if (run.workflowId !== msg.workflow_id) throw Errors.runOfOtherWorkflow(run.runId, msg.workflow_id, run.workflowId);
+        const before = this.deps.engine.continueRun(run.runId, parseStepRequirements(run.runId, msg.step_requirements));
+        // What follows (StepContinued on) comes on this socket.
+        this.follow(run.runId, before.lastEventIndex);
+        return;
+      }
+      case "signal-workflow": {
+        const { run_id: runId, name } = msg;
+        this.deps.engine.signal(runId, name, msg.payload ?? null).then(
+          ({ delivered }) => this.send({ event: "signal_accepted", run_id: runId, name, delivered }),
+          (error: unknown) => this.sendError(error),
+        );
         return;
       }
       default: {
