@@ -21,10 +21,14 @@ export async function responseError(response: Response): Promise<FlowdError> {
 }
 
 /** Calls the server's HTTP API and returns its JSON answer; errors come back as FlowdError. */
-export async function callServer(config: ClientConfig, method: "GET" | "POST", path: string): Promise<unknown> {
+export async function callServer(config: ClientConfig, method: "GET" | "POST", path: string, body?: unknown): Promise<unknown> {
   let response: Response;
   try {
-    response = await fetch(`${config.url}${path}`, { method, headers: { accept: "application/json", ...authHeaders(config) } });
+    response = await fetch(`${config.url}${path}`, {
+      method,
+      headers: { accept: "application/json", ...(body === undefined ? {} : { "content-type": "application/json" }), ...authHeaders(config) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
   } catch (error) {
     throw Errors.serverUnreachable(config.url, error);
   }

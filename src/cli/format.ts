@@ -43,3 +43,11 @@ export function eventLine(frame: Record<string, unknown>): string {
         : "";
   return `${index}  ${at}  ${String(frame.event)}${step}${gist}`;
 }
+
+/** What a waiting or paused run waits for, in a few words ("signal approved until 12:00:01"), or "-". */
+export function waitingFor(wait: { kind: string; name: string | null; until: number | null } | null): string {
+  if (!wait) return "-";
+  const what =
+    wait.kind === "signal" ? `signal "${wait.name ?? ""}"` : wait.kind === "timer" ? "timer" : `${wait.kind.replace("_", " ")}${wait.name ? ` of "${wait.name}"` : ""}`;
+  return wait.until === null ? what : `${what} until ${time(wait.until)}`;
+}

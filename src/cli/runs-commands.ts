@@ -8,7 +8,7 @@ import { EventReader } from "../store/event-reader.ts";
 import { RunStore } from "../store/run-store.ts";
 import { callServer } from "./api-client.ts";
 import { followRun } from "./follow.ts";
-import { duration, eventLine, table, time } from "./format.ts";
+import { duration, eventLine, table, time, waitingFor } from "./format.ts";
 
 const dbOption = () => new Option("--db <path>", "SQLite database file (env FLOWD_DB, default ./data/flowd.db)");
 const urlOption = () => new Option("--url <url>", "server URL (default http://HOST:PORT from the environment, else http://127.0.0.1:7777)");
@@ -66,9 +66,11 @@ export function runsCommand(): Command {
       ).map(toRunJson);
       if (flags.json) return print(JSON.stringify(rows, null, 2));
       if (rows.length === 0) return print("No runs.");
+      // Runs that wait say what for.
+      const waits = rows.some((r) => r.waiting_for !== null);
       print(
         table(
-          ["RUN ID", "WORKFLOW", "STATUS", "EVENTS", "CREATED (UTC)", "DURATION"],
+          ["RUN ID", "WORKFLOW", "STATUS", "EVENTS", "CREATED (UTC)", "DURATION", ...(waits ? ["WAITING FOR"] : [])],
           rows.map((r) => [
             r.run_id,
             r.workflow_id,
@@ -76,6 +78,7 @@ export function runsCommand(): Command {
             String(r.event_count),
             time(r.created_at),
             duration(r.started_at === null ? null : (r.finished_at ?? Date.now()) - r.started_at),
+            ...(waits ? [waitingFor(r.waiting_for)] : []),
           ]),
         ),
       );
@@ -102,6 +105,7 @@ export function runsCommand(): Command {
       print(`started    ${time(run.started_at)}`);
       print(`finished   ${time(run.finished_at)}`);
       print(`input      ${JSON.stringify(run.input)}`);
+      if (run.waiting_for) print(`waits for  ${waitingFor(run.waiting_for)}`);
       if (run.content !== null) print(`output     ${JSON.stringify(run.content)}`);
       if (steps.length > 0) {
         print("");
@@ -156,6 +160,72 @@ export function runsCommand(): Command {
       const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/cancel`;
       const answer = await callServer(config, "POST", path);
       print(flags.json ? JSON.stringify(answer, null, 2) : `Cancel requested for run ${runId}; it ends at its next step or content boundary (at once if no process is running it).`);
+    });
+
+  runs
+    .command("continue")
+    .description("Answer a paused run's open requirement, and wait until it ends or waits again.")
+    .argument("<run_id>")
+    .addOption(new Option("--confirm", "approve the step (or tool call)"))
+    .addOption(new Option("--reject", "reject it (the step's onReject decides what happens)"))
+    .addOption(new Option("--input <json>", "the fields the step asks for, as a JSON object"))
+    .addOption(new Option("--choose <route...>", "the route(s) a Router asks a person to pick"))
+    .addOption(new Option("--decision <decision>", "after a step's retries ran out (onError: pause)").choices(["retry", "skip"]))
+    .addOption(urlOption())
+    .addOption(jsonOption())
+    .action(
+      async (
+        runId: string,
+        flags: { confirm?: boolean; reject?: boolean; input?: string; choose?: string[]; decision?: string; url?: string; json?: boolean },
+      ) => {
+        const given = [flags.confirm, flags.reject, flags.input, flags.choose, flags.decision].filter((flag) => flag !== undefined);
+        if (given.length !== 1) {
+          throw Errors.invalidArgument("Give exactly one of --confirm, --reject, --input '<json>', --choose <route> or --decision retry|skip.");
+        }
+        let answer: Record<string, unknown>;
+        if (flags.input !== undefined) {
+          let input: unknown;
+          try {
+            input = JSON.parse(flags.input);
+          } catch (error) {
+            throw Errors.invalidArgument(`--input must be a JSON object, like '{"amount": 10}' (${error instanceof Error ? error.message : String(error)}).`);
+          }
+          answer = { confirmed: true, user_input: input };
+        } else if (flags.choose !== undefined) answer = { selected_choices: flags.choose };
+        else if (flags.decision !== undefined) answer = { decision: flags.decision };
+        else answer = { confirmed: flags.confirm === true };
+        const config = resolveClientConfig({ url: flags.url });
+        const run = (await callServer(config, "GET", `/runs/${encodeURIComponent(runId)}`)) as RunJson;
+        const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/continue`;
+        const after = (await callServer(config, "POST", path, { step_requirements: [answer], stream: false })) as RunJson;
+        if (flags.json) return print(JSON.stringify(after, null, 2));
+        const now = after.waiting_for ? `${after.status}, waiting for ${waitingFor(after.waiting_for)}` : after.status;
+        print(`Run ${runId} continued; it is now ${now}.`);
+      },
+    );
+
+  runs
+    .command("signal")
+    .description("Send a signal to a run: it ends the run's wait for that name, or is kept for its next one.")
+    .argument("<run_id>")
+    .argument("<name>")
+    .addOption(new Option("--data <json>", "the payload, as JSON (default null)"))
+    .addOption(urlOption())
+    .addOption(jsonOption())
+    .action(async (runId: string, name: string, flags: { data?: string; url?: string; json?: boolean }) => {
+      let payload: unknown = null;
+      if (flags.data !== undefined) {
+        try {
+          payload = JSON.parse(flags.data);
+        } catch (error) {
+          throw Errors.invalidArgument(`--data must be JSON, like '{"by": "ann"}' (${error instanceof Error ? error.message : String(error)}).`);
+        }
+      }
+      const config = resolveClientConfig({ url: flags.url });
+      const path = `/runs/${encodeURIComponent(runId)}/signals/${encodeURIComponent(name)}`;
+      const answer = (await callServer(config, "POST", path, payload)) as { delivered: boolean };
+      if (flags.json) return print(JSON.stringify(answer, null, 2));
+      print(answer.delivered ? `Signal "${name}" ended run ${runId}'s wait.` : `Signal "${name}" kept for run ${runId}'s next wait for it.`);
     });
 
   return runs;

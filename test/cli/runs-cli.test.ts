@@ -126,6 +126,45 @@ describe("flowd runs (through the server)", () => {
   });
 });
 
+describe("flowd runs continue, signal, and list of runs that wait", () => {
+  it("lists paused and waiting runs with what they wait for, continues one with --confirm, and signals another", async () => {
+    const paused = (await startRun("approval", { message: "memo", background: true })).run_id as string;
+    const waiting = (await startRun("signalled", { background: true })).run_id as string;
+    const reader = new Database(db, { readonly: true });
+    const statusOf = (runId: string) => (reader.prepare("SELECT status FROM runs WHERE run_id = ?").get(runId) as { status: string }).status;
+    await waitFor("both runs to wait", () => (statusOf(paused) === "paused" && statusOf(waiting) === "waiting" ? true : undefined));
+
+    const list = await flowd(["runs", "list", "--db", db, "--status", "paused"]);
+    expect(list.code).toBe(0);
+    expect(list.out).toContain("WAITING FOR");
+    expect(list.out.split("\n").find((line) => line.includes(paused))).toContain('confirmation of "send"');
+    const waits = await flowd(["runs", "list", "--db", db, "--status", "waiting"]);
+    expect(waits.out.split("\n").find((line) => line.includes(waiting))).toContain('signal "approved"');
+
+    const both = await flowd(["runs", "continue", paused, "--confirm", "--reject", "--url", server.url]);
+    expect(both.code).toBe(1);
+    expect(both.out).toContain("Give exactly one of");
+    const done = await flowd(["runs", "continue", paused, "--confirm", "--url", server.url]);
+    expect(done.code).toBe(0);
+    expect(done.out).toContain(`Run ${paused} continued; it is now completed.`);
+    const again = await flowd(["runs", "continue", paused, "--confirm", "--url", server.url]);
+    expect(again.code).toBe(1);
+    expect(again.out).toContain("not paused");
+
+    const badData = await flowd(["runs", "signal", waiting, "approved", "--data", "{by", "--url", server.url]);
+    expect(badData.code).toBe(1);
+    expect(badData.out).toContain("--data must be JSON");
+    const wrong = await flowd(["runs", "signal", waiting, "approved", "--data", '{"by": 1}', "--url", server.url]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.out).toContain("was not accepted");
+    const signalled = await flowd(["runs", "signal", waiting, "approved", "--data", '{"by": "cli"}', "--url", server.url]);
+    expect(signalled.code).toBe(0);
+    expect(signalled.out).toContain(`Signal "approved" ended run ${waiting}'s wait.`);
+    await waitFor("the signalled run to complete", () => (statusOf(waiting) === "completed" ? true : undefined));
+    reader.close();
+  });
+});
+
 describe("flowd runs events --follow", () => {
   it("follows a run across a server restart, resuming after the last index it printed", async () => {
     const dbFollow = join(temp.dir, "follow.db");
