@@ -1,7 +1,8 @@
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "./helpers/server.ts";
-import { REPO_ROOT, runNode, startServerProcess, type ServerProcess } from "../testkit/server-process.ts";
+import { REPO_ROOT, runFlowd, runNode, startServerProcess, type ServerProcess } from "../testkit/server-process.ts";
+import { waitFor } from "./helpers/server.ts";
 import { TestClient } from "./helpers/ws-client.ts";
 
 let temp: ReturnType<typeof tempDir>;
@@ -55,6 +56,40 @@ describe("the README's runnable examples", () => {
       expect(output).toMatch(/catch_up: [1-9]\d* missed events/);
       expect(output).toContain("subscribed: status=running");
       expect(output).toMatch(/Run finished: WorkflowCompleted; \d+ events, no gaps, no duplicates/);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+
+  it("examples/approval.ts: an agent drafts, a person approves from the CLI, the run sleeps, then a signal ends its wait", async () => {
+    const server = await startServerProcess(["--workflows", "./examples/approval.ts", "--db", join(temp.dir, "d.db")], {
+      env: { FLOWD_DEMO_PACE_MS: "1" },
+    });
+    const flowd = async (args: string[]): Promise<string> => {
+      const proc = runFlowd([...args, "--url", server.url]);
+      expect(await proc.exited, proc.output()).toBe(0);
+      return proc.output();
+    };
+    const status = async (runId: string): Promise<Record<string, unknown>> =>
+      (await (await fetch(`${server.url}/runs/${runId}`)).json()) as Record<string, unknown>;
+    try {
+      const started = await fetch(`${server.url}/workflows/approval/runs`, {
+        method: "POST",
+        body: new URLSearchParams({ message: "our launch", background: "true" }),
+      });
+      const runId = String(((await started.json()) as Record<string, unknown>).run_id);
+      await waitFor("the run to pause for approval", async () => ((await status(runId)).status === "paused" ? true : undefined), 30_000);
+      expect(await flowd(["runs", "continue", runId, "--confirm"])).toContain("continued; it is now waiting");
+      await waitFor("the run to wait for the reply", async () => {
+        const run = await status(runId);
+        return (run.waiting_for as { kind?: string } | null)?.kind === "signal" ? true : undefined;
+      }, 15_000);
+      expect(await flowd(["runs", "signal", runId, "reply", "--data", '{"text": "Looks good"}'])).toContain("ended run");
+      const done = await waitFor("the run to complete", async () => {
+        const run = await status(runId);
+        return run.status === "completed" ? run : undefined;
+      });
+      expect(done.content).toBe("reply: Looks good");
     } finally {
       expect(await server.stop()).toBe(0);
     }
