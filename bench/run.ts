@@ -35,6 +35,7 @@ import {
   type WorkflowRounds,
 } from "./lib/harness.ts";
 import { percentile } from "./lib/percentile.ts";
+import { handoffLatency, sleepingRuns } from "./lib/waits.ts";
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const SYNC = (process.env.FLOWD_SYNC ?? "NORMAL").toUpperCase() === "FULL" ? "FULL" : "NORMAL";
@@ -361,6 +362,48 @@ const benches: Record<string, Bench> = {
     } finally {
       tmp.remove();
     }
+  },
+
+  // Runs that sleep: what each costs the server while it sleeps, and how late it wakes, before and after a kill -9.
+  B10: async () => {
+    const r = await sleepingRuns(n(10_000), SYNC);
+    report({
+      bench: "B10",
+      workload: `${r.runs} runs asleep at once (durable timers, wake times spread over 5 s), then ${r.runs} more asleep through a kill -9 and restart; synchronous=${SYNC}`,
+      figure: r.bytesPerSleepingRun,
+      unit: "bytes of server memory (RSS) per sleeping run",
+      limit: r.bytesPerFinishedRun,
+      limit_is: "RSS growth per run for as many runs of the same workflow that finished at once (the same rows stored, nothing waiting)",
+      wake_p50_ms: r.wakeP50Ms,
+      wake_p99_ms: r.wakeP99Ms,
+      wake_max_ms: r.wakeMaxMs,
+      restart_healthy_ms: r.restartHealthyMs,
+      empty_restart_healthy_ms: r.emptyRestartHealthyMs,
+      restart_wake_p99_ms: r.restartWakeP99Ms,
+      restart_wake_max_ms: r.restartWakeMaxMs,
+      target: "≤ 2048 bytes per sleeping run; wake p99 ≤ 20 ms; restart healthy ≤ 1000 ms and every run awake within 1000 ms of its time",
+    });
+  },
+
+  // Handing a waiting run its answer: continue → StepContinued, signal → WaitCompleted, at a watching client.
+  B11: async () => {
+    const count = n(1000);
+    const rate = 100;
+    const r = await handoffLatency(count, rate, SYNC);
+    const round = (value: number): number => Math.round(value * 1000) / 1000;
+    report({
+      bench: "B11",
+      workload: `${count} paused runs continued and ${count} waiting runs signalled over REST at ${rate}/s, one WebSocket client watching them all; synchronous=${SYNC}`,
+      figure: round(r.continueP50),
+      unit: "ms continue → StepContinued at the watcher, p50",
+      limit: round(r.rawP50),
+      limit_is: "a bare HTTP server committing one row per request and sending a frame to a watching ws client (same client, same rate)",
+      continue_p99_ms: round(r.continueP99),
+      signal_p50_ms: round(r.signalP50),
+      signal_p99_ms: round(r.signalP99),
+      limit_p99_ms: round(r.rawP99),
+      target: "p50 ≤ 2 ms, p99 ≤ 10 ms",
+    });
   },
 
   // Short durable workflows: three trivial steps, each started only once the previous one's outcome is committed (I8).

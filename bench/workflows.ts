@@ -55,4 +55,31 @@ export const threeSteps = Workflow({
   ],
 });
 
-export default [emit, paced, threeSteps];
+/** `nap`: sleeps until additional_data.wakeAt (epoch ms, a durable timer), then returns how late it woke, in ms (B10). */
+export const nap = Workflow({
+  id: "nap",
+  steps: [
+    Step({
+      name: "nap",
+      executor: async (input) => {
+        const wakeAt = setting(input, "wakeAt", Date.now());
+        await input.sleepUntil(wakeAt);
+        return Date.now() - wakeAt;
+      },
+    }),
+  ],
+});
+
+/** `approve`: a step a person confirms first (B11). */
+export const approve = Workflow({
+  id: "approve",
+  steps: [Step({ name: "approve", requiresConfirmation: true, executor: () => "ok" })],
+});
+
+/** `await-signal`: waits for the signal "go" (B11). */
+export const awaitSignal = Workflow({
+  id: "await-signal",
+  steps: [Step({ name: "wait", executor: async (input) => (await input.waitForSignal("go")).payload })],
+});
+
+export default [emit, paced, threeSteps, nap, approve, awaitSignal];
