@@ -260,6 +260,30 @@ describe("durable sleep and signals", () => {
     expect(unknown).toMatchObject({ status: 404, json: { code: "RUN_NOT_FOUND" } });
   });
 
+  it("two Parallel branches wait at once (a sleep, a signal): each goes on when its own wait ends, nothing sent twice", async () => {
+    const t = await server();
+    const runId = await startRun(t, "parallel-waits", { sleepMs: 300 });
+    await untilStatus(t, runId, "waiting");
+    // The sleep ends first; the run goes on with the listener still waiting.
+    await waitFor("the sleeping branch to complete", async () =>
+      (await events(t, runId)).some((event) => event.event === "StepCompleted" && event.step_name === "napper") ? true : undefined,
+    );
+    const waiting = await untilStatus(t, runId, "waiting");
+    expect(waiting.waiting_for).toMatchObject({ kind: "signal", name: "go" });
+    expect((await post(`${t.url}/runs/${runId}/signals/go`, { n: 1 })).status).toBe(202);
+    const done = await untilStatus(t, runId, "completed");
+    expect(done.content).toEqual({ napper: "slept", listener: 'heard {"n":1}' });
+    const log = await events(t, runId);
+    expect(indicesOf(log as Frame[])).toEqual(range(log.length));
+    const count = (name: string, step?: string) => log.filter((e) => e.event === name && (step === undefined || e.step_name === step)).length;
+    expect(count("ParallelExecutionStarted")).toBe(1);
+    expect(count("StepStarted", "napper")).toBe(1);
+    expect(count("StepStarted", "listener")).toBe(1);
+    expect(log.filter((e) => e.event === "RunContent").map((e) => e.content)).toEqual(["nap ", "woke"]);
+    expect(count("WaitStarted")).toBe(2);
+    expect(count("WaitCompleted")).toBe(2);
+  });
+
   it("over the WebSocket: signal-workflow answers signal_accepted", async () => {
     const t = await server();
     const runId = await startRun(t, "signalled");
