@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   RUN_NOT_PAUSED: 409,
   INVALID_REQUIREMENT: 422,
   INVALID_SIGNAL: 422,
+  TOO_MANY_SIGNALS: 429,
   IDEMPOTENCY_KEY_REUSED: 409,
   DATABASE_LOCKED: 409,
   DATABASE_READ_ONLY: 500,
@@ -157,7 +158,9 @@ export const Errors = {
     new FlowdError(
       "RUN_NOT_PAUSED",
       `Run ${runId} is ${status}, not paused: there is nothing to continue. ` +
-        (status === "paused" ? "Another continue resolved its requirement first; read its events to see what happened." : "Continue a run while its status is paused (GET /runs/{run_id} shows it)."),
+        (status === "paused"
+          ? "Something answered it first (another continue, a cancel, or its timeout); read its events to see what happened."
+          : "Continue a run while its status is paused (GET /runs/{run_id} shows it)."),
     ),
   invalidRequirement: (runId: string, what: string) =>
     new FlowdError(
@@ -166,6 +169,11 @@ export const Errors = {
     ),
   invalidSignal: (runId: string, name: string, what: string) =>
     new FlowdError("INVALID_SIGNAL", `Signal "${name}" to run ${runId} was not accepted: ${what}. The run still waits; send a payload that matches its schema.`),
+  tooManySignals: (runId: string, limit: number) =>
+    new FlowdError(
+      "TOO_MANY_SIGNALS",
+      `Run ${runId} already keeps ${limit} signals it has not waited for; this one was not kept. Send it once the run has taken some (it takes the oldest first).`,
+    ),
   shuttingDown: () => new FlowdError("SHUTTING_DOWN", "The server is shutting down; start the run again once it is back."),
   idempotencyKeyReused: (key: string, workflowId: string, runId: string) =>
     new FlowdError(

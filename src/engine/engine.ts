@@ -71,6 +71,9 @@ interface ActiveRun {
   done: Promise<void>;
 }
 
+/** Signals a run keeps for waits it has not reached; more are refused (a client cannot fill the disk through one run). */
+export const MAX_KEPT_SIGNALS = 1000;
+
 /** Start events a run going on after a wait does not send twice. */
 const START_EVENT_NAMES: ReadonlySet<string> = new Set(START_EVENTS);
 
@@ -425,8 +428,9 @@ export class Engine {
       ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });
       this.logger.info({ runId: run.runId }, "run completed");
     } catch (error) {
+      if (error instanceof RunSuspended) await this.eventLog.flushed();
+      // A cancel that came while the run was going to sleep is honoured here, not lost.
       if (error instanceof RunSuspended && !signal.aborted) {
-        await this.eventLog.flushed();
         this.onSuspended(run.runId, openedWait);
         return;
       }
@@ -531,6 +535,7 @@ export class Engine {
   continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
     const run = this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
+    this.requireServed(run);
     const open = this.waits.humanWait(runId);
     if (!open) throw Errors.runNotPaused(runId, run.status);
     const [key, record] = open;
@@ -548,14 +553,15 @@ export class Engine {
     const run = this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
     if (isFinished(run.status)) throw Errors.runFinished(runId, run.status, "it takes no more signals");
+    this.requireServed(run);
     const open = this.waits.signalWait(runId, name);
     if (!open) {
-      this.runStore.keepSignal(runId, name, payload);
+      this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
       this.logger.info({ runId, signal: name }, "signal kept for the run's next wait");
       return { run, delivered: false };
     }
     const [key, record] = open;
-    const problem = record.schema ? schemaProblem(record.schema, payload, "payload") : null;
+    const problem = record.schema ? schemaProblem(record.schema, payload, "payload", "payload") : null;
     if (problem) throw Errors.invalidSignal(runId, name, problem.replace(/\.$/, ""));
     this.endWait(runId, key, {
       body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(payload) },
@@ -563,6 +569,16 @@ export class Engine {
     });
     await this.eventLog.committed(runId);
     return { run, delivered: true };
+  }
+
+  /** Refuses to act for a run whose workflow this server does not run: nothing could go on with it. */
+  private requireServed(run: RunRow): void {
+    if (this.workflows.has(run.workflowId)) return;
+    throw Errors.runNotResumed(
+      run.runId,
+      `this server does not run it: its workflow "${run.workflowId}" is not served here`,
+      "Restart flowd with that workflow loaded, then send this again; nothing was recorded.",
+    );
   }
 
   /** How many runs wait (for a timer, a signal or a person) with nothing executing. */
@@ -576,9 +592,16 @@ export class Engine {
    */
   private loadWaits(summary: RecoverySummary): void {
     const suspended = this.resumeState.suspendedRuns();
-    for (const { runId, key, record } of this.resumeState.openWaits()) this.waits.open(runId, key, record as WaitRecord);
+    const served = new Set(suspended.filter((run) => this.workflows.has(run.workflowId)).map((run) => run.runId));
+    // A run whose workflow is not served here waits on, untouched, for a server that runs it.
+    for (const { runId, key, record } of this.resumeState.openWaits()) {
+      if (served.has(runId)) this.waits.open(runId, key, record as WaitRecord);
+    }
     for (const run of suspended) {
-      if (run.cancelRequestedAt !== null) {
+      if (!served.has(run.runId) && run.cancelRequestedAt === null) {
+        this.logger.warn({ runId: run.runId, workflowId: run.workflowId }, "waiting run not served: its workflow is not loaded here");
+        summary.skipped.push(run.runId);
+      } else if (run.cancelRequestedAt !== null) {
         this.waits.dropRun(run.runId);
         this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
         summary.cancelled.push(run.runId);

@@ -159,7 +159,10 @@ export function errorPause(loc: StepLocation, error: string): { record: HumanRec
   return { record: { kind: "human", loc, requirement, pauseKind: "step", timeoutAt: null, schema: null }, events: [paused] };
 }
 
-/** `WorkflowPaused`, after the step's own pause event: every requirement so far, the open one last. */
+/** How many earlier (resolved) requirements `WorkflowPaused` lists at most: the latest ones. */
+export const MAX_LISTED_REQUIREMENTS = 100;
+
+/** `WorkflowPaused`, after the step's own pause event: the requirements so far (the latest 100 resolved), the open one last. */
 export function workflowPaused(record: HumanRecord, earlier: readonly StepRequirement[]): RunEventBody {
   return {
     event: "WorkflowPaused",
@@ -168,7 +171,7 @@ export function workflowPaused(record: HumanRecord, earlier: readonly StepRequir
     paused_step_name: record.loc.step_name,
     paused_step_path: record.loc.step_path,
     pause_kind: record.pauseKind,
-    step_requirements: [...earlier, record.requirement],
+    step_requirements: [...earlier.slice(-MAX_LISTED_REQUIREMENTS), record.requirement],
     timeout_at: record.timeoutAt,
   };
 }
@@ -232,8 +235,12 @@ function answered(requirement: StepRequirement, resolution: Resolution): StepReq
  */
 export function resolveAnswer(runId: string, record: HumanRecord, answers: readonly RequirementAnswer[]): StoredResolution {
   const { requirement } = record;
-  const answer = answers.findLast((a) => a.step_id === requirement.step_id) ?? answers[answers.length - 1]!;
   const invalid = (what: string) => Errors.invalidRequirement(runId, what);
+  // The entry for the open requirement's step; an entry without step_id (as `flowd runs continue` sends) if there is none.
+  const answer = answers.findLast((a) => a.step_id === requirement.step_id) ?? answers.findLast((a) => a.step_id === undefined);
+  if (!answer) {
+    throw invalid(`no entry of step_requirements is for the open requirement (step_id "${requirement.step_id}", step "${requirement.step_name}")`);
+  }
   const subject = `the requirement of step "${requirement.step_name}" (step_id ${requirement.step_id})`;
   let resolution: Resolution;
   if (requirement.requires_executor_input) {
@@ -251,15 +258,16 @@ export function resolveAnswer(runId: string, record: HumanRecord, answers: reado
     if (!selected || selected.length === 0) throw invalid(`${subject} asks for a route: set "selected_choices" to one of ${choices.join(", ")}`);
     const unknown = selected.find((choice) => !choices.includes(choice));
     if (unknown !== undefined) throw invalid(`"${unknown}" in selected_choices is not one of the available choices (${choices.join(", ")})`);
-    if (!requirement.allow_multiple_selections && selected.length > 1) throw invalid(`${subject} allows one route; selected_choices has ${selected.length}`);
-    resolution = { kind: "route", selected: [...new Set(selected)], timedOut: false };
+    const distinct = [...new Set(selected)];
+    if (!requirement.allow_multiple_selections && distinct.length > 1) throw invalid(`${subject} allows one route; selected_choices has ${distinct.length}`);
+    resolution = { kind: "route", selected: distinct, timedOut: false };
   } else if (requirement.requires_user_input) {
     const rejected = requirement.requires_confirmation && answer.confirmed === false;
     if (rejected) {
       resolution = { kind: "user_input", input: null, timedOut: false };
     } else {
       if (!answer.user_input) throw invalid(`${subject} asks for input: set "user_input" to an object with its fields`);
-      const problem = record.schema ? schemaProblem(record.schema, answer.user_input, "user_input") : null;
+      const problem = record.schema ? schemaProblem(record.schema, answer.user_input, "user_input", "user_input") : null;
       if (problem) throw invalid(problem.replace(/\.$/, ""));
       resolution = { kind: "user_input", input: answer.user_input, timedOut: false };
     }

@@ -186,11 +186,14 @@ function stepInput(
       const timeoutMs = options.timeoutMs === undefined ? null : checkMs("waitForSignal's timeoutMs", options.timeoutMs);
       const schema = options.schema ? storableSchema(`input.waitForSignal("${name}")`, options.schema) : null;
       await settle(ctx);
-      const kept = ctx.takeSignal(name);
-      if (kept) {
-        // Sent before the run waited: taken from the mailbox, in the same transaction as the wait's end.
-        const problem = schema ? schemaProblem(schema, kept.payload, `payload of signal "${name}"`) : null;
-        if (problem) throw new Error(`a kept signal does not match the schema: ${problem}`);
+      for (let kept = ctx.takeSignal(name); kept; kept = ctx.takeSignal(name)) {
+        // Sent before the run waited, so not checked then: one that does not match is dropped, and says so.
+        const problem = schema ? schemaProblem(schema, kept.payload, `signal "${name}"`, "payload") : null;
+        if (problem) {
+          ctx.emit({ event: "CustomEvent", ...loc, name: "signal_discarded", data: { signal: name, reason: problem } }, undefined, kept.signalId);
+          continue;
+        }
+        // Taken from the mailbox in the same transaction as the wait's end.
         ctx.emit({ event: "WaitStarted", ...loc, wait_kind: "signal", wait_key: key, signal_name: name, timeout_at: null });
         ctx.emit(
           { event: "WaitCompleted", ...loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(kept.payload) },

@@ -22,7 +22,7 @@ export const ClientAction = z.discriminatedUnion("action", [
     run_id: Id,
     session_id: Id.nullable().optional(),
     // Checked against the run's open requirement by the engine, which names what is wrong.
-    step_requirements: z.unknown(),
+    step_requirements: z.unknown().optional(),
   }),
   z.object({ action: z.literal("signal-workflow"), run_id: Id, name: SignalName, payload: z.unknown().optional() }),
 ]);

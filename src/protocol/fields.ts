@@ -25,9 +25,9 @@ export const SignalName = z.string().min(1).max(256);
 export const LastEventIndex = z.number().int().min(-1).nullable().default(null);
 
 /** Turns zod's issue list into one sentence for an error message. */
-export function describeIssues(subject: string, issues: readonly z.core.$ZodIssue[]): string {
+export function describeIssues(subject: string, issues: readonly z.core.$ZodIssue[], root = "body"): string {
   const parts = issues.map((issue) => {
-    const field = issue.path.length > 0 ? issue.path.join(".") : "body";
+    const field = issue.path.length > 0 ? [root === "body" ? "" : root, ...issue.path].filter(Boolean).join(".") : root;
     return `${field}: ${issue.message}`;
   });
   return `Invalid ${subject}: ${parts.join("; ")}.`;

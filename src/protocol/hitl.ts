@@ -158,7 +158,7 @@ export function parseStepRequirements(runId: string, value: unknown): Requiremen
   const parsed = StepRequirementsField.safeParse(value);
   if (!parsed.success) {
     if (typeof value === "string" && !value.trim().startsWith("[")) throw Errors.invalidRequirement(runId, "step_requirements is not a JSON list");
-    throw Errors.invalidRequirement(runId, describeIssues("step_requirements", parsed.error.issues).replace(/^Invalid /, "invalid ").replace(/\.$/, ""));
+    throw Errors.invalidRequirement(runId, describeIssues("step_requirements", parsed.error.issues, "step_requirements").replace(/^Invalid /, "invalid ").replace(/\.$/, ""));
   }
   return parsed.data;
 }

@@ -50,7 +50,7 @@ export type EventsQuery = z.infer<typeof EventsQuery>;
  * requirements are checked apart (see StepRequirementsField), to answer INVALID_REQUIREMENT.
  */
 export const ContinueRunBody = z.object({
-  step_requirements: z.unknown(),
+  step_requirements: z.unknown().optional(),
   session_id: Id.optional(),
   user_id: Id.optional(),
   stream: Flag.default(true),

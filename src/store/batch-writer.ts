@@ -194,6 +194,7 @@ export class BatchWriter {
   private readonly insertCheckpoint: Statement<[string, string, string | null, string, number, number, number]>;
   private readonly insertIdempotencyKey: Statement<[string, string, string, string, number]>;
   private readonly deleteSignal: Statement<[number, string]>;
+  private readonly dropSignals: Statement<[string]>;
   private readonly writeTx: (batch: readonly PendingWrite[]) => WrittenBatch;
   /**
    * Active runs' envelopes as last committed, so a batch does not read each run's row
@@ -232,6 +233,7 @@ export class BatchWriter {
       "INSERT OR REPLACE INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
     );
     this.deleteSignal = sqlite.prepare("DELETE FROM signals WHERE signal_id = ? AND run_id = ?");
+    this.dropSignals = sqlite.prepare("DELETE FROM signals WHERE run_id = ?");
     // BEGIN IMMEDIATE: a deferred transaction that reads before it writes (a run's row)
     // gets SQLITE_BUSY at once when another connection holds the write lock, without
     // waiting busy_timeout for it.
@@ -344,6 +346,8 @@ export class BatchWriter {
     }
     for (const { update, rows } of runs.values()) {
       this.eventRows.insert(rows);
+      // A finished run waits for nothing more: the signals it kept go with its end.
+      if (update.finishedAt !== null) this.dropSignals.run(update.runId);
       if (update.status === null && update.attempt === null) this.advanceRun.run(update.index, update.now, update.runId);
       else this.updateRun.run(update);
     }

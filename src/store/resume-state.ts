@@ -86,10 +86,11 @@ export class ResumeStateReader {
       "SELECT max(event_index) AS event_index FROM events WHERE run_id = ? AND event = 'StepStarted' AND step_path = ?",
     );
     // Start events (and retries) since the latest WorkflowResumed: what this attempt has sent.
-    this.selectStarts = db.sqlite.prepare<[string, string], { event: string; step_path: string; iteration: number | null }>(
-      `SELECT event, step_path, json_extract(payload, '$.iteration') AS iteration
+    this.selectStarts = db.sqlite.prepare<[string, string], { event: string; step_path: string; iteration: number | null; decision: string | null }>(
+      `SELECT event, step_path, json_extract(payload, '$.iteration') AS iteration,
+              CASE event WHEN 'StepContinued' THEN json_extract(payload, '$.decision') END AS decision
          FROM events
-        WHERE run_id = ? AND event IN (${[...START_EVENTS, "StepRetrying"].map((e) => `'${e}'`).join(", ")})
+        WHERE run_id = ? AND event IN (${[...START_EVENTS, "StepRetrying", "StepContinued"].map((e) => `'${e}'`).join(", ")})
           AND event_index > coalesce((SELECT max(event_index) FROM events WHERE run_id = ? AND event = 'WorkflowResumed'), -1)
         ORDER BY event_index`,
     );
@@ -114,7 +115,7 @@ export class ResumeStateReader {
   readForWake(runId: string): ResumeState {
     const state = this.read(runId);
     for (const row of this.selectStarts.all(runId, runId)) {
-      if (row.event === "StepRetrying") {
+      if (row.event === "StepRetrying" || (row.event === "StepContinued" && row.decision === "retry")) {
         // The next attempt of that step starts afresh.
         state.started.delete(startKey("StepStarted", row.step_path));
         state.started.delete(startKey("RunStarted", row.step_path));

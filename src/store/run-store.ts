@@ -1,4 +1,5 @@
 import { and, desc, eq, gte, sql, type SQL } from "drizzle-orm";
+import { Errors } from "../errors.ts";
 import type { RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { idempotencyKeys, runs, signals, type RunRow } from "./schema.ts";
@@ -84,8 +85,10 @@ export class RunStore {
     this.db.orm.update(runs).set({ ...wait, updatedAt: now }).where(eq(runs.runId, runId)).run();
   }
 
-  /** Keeps a signal for the run's next wait for `name`; committed when this returns. */
-  keepSignal(runId: string, name: string, payload: unknown): number {
+  /** Keeps a signal for the run's next wait for `name`; committed when this returns. Refused past `limit` kept signals. */
+  keepSignal(runId: string, name: string, payload: unknown, limit: number): number {
+    const kept = this.db.orm.select({ n: sql<number>`count(*)` }).from(signals).where(eq(signals.runId, runId)).get()?.n ?? 0;
+    if (kept >= limit) throw Errors.tooManySignals(runId, limit);
     const row = this.db.orm.insert(signals).values({ runId, name, payload, createdAt: Date.now() }).returning({ signalId: signals.signalId }).get();
     return row.signalId;
   }

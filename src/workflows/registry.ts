@@ -20,6 +20,11 @@ export class WorkflowRegistry {
   }
 
   /** The workflow, or a WORKFLOW_NOT_FOUND error that lists what exists. */
+  /** Whether this server runs the workflow. */
+  has(id: string): boolean {
+    return this.byId.has(id);
+  }
+
   get(id: string): WorkflowDefinition {
     const workflow = this.byId.get(id);
     if (!workflow) {

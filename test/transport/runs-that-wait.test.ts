@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { SseParser } from "../../src/protocol/sse.ts";
 import { range, startServer, tempDir, waitFor, type TestServer } from "../helpers/server.ts";
+import { testWorkflows } from "../fixtures/workflows.ts";
 import { TestClient, indicesOf, type Frame } from "../helpers/ws-client.ts";
 
 type Json = Record<string, unknown>;
@@ -148,6 +149,12 @@ describe("pause and continue (AgentOS shapes)", () => {
       expect(answer.json.code, bad).toBe("INVALID_REQUIREMENT");
       expect(String(answer.json.detail), bad).toMatch(/step_requirements|confirm/);
     }
+    const missing = await post(url, { stream: false });
+    expect(missing).toMatchObject({ status: 422, json: { code: "INVALID_REQUIREMENT" } });
+    expect(String(missing.json.detail)).toContain("step_requirements is missing");
+    const otherStep = await post(url, { step_requirements: [{ step_id: "../99", confirmed: false }], stream: false });
+    expect(otherStep).toMatchObject({ status: 422, json: { code: "INVALID_REQUIREMENT" } });
+    expect(String(otherStep.json.detail)).toContain('step_id "1"');
     const unresolved = await post(url, { step_requirements: [{ step_id: "1" }], stream: false });
     expect(unresolved).toMatchObject({ status: 422, json: { code: "INVALID_REQUIREMENT" } });
     expect(String(unresolved.json.detail)).toContain('"confirmed"');
@@ -165,7 +172,7 @@ describe("pause and continue (AgentOS shapes)", () => {
     expect(wrong).toMatchObject({ status: 422, json: { code: "INVALID_REQUIREMENT" } });
     const two = await post(url, { step_requirements: [{ step_id: "0", selected_choices: ["left", "right"] }], stream: false });
     expect(two).toMatchObject({ status: 422, json: { code: "INVALID_REQUIREMENT" } });
-    const right = await post(url, { step_requirements: [{ step_id: "0", selected_choices: ["right"] }], stream: false });
+    const right = await post(url, { step_requirements: [{ step_id: "0", selected_choices: ["right", "right"] }], stream: false });
     expect(right).toMatchObject({ status: 200, json: { status: "completed", content: "went right" } });
   });
 
@@ -229,13 +236,18 @@ describe("durable sleep and signals", () => {
     const t = await server();
     // Sent while the run is still at its first step: kept in the mailbox.
     const early = await startRun(t, "signalled", { timeoutMs: 60_000, beforeMs: 300 });
-    const kept = await post(`${t.url}/runs/${early}/signals/approved`, { by: "early bird" });
+    // Not checked when kept (no wait says its schema yet): dropped when taken, and the next one is taken.
+    const invalid = await post(`${t.url}/runs/${early}/signals/approved`, { by: 5 });
+    expect(invalid).toMatchObject({ status: 202, json: { delivered: false } });
+    const kept = await post(`${t.url}/runs/${early}/signals/approved`, { by: "early bird", extra: "ignored" });
     expect(kept).toMatchObject({ status: 202, json: { delivered: false } });
     await post(`${t.url}/runs/${early}/signals/approved`, { by: "second" });
     expect((await untilStatus(t, early, "completed")).content).toBe("approved by early bird");
-    // Taken in the transaction that recorded the wait's end; the second one stays kept.
+    // Taken in the transaction that recorded the wait's end; the one left was dropped when the run ended.
     const mailbox = t.openReader().prepare("SELECT json_extract(payload, '$.by') AS by FROM signals WHERE run_id = ?").all(early);
-    expect(mailbox).toEqual([{ by: "second" }]);
+    expect(mailbox).toEqual([]);
+    const discarded = (await events(t, early)).find((event) => event.event === "CustomEvent");
+    expect(discarded).toMatchObject({ name: "signal_discarded", data: { signal: "approved", reason: expect.stringContaining("by") } });
 
     const during = await startRun(t, "signalled");
     const waiting = await untilStatus(t, during, "waiting");
@@ -244,7 +256,8 @@ describe("durable sleep and signals", () => {
     expect(bad).toMatchObject({ status: 422, json: { code: "INVALID_SIGNAL" } });
     expect(String(bad.json.detail)).toContain("by");
     expect((await getRun(t, during)).status).toBe("waiting");
-    const good = await post(`${t.url}/runs/${during}/signals/approved`, { by: "ann" });
+    // Keys the schema does not name are accepted, as zod accepts them.
+    const good = await post(`${t.url}/runs/${during}/signals/approved`, { by: "ann", note: "fine" });
     expect(good).toMatchObject({ status: 202, json: { delivered: true } });
     expect((await untilStatus(t, during, "completed")).content).toBe("approved by ann");
     const completed = (await events(t, during)).find((event) => event.event === "WaitCompleted");
@@ -295,6 +308,30 @@ describe("durable sleep and signals", () => {
     expect((await untilStatus(t, runId, "completed")).content).toBe("approved by ws");
   });
 
+  it("a run keeps at most 1,000 signals it has not waited for (429 past that)", async () => {
+    const t = await server();
+    const runId = await startRun(t, "approval");
+    await untilStatus(t, runId, "paused");
+    for (let i = 0; i < 1000; i += 50) {
+      const answers = await Promise.all(range(50).map((j) => post(`${t.url}/runs/${runId}/signals/s${(i + j) % 3}`, { i: i + j })));
+      expect(answers.every((a) => a.status === 202)).toBe(true);
+    }
+    const refused = await post(`${t.url}/runs/${runId}/signals/s0`, { i: 1000 });
+    expect(refused).toMatchObject({ status: 429, json: { code: "TOO_MANY_SIGNALS" } });
+  });
+
+  it("cancel right after the start ends the run even while it is going to sleep (40 tries)", async () => {
+    const t = await server();
+    const ids = await Promise.all(
+      range(40).map(async () => {
+        const runId = await startRun(t, "signalled");
+        await post(`${t.url}/workflows/signalled/runs/${runId}/cancel`, null);
+        return runId;
+      }),
+    );
+    for (const runId of ids) await untilStatus(t, runId, "cancelled");
+  });
+
   it("cancel ends a waiting run at once", async () => {
     const t = await server();
     const runId = await startRun(t, "signalled");
@@ -343,6 +380,61 @@ describe("step retries", () => {
     expect(pause?.step_requirements).toEqual([expect.objectContaining({ requires_error_decision: true, error_message: "failure 1", decision: null })]);
     const retried = await post(continueUrl(t, "pause-on-error", paused), { step_requirements: [{ step_id: "0", decision: "retry" }], stream: false });
     expect(retried).toMatchObject({ status: 200, json: { status: "completed", content: "succeeded on attempt 2" } });
+    // The retry is a new attempt: it starts as one.
+    expect(names(await events(t, paused)).filter((name) => name === "StepStarted")).toHaveLength(2);
+  });
+});
+
+describe("a waiting run whose workflow this server does not load", () => {
+  it("continue and signal answer RUN_NOT_RESUMED (503) every time and record nothing; the run waits on for a server that runs it", async () => {
+    const dbPath = file("shared.db");
+    const first = await startServer({ dbPath });
+    const paused = await startRun(first, "approval");
+    const waiting = await startRun(first, "signalled");
+    await untilStatus(first, paused, "paused");
+    await untilStatus(first, waiting, "waiting");
+    await first.close();
+    const partial = await startServer({ dbPath, workflows: testWorkflows.filter((w) => w.id !== "approval" && w.id !== "signalled") });
+    servers.push(partial);
+    for (let i = 0; i < 2; i++) {
+      const answer = await post(continueUrl(partial, "approval", paused), { step_requirements: [{ confirmed: true }], stream: false });
+      expect(answer).toMatchObject({ status: 503, json: { code: "RUN_NOT_RESUMED" } });
+      const signal = await post(`${partial.url}/runs/${waiting}/signals/approved`, { by: "x" });
+      expect(signal).toMatchObject({ status: 503, json: { code: "RUN_NOT_RESUMED" } });
+    }
+    expect((await getRun(partial, paused)).last_event_index).toBe(4);
+    expect(partial.openReader().prepare("SELECT count(*) AS n FROM signals").get()).toEqual({ n: 0 });
+    await partial.close();
+    servers.splice(servers.indexOf(partial), 1);
+    const full = await startServer({ dbPath });
+    servers.push(full);
+    const done = await post(continueUrl(full, "approval", paused), { step_requirements: [{ confirmed: true }], stream: false });
+    expect(done).toMatchObject({ status: 200, json: { status: "completed" } });
+  });
+});
+
+describe("a long paused history", () => {
+  it("a WebSocket continue sent during a reconnect's catch-up does not cut the catch-up short; WorkflowPaused lists the latest 100 resolved requirements", async () => {
+    const t = await server();
+    const counterFile = file("many.txt");
+    const runId = await startRun(t, "pause-on-error", { counterFile, failures: 130 });
+    for (let i = 0; i < 129; i++) {
+      await untilStatus(t, runId, "paused");
+      const answer = await post(continueUrl(t, "pause-on-error", runId), { step_requirements: [{ decision: "retry" }], stream: false });
+      expect(answer.status).toBe(200);
+    }
+    await untilStatus(t, runId, "paused");
+    const last = t.openReader()
+      .prepare("SELECT payload FROM events WHERE run_id = ? AND event = 'WorkflowPaused' ORDER BY event_index DESC LIMIT 1")
+      .get(runId) as { payload: string };
+    expect((JSON.parse(last.payload) as { step_requirements: unknown[] }).step_requirements).toHaveLength(101);
+    const { client } = await TestClient.connect(t.wsUrl);
+    client.send({ action: "reconnect", run_id: runId, last_event_index: -1 });
+    client.send({ action: "continue-workflow", workflow_id: "pause-on-error", run_id: runId, step_requirements: [{ decision: "retry" }] });
+    const frames = (await client.untilTerminal()).filter((frame) => typeof frame.event_index === "number");
+    await client.close();
+    expect(indicesOf(frames)).toEqual(range(frames.length));
+    expect(frames.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: "succeeded on attempt 131" });
   });
 });
 

@@ -176,8 +176,8 @@ export class WorkflowSocket implements OutboundOwner {
         if (!run) throw Errors.runNotFound(msg.run_id);
         if (run.workflowId !== msg.workflow_id) throw Errors.runOfOtherWorkflow(run.runId, msg.workflow_id, run.workflowId);
         const before = this.deps.engine.continueRun(run.runId, parseStepRequirements(run.runId, msg.step_requirements));
-        // What follows (StepContinued on) comes on this socket.
-        this.follow(run.runId, before.lastEventIndex);
+        // What follows (StepContinued on) comes on this socket, through its feed of the run if it has one.
+        if (!this.following.has(run.runId)) this.follow(run.runId, before.lastEventIndex);
         return;
       }
       case "signal-workflow": {
