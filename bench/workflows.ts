@@ -1,4 +1,5 @@
 /** Workflows for the benchmarks: they emit events as fast as the engine takes them, or at a set rate. */
+import { writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Step, Workflow } from "../src/workflows/definition.ts";
 import { setting } from "../testkit/additional-data.ts";
@@ -83,3 +84,13 @@ export const awaitSignal = Workflow({
 });
 
 export default [emit, paced, threeSteps, nap, approve, awaitSignal];
+
+// Bench only (B10): in a server started with --expose-gc and FLOWD_BENCH_HEAP_FILE, SIGUSR2
+// collects garbage and writes the JS heap in use to that file.
+const heapFile = process.env.FLOWD_BENCH_HEAP_FILE;
+if (heapFile) {
+  process.on("SIGUSR2", () => {
+    (globalThis as { gc?: () => void }).gc?.();
+    writeFileSync(heapFile, String(process.memoryUsage().heapUsed));
+  });
+}

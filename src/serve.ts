@@ -138,9 +138,16 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     // Binding first means a second server on a busy port fails before touching any run;
     // recovery then runs before the first connection is served, so /health answers only after it.
     address = await transport.listen(config.port, config.host, () => {
-      const recovered = engine.recover();
-      const total = Object.values(recovered).reduce((n, ids) => n + ids.length, 0);
-      if (total > 0) logger.info(recovered, `recovered ${total} unfinished runs`);
+      const started = performance.now();
+      const { waiting, ...acted } = engine.recover();
+      const total = Object.values(acted).reduce((n, ids) => n + ids.length, 0);
+      // Runs that wait are only counted: there may be many, and nothing was done to them.
+      if (total + waiting.length > 0) {
+        logger.info(
+          { ...acted, waiting: waiting.length, durationMs: Math.round(performance.now() - started) },
+          `recovered ${total} unfinished runs; ${waiting.length} runs wait (timers, signals, people)`,
+        );
+      }
     });
   } catch (error) {
     await engine.shutdown(0, 0);

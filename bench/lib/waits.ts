@@ -1,5 +1,9 @@
 /** B10 and B11: runs that wait (sleeping runs' cost and wake-up; continue and signal latency). */
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -68,6 +72,29 @@ async function healthyAfter(url: string, since: number): Promise<number> {
   }
 }
 
+/** The server's JS heap in use after a full GC (bench/workflows.ts answers SIGUSR2 with it). */
+async function heapAfterGc(pid: number, file: string): Promise<number> {
+  rmSync(file, { force: true });
+  process.kill(pid, "SIGUSR2");
+  for (let i = 0; i < 500 && !existsSync(file); i++) await sleep(10);
+  await sleep(20);
+  return Number(readFileSync(file, "utf8"));
+}
+
+/** The least a process can hold to know `count` timers: a Map of run id → wake time, measured after GC in this process. */
+function rawTimerBytes(count: number): number {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const timers = new Map<string, number>();
+  for (let i = 0; i < count; i++) timers.set(randomUUID(), Date.now() + i);
+  gc();
+  const bytes = (process.memoryUsage().heapUsed - before) / count;
+  timers.clear();
+  return Math.round(bytes);
+}
+
 /** Resident memory once it has settled (two readings 200 ms apart within 1%). */
 async function settledRss(pid: number): Promise<number> {
   let last = rssOf(pid);
@@ -82,8 +109,10 @@ async function settledRss(pid: number): Promise<number> {
 
 export interface SleepingRunsResult {
   runs: number;
-  bytesPerSleepingRun: number;
-  bytesPerFinishedRun: number;
+  heapBytesPerSleepingRun: number;
+  rawTimerBytes: number;
+  rssBytesPerSleepingRun: number;
+  rssBytesPerFinishedRun: number;
   wakeP50Ms: number;
   wakeP99Ms: number;
   wakeMaxMs: number;
@@ -101,7 +130,8 @@ export interface SleepingRunsResult {
  */
 export async function sleepingRuns(runs: number, sync: "FULL" | "NORMAL"): Promise<SleepingRunsResult> {
   const tmp = scratch();
-  const env = { FLOWD_SYNC: sync };
+  const heapFile = join(tmp.dir, "heap");
+  const env = { FLOWD_SYNC: sync, FLOWD_BENCH_HEAP_FILE: heapFile, NODE_OPTIONS: "--expose-gc" };
   const serve = (db: string): Promise<ServerProcess> => startServerProcess(["--workflows", BENCH_WORKFLOWS, "--db", db], { env });
   try {
     // The limit: as many runs that do not wait (they wake at once), on a server of their own.
@@ -119,10 +149,12 @@ export async function sleepingRuns(runs: number, sync: "FULL" | "NORMAL"): Promi
     await startMany(server.url, "nap", 200, () => ({ wakeAt: 0 }));
     await untilCount(db, "nap", "completed", 200);
     const base = await settledRss(server.child.pid!);
+    const heapBase = await heapAfterGc(server.child.pid!, heapFile);
     // Wake times spread over 5 s, starting once every run has gone to sleep.
     const firstWake = Date.now() + 20_000 + runs;
     await startMany(server.url, "nap", runs, (i) => ({ wakeAt: firstWake + Math.floor((i * 5000) / runs) }));
     await untilCount(db, "nap", "waiting", runs);
+    const heapGrowth = (await heapAfterGc(server.child.pid!, heapFile)) - heapBase;
     const sleepingGrowth = (await settledRss(server.child.pid!)) - base;
     await untilCount(db, "nap", "completed", runs + 200);
     const awake = latenesses(db, firstWake);
@@ -147,8 +179,10 @@ export async function sleepingRuns(runs: number, sync: "FULL" | "NORMAL"): Promi
 
     return {
       runs,
-      bytesPerSleepingRun: Math.round(sleepingGrowth / runs),
-      bytesPerFinishedRun: Math.round(finishedGrowth / runs),
+      heapBytesPerSleepingRun: Math.round(heapGrowth / runs),
+      rawTimerBytes: rawTimerBytes(runs),
+      rssBytesPerSleepingRun: Math.round(sleepingGrowth / runs),
+      rssBytesPerFinishedRun: Math.round(finishedGrowth / runs),
       wakeP50Ms: percentile(awake, 0.5),
       wakeP99Ms: percentile(awake, 0.99),
       wakeMaxMs: Math.max(...awake),
@@ -213,6 +247,9 @@ async function watch(wsUrl: string, runIds: readonly string[]): Promise<WebSocke
   return socket;
 }
 
+/** Requests made before measuring, on each path. */
+const WARM_UP = 100;
+
 export interface HandoffLatency {
   continueP50: number;
   continueP99: number;
@@ -235,19 +272,22 @@ export async function handoffLatency(count: number, rate: number, sync: "FULL" |
     let continueMs: number[];
     let signalMs: number[];
     try {
-      const paused = await startMany(server.url, "approve", count, () => ({}));
-      const waiting = await startMany(server.url, "await-signal", count, () => ({}));
-      await untilCount(db, "approve", "paused", count);
-      await untilCount(db, "await-signal", "waiting", count);
+      // The first WARM_UP of each are not measured: a fresh process compiles these paths on its first calls.
+      const paused = await startMany(server.url, "approve", WARM_UP + count, () => ({}));
+      const waiting = await startMany(server.url, "await-signal", WARM_UP + count, () => ({}));
+      await untilCount(db, "approve", "paused", WARM_UP + count);
+      await untilCount(db, "await-signal", "waiting", WARM_UP + count);
       const post = (path: string, body: unknown) =>
         fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.arrayBuffer());
+      const continueRun = (runId: string) => post(`/workflows/approve/runs/${runId}/continue`, { step_requirements: [{ confirmed: true }], stream: false });
+      const signalRun = (runId: string) => post(`/runs/${runId}/signals/go`, { n: 1 });
       let watcher = await watch(server.wsUrl, paused);
-      continueMs = await measureAtRate(watcher, paused, rate, "StepContinued", (runId) =>
-        post(`/workflows/approve/runs/${runId}/continue`, { step_requirements: [{ confirmed: true }], stream: false }),
-      );
+      await measureAtRate(watcher, paused.slice(0, WARM_UP), rate, "StepContinued", continueRun);
+      continueMs = await measureAtRate(watcher, paused.slice(WARM_UP), rate, "StepContinued", continueRun);
       watcher.close();
       watcher = await watch(server.wsUrl, waiting);
-      signalMs = await measureAtRate(watcher, waiting, rate, "WaitCompleted", (runId) => post(`/runs/${runId}/signals/go`, { n: 1 }));
+      await measureAtRate(watcher, waiting.slice(0, WARM_UP), rate, "WaitCompleted", signalRun);
+      signalMs = await measureAtRate(watcher, waiting.slice(WARM_UP), rate, "WaitCompleted", signalRun);
       watcher.close();
     } finally {
       await server.stop();

@@ -591,14 +591,11 @@ export class Engine {
    * their stored times), without executing anything.
    */
   private loadWaits(summary: RecoverySummary): void {
-    const suspended = this.resumeState.suspendedRuns();
-    const served = new Set(suspended.filter((run) => this.workflows.has(run.workflowId)).map((run) => run.runId));
-    // A run whose workflow is not served here waits on, untouched, for a server that runs it.
-    for (const { runId, key, record } of this.resumeState.openWaits()) {
-      if (served.has(runId)) this.waits.open(runId, key, record as WaitRecord);
-    }
-    for (const run of suspended) {
-      if (!served.has(run.runId) && run.cancelRequestedAt === null) {
+    for (const run of this.resumeState.suspendedRuns()) {
+      const served = this.workflows.has(run.workflowId);
+      // A run whose workflow is not served here waits on, untouched, for a server that runs it.
+      if (served) for (const { key, record } of run.waits) this.waits.open(run.runId, key, record as WaitRecord);
+      if (!served && run.cancelRequestedAt === null) {
         this.logger.warn({ runId: run.runId, workflowId: run.workflowId }, "waiting run not served: its workflow is not loaded here");
         summary.skipped.push(run.runId);
       } else if (run.cancelRequestedAt !== null) {

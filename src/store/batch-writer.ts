@@ -1,7 +1,7 @@
 import type { Database, Statement } from "better-sqlite3";
 import { Errors, FlowdError } from "../errors.ts";
 import { CommittedEvent, type RunEventBody } from "../protocol/run-events.ts";
-import { isFinished, type RunStatus } from "../protocol/run-status.ts";
+import { isFinished, SUSPENDED_STATUSES, type RunStatus } from "../protocol/run-status.ts";
 import { requirementKind } from "../protocol/hitl.ts";
 import type { RunRow } from "./schema.ts";
 
@@ -256,7 +256,8 @@ export class BatchWriter {
   private remember(written: WrittenBatch): void {
     for (const [runId, { envelope, update }] of written.runs) {
       const status = update.status ?? envelope.status;
-      if (isFinished(status)) {
+      // A run that waits may wait for days: its envelope is read again when it goes on.
+      if (isFinished(status) || SUSPENDED_STATUSES.has(status)) {
         this.envelopes.delete(runId);
       } else {
         this.envelopes.set(runId, { ...envelope, status, last_event_index: update.index, attempt: update.attempt ?? envelope.attempt });

@@ -29,11 +29,12 @@ export interface ResumeState {
   started: Set<string>;
 }
 
-/** An open wait of a suspended run: its durable call's key and what it waits for. */
-export interface OpenWaitRow {
+/** A suspended run and its open waits (durable call key → what it waits for), oldest first. */
+export interface SuspendedRun {
   runId: string;
-  key: string;
-  record: unknown;
+  workflowId: string;
+  cancelRequestedAt: number | null;
+  waits: { key: string; record: unknown }[];
 }
 
 /** The checkpoint path under which a wait's start is stored; its outcome is stored under `key` itself. */
@@ -74,14 +75,18 @@ export class ResumeStateReader {
           AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = ? AND c.step_path = e.step_path)
         ORDER BY e.event_index`,
     );
-    this.selectOpenWaits = db.sqlite.prepare<[], { run_id: string; wait_key: string; output: string }>(
-      `SELECT c.run_id, substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
-         FROM step_checkpoints c JOIN runs r ON r.run_id = c.run_id
-        WHERE r.status IN ('waiting', 'paused') AND c.step_path LIKE '%${WAIT_SUFFIX}'
-          AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
-                            AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
-        ORDER BY c.event_index`,
-    );
+    this.selectOpenWaits = db.sqlite
+      .prepare<[], [string, string, number | null, string | null, string | null]>(
+        `SELECT r.run_id, r.workflow_id, r.cancel_requested_at,
+                substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
+           FROM runs r LEFT JOIN step_checkpoints c
+             ON c.run_id = r.run_id AND c.step_path LIKE '%${WAIT_SUFFIX}'
+            AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
+                              AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
+          WHERE r.status IN ('waiting', 'paused')
+          ORDER BY r.run_id, c.event_index`,
+      )
+      .raw(true);
     this.selectLatestStepStart = db.sqlite.prepare<[string, string], { event_index: number }>(
       "SELECT max(event_index) AS event_index FROM events WHERE run_id = ? AND event = 'StepStarted' AND step_path = ?",
     );
@@ -96,14 +101,22 @@ export class ResumeStateReader {
     );
   }
 
-  /** Runs that wait (`waiting`, `paused`): nothing executes them until their wait ends. */
-  suspendedRuns(): RunRow[] {
-    return this.db.orm.select().from(runs).where(inArray(runs.status, ["waiting", "paused"])).orderBy(asc(runs.createdAt)).all();
-  }
-
-  /** Every open wait of every run (a wait's start stored, its outcome not): what the scheduler and wakers need. */
-  openWaits(): OpenWaitRow[] {
-    return this.selectOpenWaits.all().map((row) => ({ runId: row.run_id, key: row.wait_key, record: JSON.parse(row.output) as unknown }));
+  /**
+   * Runs that wait (`waiting`, `paused`), with their open waits (a wait's start stored, its
+   * outcome not): what the scheduler and wakers need. One read of only what start-up needs:
+   * there may be many, and whole rows read ten times slower.
+   */
+  suspendedRuns(): SuspendedRun[] {
+    const byRun = new Map<string, SuspendedRun>();
+    for (const [runId, workflowId, cancelRequestedAt, key, output] of this.selectOpenWaits.iterate()) {
+      let run = byRun.get(runId);
+      if (!run) {
+        run = { runId, workflowId, cancelRequestedAt, waits: [] };
+        byRun.set(runId, run);
+      }
+      if (key !== null && output !== null) run.waits.push({ key, record: JSON.parse(output) as unknown });
+    }
+    return [...byRun.values()];
   }
 
   /** The index of the step's latest StepStarted, or null. */

@@ -62,6 +62,21 @@ const cases: { name: string; frame: string; code: string; mentions: string }[] =
     code: "RUN_NOT_FOUND",
     mentions: "Run ghost not found",
   },
+  { name: "continue without run_id", frame: '{"action":"continue-workflow","workflow_id":"w"}', code: "INVALID_MESSAGE", mentions: "run_id" },
+  {
+    name: "continue of an unknown run",
+    frame: '{"action":"continue-workflow","workflow_id":"w","run_id":"ghost","step_requirements":[{"confirmed":true}]}',
+    code: "RUN_NOT_FOUND",
+    mentions: "Run ghost not found",
+  },
+  { name: "signal without a name", frame: '{"action":"signal-workflow","run_id":"r"}', code: "INVALID_MESSAGE", mentions: "name" },
+  {
+    name: "signal with a 300-character name",
+    frame: JSON.stringify({ action: "signal-workflow", run_id: "r", name: "n".repeat(300) }),
+    code: "INVALID_MESSAGE",
+    mentions: "name",
+  },
+  { name: "signal to an unknown run", frame: '{"action":"signal-workflow","run_id":"ghost","name":"go"}', code: "RUN_NOT_FOUND", mentions: "Run ghost not found" },
 ];
 
 describe("bad input gets a clear error and leaves the socket, the server and the data unharmed (I7)", () => {
