@@ -126,7 +126,8 @@ export class ResumeStateReader {
 
   /** Like `read`, for a run that goes on after a wait: with the start events it need not send again. */
   readForWake(runId: string): ResumeState {
-    const state = this.read(runId);
+    // Nothing was interrupted: the run stopped on its own, at a wait.
+    const state: ResumeState = { checkpoints: this.checkpoints(runId), interruptedSteps: [], started: new Set() };
     for (const row of this.selectStarts.all(runId, runId)) {
       if (row.event === "StepRetrying" || (row.event === "StepContinued" && row.decision === "retry")) {
         // The next attempt of that step starts afresh.
@@ -149,14 +150,19 @@ export class ResumeStateReader {
       .all();
   }
 
-  /** The checkpoints and interrupted steps of one run. */
-  read(runId: string): ResumeState {
-    const checkpoints = this.db.orm
+  /** The run's checkpoints, in the order they were written. */
+  private checkpoints(runId: string): StoredCheckpoint[] {
+    return this.db.orm
       .select({ path: stepCheckpoints.stepPath, stepName: stepCheckpoints.stepName, output: stepCheckpoints.output })
       .from(stepCheckpoints)
       .where(eq(stepCheckpoints.runId, runId))
       .orderBy(asc(stepCheckpoints.eventIndex))
       .all();
+  }
+
+  /** The checkpoints and interrupted steps of one run. */
+  read(runId: string): ResumeState {
+    const checkpoints = this.checkpoints(runId);
     const interruptedSteps = this.selectStepStarts
       .all(runId, runId, runId)
       .map((row) => ({ index: row.event_index, path: row.step_path, name: row.step_name }));
