@@ -145,7 +145,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
       if (total + waiting.length > 0) {
         logger.info(
           { ...acted, waiting: waiting.length, durationMs: Math.round(performance.now() - started) },
-          `recovered ${total} unfinished runs; ${waiting.length} runs wait (timers, signals, people)`,
+          `recovered ${total} unfinished runs${waiting.length > 0 ? `; ${waiting.length} runs wait (for timers, signals or people)` : ""}`,
         );
       }
     });
