@@ -6,7 +6,7 @@ import { errorMessage } from "../errors.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
 import type { StepInput } from "../workflows/definition.ts";
 import { WAIT_SUFFIX } from "../store/resume-state.ts";
-import { isStoredResolution, toolPause, workflowPaused } from "./human-input.ts";
+import { toolPause, workflowPaused, type StoredResolution } from "./human-input.ts";
 import { RunSuspended } from "./interruption.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
@@ -82,9 +82,11 @@ function addUsage(total: TokenUsage | null, more: TokenUsage | null): TokenUsage
  * for (concurrently when it asks for several), feeds their results back, and repeats
  * until it answers without tools. Returns the final content, the step's output.
  */
-export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput): Promise<string> {
+export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput, attempt = 1): Promise<string> {
+  // A retried step's agent starts its conversation afresh: its stored state and approvals are per attempt.
+  const keyBase = attempt === 1 ? loc.step_path : `${loc.step_path}@a${attempt}`;
   const { model, name: modelName } = ctx.models.resolve(agent);
-  const saved = latestAgentState(ctx, loc.step_path);
+  const saved = latestAgentState(ctx, keyBase);
   const agentRunId = saved?.agentRunId ?? randomUUID();
   const started = performance.now();
   const base = { ...loc, agent_run_id: agentRunId };
@@ -140,7 +142,7 @@ export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc:
         calls = turn.toolCalls;
       }
       const state: AgentState = { agentRunId, round, messages, toolCalls: calls, usage, firstToken };
-      const approvals = approveCalls(ctx, agent, loc, state);
+      const approvals = approveCalls(ctx, agent, loc, keyBase, state);
       const results = await Promise.all(calls.map((call) => runTool(ctx, agent, base, call, approvals.get(call.id) ?? true)));
       calls.forEach((call, i) => messages.push({ role: "tool", tool_call_id: call.id, content: results[i] ?? "" }));
     }
@@ -158,13 +160,13 @@ export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc:
  * A call not answered yet pauses the run before any of the round's tools runs: the
  * conversation is stored with the pause, and the step goes on from it.
  */
-function approveCalls(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, state: AgentState): Map<string, boolean> {
+function approveCalls(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, keyBase: string, state: AgentState): Map<string, boolean> {
   const approvals = new Map<string, boolean>();
   for (const call of state.toolCalls) {
     if (!agent.tools.find((t) => t.name === call.name)?.requiresConfirmation) continue;
-    const key = toolApprovalPath(loc.step_path, call.id);
-    const answer = ctx.restored.get(key);
-    if (isStoredResolution(answer) && answer.kind === "tool") {
+    const key = toolApprovalPath(keyBase, call.id);
+    const answer = ctx.restored.get(key) as StoredResolution | undefined;
+    if (answer?.kind === "tool") {
       approvals.set(call.id, answer.confirmed);
       continue;
     }
@@ -177,7 +179,7 @@ function approveCalls(ctx: RunContext, agent: AgentDefinition, loc: StepLocation
       // Shown as the text the model wrote.
     }
     const { record, events } = toolPause(loc, { name: agent.name, runId: state.agentRunId }, { id: call.id, name: call.name, args: toJsonSafe(args) });
-    const statePath = agentStatePath(loc.step_path, state.round);
+    const statePath = agentStatePath(keyBase, state.round);
     // The conversation so far goes with the first pause of this round.
     if (!ctx.restored.has(statePath)) ctx.emit(events[0]!, { path: statePath, stepName: null, output: toJsonSafe(state) });
     const rest = ctx.restored.has(statePath) ? events : events.slice(1);

@@ -5,7 +5,7 @@ import type { ModelProvider } from "../agents/model-provider.ts";
 import { errorMessage, Errors } from "../errors.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import type { RequirementAnswer } from "../protocol/hitl.ts";
-import { isFinished } from "../protocol/run-status.ts";
+import { isFinished, SUSPENDED_STATUSES } from "../protocol/run-status.ts";
 import { startKey, START_EVENTS, WAIT_SUFFIX } from "../store/resume-state.ts";
 import type { Checkpoint, EventLog } from "../store/event-log.ts";
 import type { ResumeState, ResumeStateReader } from "../store/resume-state.ts";
@@ -14,10 +14,10 @@ import { timeOrderedId } from "../store/time-ordered-id.ts";
 import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
-import { continuedEvent, isStoredResolution, resolveAnswer, timeoutResolution, type StoredResolution } from "./human-input.ts";
+import { continuedEvent, isResolutionPath, resolveAnswer, timeoutResolution, type StoredResolution } from "./human-input.ts";
 import { RunInterrupted, RunSuspended, StepFailed } from "./interruption.ts";
 import { schemaProblem } from "./payload-schema.ts";
-import { WaitBoard, type WaitRecord } from "./waits.ts";
+import { WaitBoard, waitColumns, type WaitRecord } from "./waits.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
 import { runSequence } from "./step-runner.ts";
@@ -99,9 +99,17 @@ export class Engine {
   /** Set once shutdown gave up waiting: late events from runs that ignored their signal are dropped. */
   private closed = false;
   /** Every open wait of every run, and the one timer that ends them. */
-  private readonly waits = new WaitBoard((runId, key, record) => this.onWaitDue(runId, key, record));
+  private readonly waits = new WaitBoard(
+    (runId, key, record) => this.onWaitDue(runId, key, record),
+    (runId, error) => this.logger.error({ runId, err: error }, "a wait's deadline passed, but it could not end"),
+  );
   /** Runs whose wait ended while their execution was still winding down: they go on once it has. */
   private readonly goOnAfter = new Set<string>();
+  /**
+   * Waits ended since the run's current execution read its checkpoints: walking back to
+   * one of them, it must not register it again (what ended it relaunches the run).
+   */
+  private readonly endedWaits = new Map<string, Set<string>>();
   /** Kept signals taken by a wait whose write is not committed yet. */
   private readonly claimedSignals = new Set<number>();
 
@@ -165,7 +173,7 @@ export class Engine {
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
     // A waiting or paused run has nothing executing: it ends now.
-    if (!this.active.has(runId) && this.waits.has(runId)) {
+    if (!this.active.has(runId) && (this.waits.has(runId) || SUSPENDED_STATUSES.has(run.status))) {
       this.waits.dropRun(runId);
       this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
       this.logger.info({ runId }, "waiting run cancelled");
@@ -342,8 +350,6 @@ export class Engine {
     const outputs: Record<string, unknown> = {};
     const restored = new Map<string, unknown>();
     let started = new Set<string>();
-    /** Set when this execution opened a wait of its own (its events set the run's status). */
-    let openedWait = false;
     /** The log's commit count when the run's latest checkpoint not yet known to be committed was emitted. */
     let lastCheckpointAt: number | null = null;
     const ctx: RunContext = {
@@ -376,16 +382,19 @@ export class Engine {
         events.forEach((body, i) =>
           ctx.emit(body, i === events.length - 1 ? { path: `${key}${WAIT_SUFFIX}`, stepName: null, output: record } : undefined),
         );
-        openedWait = true;
         this.waits.open(run.runId, key, record);
         return new RunSuspended(key);
       },
       resumeWait: (key: string, record: WaitRecord) => {
-        this.waits.open(run.runId, key, record);
+        if (!this.endedWaits.get(run.runId)?.has(key)) this.waits.open(run.runId, key, record);
         return new RunSuspended(key);
       },
       takeSignal: (name: string) => this.runStore.oldestSignal(run.runId, name, this.claimedSignals),
-      resolvedRequirements: () => [...restored.values()].filter(isStoredResolution).map((resolution) => resolution.requirement),
+      resolvedRequirements: () => [
+        ...[...restored].filter(([path]) => isResolutionPath(path)).map(([, resolution]) => (resolution as StoredResolution).requirement),
+        // Another branch's pause still open: listed too, before the one opening now.
+        ...[...this.waits.of(run.runId).values()].flatMap((record) => (record.kind === "human" ? [record.requirement] : [])),
+      ],
       attemptRange: async (stepPath: string) => {
         await this.eventLog.committed(run.runId).catch(() => {
           throw new RunInterrupted("storage");
@@ -418,6 +427,8 @@ export class Engine {
         throw new RunInterrupted("storage");
       });
       const resume = typeof resumeFrom === "function" ? resumeFrom() : resumeFrom;
+      // Every wait ended so far is in what was just read.
+      this.endedWaits.delete(run.runId);
       for (const checkpoint of resume?.checkpoints ?? []) {
         restored.set(checkpoint.path, checkpoint.output);
         if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
@@ -431,7 +442,7 @@ export class Engine {
       if (error instanceof RunSuspended) await this.eventLog.flushed();
       // A cancel that came while the run was going to sleep is honoured here, not lost.
       if (error instanceof RunSuspended && !signal.aborted) {
-        this.onSuspended(run.runId, openedWait);
+        this.onSuspended(run.runId);
         return;
       }
       this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
@@ -445,19 +456,16 @@ export class Engine {
    * a run that only suspended again on waits an earlier execution opened (a Parallel
    * branch went on meanwhile) is marked here.
    */
-  private onSuspended(runId: string, openedWait: boolean): void {
+  private onSuspended(runId: string): void {
     this.logger.debug({ runId }, "run waits");
-    if (openedWait || this.goOnAfter.has(runId)) return;
-    const [first] = this.waits.of(runId).entries();
+    if (this.goOnAfter.has(runId)) return;
+    const [first] = this.waits.of(runId).values();
     if (!first) return;
-    const [, record] = first;
     try {
-      this.runStore.markSuspended(runId, {
-        status: record.kind === "human" ? "paused" : "waiting",
-        waitKind: record.kind === "human" ? "confirmation" : record.kind,
-        waitName: record.kind === "signal" ? record.name : record.loc.step_name,
-        waitUntil: record.kind === "timer" ? record.wakeAt : record.timeoutAt,
-      });
+      // Its own WaitStarted or WorkflowPaused said so, unless a later event of another branch said otherwise.
+      const status = this.runStore.get(runId)?.status;
+      if (status === "waiting" || status === "paused") return;
+      this.runStore.markSuspended(runId, waitColumns(first));
     } catch (error) {
       this.logger.error({ runId, err: error }, "could not mark a run as waiting");
     }
@@ -466,6 +474,12 @@ export class Engine {
   /** Ends one of a run's waits with `end` (recorded with the wait's outcome), and lets the run go on. False if it was not open. */
   private endWait(runId: string, key: string, end: WaitEnd): boolean {
     if (!this.waits.take(runId, key)) return false;
+    let ended = this.endedWaits.get(runId);
+    if (!ended) {
+      ended = new Set();
+      this.endedWaits.set(runId, ended);
+    }
+    ended.add(key);
     this.eventLog.append(runId, end.body, { path: key, stepName: null, output: end.outcome }, end.consumesSignal);
     if (this.active.has(runId)) this.goOnAfter.add(runId);
     else this.goOn(runId);
@@ -535,8 +549,9 @@ export class Engine {
   continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
     const run = this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
+    if (isFinished(run.status)) throw Errors.runNotPaused(runId, run.status);
     this.requireServed(run);
-    const open = this.waits.humanWait(runId);
+    const open = this.waits.humanWait(runId, answers.map((answer) => answer.step_id));
     if (!open) throw Errors.runNotPaused(runId, run.status);
     const [key, record] = open;
     const resolution: StoredResolution = resolveAnswer(runId, record, answers);
@@ -591,8 +606,15 @@ export class Engine {
    * their stored times), without executing anything.
    */
   private loadWaits(summary: RecoverySummary): void {
+    const interrupted = this.resumeState.interruptedWhileWaiting();
     for (const run of this.resumeState.suspendedRuns()) {
       const served = this.workflows.has(run.workflowId);
+      const row = served && run.cancelRequestedAt === null && interrupted.has(run.runId) ? this.runStore.get(run.runId) : undefined;
+      if (row) {
+        // A branch was running beside the wait: that is a crash to resume from.
+        summary[this.recoverRun(row)].push(run.runId);
+        continue;
+      }
       // A run whose workflow is not served here waits on, untouched, for a server that runs it.
       if (served) for (const { key, record } of run.waits) this.waits.open(run.runId, key, record as WaitRecord);
       if (!served && run.cancelRequestedAt === null) {
@@ -613,10 +635,11 @@ export class Engine {
   }
 
   private finishAfterError(ctx: RunContext, error: unknown): void {
+    // Ended (or stopped here): what another branch waited for ends with it.
+    if (!(error instanceof RunInterrupted) || error.reason === "cancelled") this.waits.dropRun(ctx.runId);
     try {
       if (error instanceof RunInterrupted) {
         if (error.reason === "cancelled") {
-          this.waits.dropRun(ctx.runId);
           ctx.emit({ event: "WorkflowCancelled", reason: error.detail ?? "Cancelled by request" });
           this.logger.info({ runId: ctx.runId }, "run cancelled");
         } else if (error.reason === "storage") {

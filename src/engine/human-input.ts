@@ -18,9 +18,9 @@ import type { StoredSchema, WaitRecord } from "./waits.ts";
 /** A resolution as stored: what was answered, and the requirement with the answer filled in. */
 export type StoredResolution = Resolution & { requirement: StepRequirement };
 
-/** True for a checkpoint that holds a person's answer. */
-export function isStoredResolution(value: unknown): value is StoredResolution {
-  return typeof value === "object" && value !== null && "requirement" in value && "kind" in value;
+/** True for the checkpoint path of a person's answer (`<path>#hitl`, `<path>#tool:<call id>`, `<path>#error<n>`). */
+export function isResolutionPath(path: string): boolean {
+  return /#(hitl|tool:[^#]*|error\d+)$/.test(path);
 }
 
 type HumanRecord = Extract<WaitRecord, { kind: "human" }>;

@@ -14,7 +14,7 @@ import type {
 import { isNonRetryable, type SignalOutcome, type WaitForSignalOptions } from "../workflows/definition.ts";
 import { startKey, WAIT_SUFFIX } from "../store/resume-state.ts";
 import { runAgentStep } from "./agent-runner.ts";
-import { errorPause, isStoredResolution, routePause, stepPause, workflowPaused, type StoredResolution } from "./human-input.ts";
+import { errorPause, routePause, stepPause, workflowPaused, type StoredResolution } from "./human-input.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import { RunInterrupted, RunSuspended, StepFailed } from "./interruption.ts";
 import { schemaProblem, storableSchema } from "./payload-schema.ts";
@@ -332,7 +332,7 @@ async function runStep(ctx: RunContext, node: StepNode, loc: StepLocation, previ
   for (let number = attempt.number; ; number++) {
     const timing = { started: performance.now() };
     try {
-      return await runAttempt(ctx, node, loc, previousOutput, userInput, timing);
+      return await runAttempt(ctx, node, loc, previousOutput, userInput, timing, number);
     } catch (error) {
       if (error instanceof RunSuspended || error instanceof RunInterrupted || error instanceof StepFailed) throw error;
       if (ctx.signal.aborted) throw ctx.signal.reason as RunInterrupted;
@@ -372,8 +372,8 @@ function firstAttempt(ctx: RunContext, loc: StepLocation): { number: number; ski
       number += 1;
       continue;
     }
-    const decision = ctx.restored.get(errorDecisionPath(path, number));
-    if (isStoredResolution(decision) && decision.kind === "error") {
+    const decision = ctx.restored.get(errorDecisionPath(path, number)) as StoredResolution | undefined;
+    if (decision?.kind === "error") {
       if (decision.decision === "skip") return { number, skip: true };
       number += 1;
       continue;
@@ -423,6 +423,7 @@ async function runAttempt(
   previousOutput: unknown,
   userInput: Record<string, unknown> | null,
   timing: { started: number },
+  attempt: number,
 ): Promise<unknown> {
   // Going on after a wait, the step runs again from its top: what it sent before is not sent again.
   const resuming = ctx.hasStarted(startKey("StepStarted", loc.step_path));
@@ -431,7 +432,7 @@ async function runAttempt(
   timing.started = performance.now();
   const execution = new StepExecution(resuming ? lastReachedCall(ctx, loc.step_path) : -1);
   const input = stepInput(ctx, loc, previousOutput, execution, userInput);
-  const result = node.agent ? runAgentStep(ctx, node.agent, loc, input) : node.executor(input);
+  const result = node.agent ? runAgentStep(ctx, node.agent, loc, input, attempt) : node.executor(input);
   let output: unknown;
   try {
     output = isAsyncGenerator(result) ? await drainGenerator(ctx, loc, result, execution) : await result;
@@ -538,11 +539,15 @@ async function runParallel(
       runNode(ctx, child, { step_name: child.name, step_index: index, step_path: `${loc.step_path}.${index}` }, previousOutput),
     ),
   );
-  // Every branch is allowed to finish before the first failure (or the interruption) ends the run.
-  const interrupted = settled.find((s) => s.status === "rejected" && s.reason instanceof RunInterrupted);
-  if (interrupted?.status === "rejected") throw interrupted.reason;
-  const failed = settled.find((s) => s.status === "rejected");
-  if (failed?.status === "rejected") throw failed.reason;
+  // Every branch is allowed to finish (or wait) before the interruption, the first failure,
+  // or a wait ends the run's execution, in that order: a failure ends the run even if
+  // another branch waits, rather than waiting to fail again.
+  const rejected = settled.flatMap((s) => (s.status === "rejected" ? [s.reason as unknown] : []));
+  const first =
+    rejected.find((reason) => reason instanceof RunInterrupted) ??
+    rejected.find((reason) => !(reason instanceof RunSuspended)) ??
+    rejected[0];
+  if (rejected.length > 0) throw first;
   const output: Record<string, unknown> = {};
   node.steps.forEach((child, index) => {
     const result = settled[index];

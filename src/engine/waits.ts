@@ -1,4 +1,5 @@
-import type { StepRequirement } from "../protocol/hitl.ts";
+import { requirementKind, type StepRequirement } from "../protocol/hitl.ts";
+import type { WaitColumns } from "../store/run-store.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
 
 /**
@@ -20,6 +21,18 @@ export type WaitRecord =
 
 /** A JSON Schema, as stored with a wait (a zod schema made storable). */
 export type StoredSchema = Record<string, unknown>;
+
+/** What a run row says while the run waits on `record` (the same as its WaitStarted or WorkflowPaused sets). */
+export function waitColumns(record: WaitRecord): WaitColumns {
+  switch (record.kind) {
+    case "timer":
+      return { status: "waiting", waitKind: "timer", waitName: null, waitUntil: record.wakeAt };
+    case "signal":
+      return { status: "waiting", waitKind: "signal", waitName: record.name, waitUntil: record.timeoutAt };
+    case "human":
+      return { status: "paused", waitKind: requirementKind(record.requirement), waitName: record.loc.step_name, waitUntil: record.timeoutAt };
+  }
+}
 
 /** When a wait ends by itself, if ever. */
 function deadline(record: WaitRecord): number | null {
@@ -47,9 +60,14 @@ export class WaitBoard {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private closed = false;
+  /** Heap entries whose wait has ended. */
+  private stale = 0;
 
-  /** `onDue` is called once for each wait whose deadline passes while it is open. */
-  constructor(private readonly onDue: (runId: string, key: string, record: WaitRecord) => void) {}
+  /** `onDue` is called once for each wait whose deadline passes while it is open; `onError` when it throws. */
+  constructor(
+    private readonly onDue: (runId: string, key: string, record: WaitRecord) => void,
+    private readonly onError: (runId: string, error: unknown) => void,
+  ) {}
 
   /** Registers an open wait (again, harmlessly, if it is already registered). */
   open(runId: string, key: string, record: WaitRecord): void {
@@ -71,6 +89,7 @@ export class WaitBoard {
     if (!waits || !record) return undefined;
     waits.delete(key);
     if (waits.size === 0) this.byRun.delete(runId);
+    if (deadline(record) !== null) this.forgot(1);
     return record;
   }
 
@@ -92,24 +111,42 @@ export class WaitBoard {
     return undefined;
   }
 
-  /** The run's oldest open wait for a person. */
-  humanWait(runId: string): [string, Extract<WaitRecord, { kind: "human" }>] | undefined {
+  /** The run's open wait for a person whose step is among `stepIds` (the last named), else its oldest. */
+  humanWait(runId: string, stepIds: readonly (string | undefined)[] = []): [string, Extract<WaitRecord, { kind: "human" }>] | undefined {
+    let oldest: [string, Extract<WaitRecord, { kind: "human" }>] | undefined;
+    let named: [string, Extract<WaitRecord, { kind: "human" }>] | undefined;
+    let namedAt = -1;
     for (const [key, record] of this.of(runId)) {
-      if (record.kind === "human") return [key, record];
+      if (record.kind !== "human") continue;
+      oldest ??= [key, record];
+      const at = stepIds.lastIndexOf(record.requirement.step_id);
+      if (at > namedAt) {
+        named = [key, record];
+        namedAt = at;
+      }
     }
-    return undefined;
+    return named ?? oldest;
   }
 
   /** Forgets the run's waits (it ended). */
   dropRun(runId: string): void {
+    const waits = this.byRun.get(runId);
+    if (!waits) return;
     this.byRun.delete(runId);
+    this.forgot([...waits.values()].filter((record) => deadline(record) !== null).length);
   }
 
-  /** Open waits in all. */
-  get size(): number {
-    let count = 0;
-    for (const waits of this.byRun.values()) count += waits.size;
-    return count;
+  /**
+   * Heap entries of ended waits are skipped when due; once they are most of the heap (a day's
+   * answered waits with a day's timeout), it is rebuilt from the open ones.
+   */
+  private forgot(count: number): void {
+    this.stale += count;
+    if (this.stale < 1024 || this.stale * 2 < this.heap.length) return;
+    const open = this.heap.filter((entry) => this.byRun.get(entry.runId)?.get(entry.key) === entry.record);
+    this.heap.length = 0;
+    this.stale = 0;
+    for (const entry of open) this.push(entry);
   }
 
   /** Suspended runs. */
@@ -172,8 +209,16 @@ export class WaitBoard {
     while (this.heap.length > 0 && this.heap[0]!.at <= now) {
       const { runId, key, record } = this.pop()!;
       // Ended meanwhile (a signal, a continue, a cancel), or opened again with another record.
-      if (this.byRun.get(runId)?.get(key) !== record) continue;
-      this.onDue(runId, key, record);
+      if (this.byRun.get(runId)?.get(key) !== record) {
+        this.stale = Math.max(0, this.stale - 1);
+        continue;
+      }
+      try {
+        this.onDue(runId, key, record);
+      } catch (error) {
+        // One wait that cannot end must not stop the others.
+        this.onError(runId, error);
+      }
     }
     const next = this.heap[0];
     if (next) this.arm(next.at);

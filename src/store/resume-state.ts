@@ -61,6 +61,7 @@ export function startKey(event: string, stepPath: string, iteration?: number | n
 export class ResumeStateReader {
   private readonly selectStepStarts;
   private readonly selectOpenWaits;
+  private readonly selectInterruptedWhileWaiting;
   private readonly selectLatestStepStart;
   private readonly selectStarts;
 
@@ -85,6 +86,23 @@ export class ResumeStateReader {
                               AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
           WHERE r.status IN ('waiting', 'paused')
           ORDER BY r.run_id, c.event_index`,
+      )
+      .raw(true);
+    // A step started in this attempt, not completed, and not waiting itself: another branch of a
+    // waiting run was running when the process stopped.
+    this.selectInterruptedWhileWaiting = db.sqlite
+      .prepare<[], [string]>(
+        `SELECT DISTINCT r.run_id
+           FROM runs r JOIN events e ON e.run_id = r.run_id AND e.event = 'StepStarted'
+          WHERE r.status IN ('waiting', 'paused')
+            AND e.event_index > coalesce((SELECT max(x.event_index) FROM events x WHERE x.run_id = r.run_id AND x.event = 'WorkflowResumed'), -1)
+            AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = r.run_id AND c.step_path = e.step_path)
+            AND NOT EXISTS (
+              SELECT 1 FROM step_checkpoints w
+               WHERE w.run_id = r.run_id AND w.step_path LIKE '%${WAIT_SUFFIX}'
+                 AND substr(w.step_path, 1, length(e.step_path) + 1) IN (e.step_path || '~', e.step_path || '!', e.step_path || '#')
+                 AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = r.run_id
+                                   AND d.step_path = substr(w.step_path, 1, length(w.step_path) - ${WAIT_SUFFIX.length})))`,
       )
       .raw(true);
     this.selectLatestStepStart = db.sqlite.prepare<[string, string], { event_index: number }>(
@@ -117,6 +135,14 @@ export class ResumeStateReader {
       if (key !== null && output !== null) run.waits.push({ key, record: JSON.parse(output) as unknown });
     }
     return [...byRun.values()];
+  }
+
+  /**
+   * Waiting or paused runs that had a step running besides their wait (a Parallel branch)
+   * when the process stopped: they resume as after a crash, and wait again where they waited.
+   */
+  interruptedWhileWaiting(): Set<string> {
+    return new Set(this.selectInterruptedWhileWaiting.all().map(([runId]) => runId));
   }
 
   /** The index of the step's latest StepStarted, or null. */

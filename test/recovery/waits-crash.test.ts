@@ -51,6 +51,12 @@ async function allEvents(server: ServerProcess, runId: string): Promise<Frame[]>
   return frames;
 }
 
+/** The run's stored events so far (JSON page). */
+async function allEventsSoFar(server: ServerProcess, runId: string): Promise<Frame[]> {
+  const response = await fetch(`${server.url}/runs/${runId}/events?limit=10000`, { headers: { accept: "application/json" } });
+  return ((await response.json()) as { events: Frame[] }).events;
+}
+
 async function kill(server: ServerProcess): Promise<void> {
   server.child.kill("SIGKILL");
   expect(await server.exited).toBe("SIGKILL");
@@ -119,6 +125,34 @@ describe("a paused run survives kill -9", () => {
       expect(indicesOf(frames)).toEqual(range(frames.length));
       expect(after[0]).toMatchObject({ event: "StepContinued", event_index: Number(before.at(-1)?.event_index) + 1 });
       expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe("a Parallel branch running beside a wait, killed", () => {
+  it("resumes at the restart as after a crash (the waiting branch waits again), not when the wait ends", async () => {
+    const db = join(temp.dir, "parallel-busy.db");
+    const first = await serve(db);
+    const runId = await startRun(first, "parallel-busy", { sleepMs: 4000 });
+    await untilStatus(first, runId, ["waiting"]);
+    await sleep(300);
+    await kill(first);
+    const second = await serve(db);
+    try {
+      // The busy branch runs again now, while the other still sleeps.
+      const frames = await waitFor("the busy branch to complete again", async () => {
+        const list = await allEventsSoFar(second, runId);
+        return list.some((f) => f.event === "StepCompleted" && f.step_name === "busy") ? list : undefined;
+      });
+      expect(frames.some((f) => f.event === "WorkflowResumed")).toBe(true);
+      expect(frames.some((f) => f.event === "StepCompleted" && f.step_name === "sleepy")).toBe(false);
+      const done = await untilStatus(second, runId, ["completed"], 15_000);
+      expect(done.content).toEqual({ sleepy: "rested", busy: "worked" });
+      const all = await allEvents(second, runId);
+      expect(indicesOf(all)).toEqual(range(all.length));
+      expect(all.filter((f) => f.event === "WaitCompleted")).toHaveLength(1);
     } finally {
       await second.stop();
     }

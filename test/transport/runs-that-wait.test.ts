@@ -297,6 +297,20 @@ describe("durable sleep and signals", () => {
     expect(count("WaitCompleted")).toBe(2);
   });
 
+  it("a Parallel branch that fails ends the run although another branch waits; nothing of the wait is left", async () => {
+    const t = await server();
+    const runId = await startRun(t, "parallel-fail-wait");
+    const failed = await untilStatus(t, runId, "error");
+    expect(failed.error).toContain("branch failed");
+    expect(failed.waiting_for).toBeNull();
+    // The wait's timeout (500 ms) passes: nothing is appended to the ended run.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const log = await events(t, runId);
+    expect(log.at(-1)?.event).toBe("WorkflowError");
+    expect(names(log).filter((name) => name === "StepError")).toHaveLength(1);
+    expect(await post(`${t.url}/runs/${runId}/signals/go`, {})).toMatchObject({ status: 409, json: { code: "RUN_FINISHED" } });
+  });
+
   it("over the WebSocket: signal-workflow answers signal_accepted", async () => {
     const t = await server();
     const runId = await startRun(t, "signalled");
@@ -330,6 +344,16 @@ describe("durable sleep and signals", () => {
       }),
     );
     for (const runId of ids) await untilStatus(t, runId, "cancelled");
+  });
+
+  it("cancel ends a paused run at once; continuing it then is RUN_NOT_PAUSED", async () => {
+    const t = await server();
+    const runId = await startRun(t, "approval");
+    await untilStatus(t, runId, "paused");
+    expect((await post(`${t.url}/workflows/approval/runs/${runId}/cancel`, null)).status).toBe(200);
+    await untilStatus(t, runId, "cancelled");
+    const late = await post(continueUrl(t, "approval", runId), { step_requirements: [{ confirmed: true }], stream: false });
+    expect(late).toMatchObject({ status: 409, json: { code: "RUN_NOT_PAUSED" } });
   });
 
   it("cancel ends a waiting run at once", async () => {
@@ -404,6 +428,9 @@ describe("a waiting run whose workflow this server does not load", () => {
     }
     expect((await getRun(partial, paused)).last_event_index).toBe(4);
     expect(partial.openReader().prepare("SELECT count(*) AS n FROM signals").get()).toEqual({ n: 0 });
+    // Cancel needs nothing of the workflow: it ends the waiting run at once.
+    expect((await post(`${partial.url}/workflows/signalled/runs/${waiting}/cancel`, null)).status).toBe(200);
+    await untilStatus(partial, waiting, "cancelled");
     await partial.close();
     servers.splice(servers.indexOf(partial), 1);
     const full = await startServer({ dbPath });

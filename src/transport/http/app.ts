@@ -142,6 +142,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   app.get("/health", async (_request, reply) => {
     const counters = {
       active_runs: deps.engine.activeRunCount,
+      waiting_runs: deps.engine.waitingRunCount,
       streaming_connections: deps.outbounds.count,
       unsent_bytes: deps.outbounds.unsentBytes,
     };

@@ -4,7 +4,7 @@ import { parseStepRequirements } from "../../protocol/hitl.ts";
 import { ContinueRunBody, EventsQuery, ListRunsQuery, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
-import { isFinished } from "../../protocol/run-status.ts";
+import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
 import type { RunRow } from "../../store/schema.ts";
 import type { HttpDeps } from "./app.ts";
 import { streamRunAsSse } from "./sse-stream.ts";
@@ -41,9 +41,6 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
   streamRunAsSse(reply.raw, reply.getHeaders(), context, runId, afterIndex);
 }
 
-/** Events after which a run waits (for a person, a timer or a signal) instead of going on. */
-const WAITS = new Set(["WorkflowPaused", "WaitStarted"]);
-
 /**
  * Resolves once the run has its terminal event or waits (paused, waiting), or when the
  * client goes away (the run goes on); rejects with the reason if no more of the run's
@@ -54,10 +51,11 @@ function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string, after
     const current = deps.runStore.get(runId);
     let waits = false;
     const stop = deps.eventLog.follow(runId, after ?? current?.lastEventIndex ?? -1, {
-      events: (batch) => {
-        if (!waits && batch.events.some((event) => WAITS.has(event.event))) {
+      events: () => {
+        // Delivered after the commit that stored it: the run row says whether the run now waits.
+        const status = deps.runStore.get(runId)?.status;
+        if (!waits && status !== undefined && SUSPENDED_STATUSES.has(status)) {
           waits = true;
-          // Delivered after the commit that stored it: the run row says it waits.
           resolve();
         }
       },
