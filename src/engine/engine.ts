@@ -14,10 +14,10 @@ import { timeOrderedId } from "../store/time-ordered-id.ts";
 import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
-import { continuedEvent, isResolutionPath, resolveAnswer, timeoutResolution, type StoredResolution } from "./human-input.ts";
+import { isResolutionPath, type StoredResolution } from "./human-input.ts";
 import { RunInterrupted, RunSuspended, StepFailed } from "./interruption.ts";
-import { schemaProblem } from "./payload-schema.ts";
-import { WaitBoard, waitColumns, type WaitRecord } from "./waits.ts";
+import { WaitingRuns } from "./waiting-runs.ts";
+import type { WaitRecord } from "./waits.ts";
 import { toJsonSafe } from "./json-safe.ts";
 import type { RunContext } from "./run-context.ts";
 import { runSequence } from "./step-runner.ts";
@@ -71,9 +71,6 @@ interface ActiveRun {
   done: Promise<void>;
 }
 
-/** Signals a run keeps for waits it has not reached; more are refused (a client cannot fill the disk through one run). */
-export const MAX_KEPT_SIGNALS = 1000;
-
 /** Start events a run going on after a wait does not send twice. */
 const START_EVENT_NAMES: ReadonlySet<string> = new Set(START_EVENTS);
 
@@ -82,12 +79,6 @@ function iterationOf(body: RunEventBody): number | undefined {
   return "iteration" in body ? body.iteration : undefined;
 }
 
-/** The end of a wait, as the run records it: the event, and the outcome its durable call returns. */
-interface WaitEnd {
-  body: RunEventBody;
-  outcome: unknown;
-  consumesSignal?: number;
-}
 
 /**
  * Runs workflows. Runs belong to the engine, not to any connection: nothing a
@@ -98,20 +89,10 @@ export class Engine {
   private draining = false;
   /** Set once shutdown gave up waiting: late events from runs that ignored their signal are dropped. */
   private closed = false;
-  /** Every open wait of every run, and the one timer that ends them. */
-  private readonly waits = new WaitBoard(
-    (runId, key, record) => this.onWaitDue(runId, key, record),
-    (runId, error) => this.logger.error({ runId, err: error }, "a wait's deadline passed, but it could not end"),
-  );
+  /** Runs that wait, and what ends their waits. */
+  private readonly waiting: WaitingRuns;
   /** Runs whose wait ended while their execution was still winding down: they go on once it has. */
   private readonly goOnAfter = new Set<string>();
-  /**
-   * Waits ended since the run's current execution read its checkpoints: walking back to
-   * one of them, it must not register it again (what ended it relaunches the run).
-   */
-  private readonly endedWaits = new Map<string, Set<string>>();
-  /** Kept signals taken by a wait whose write is not committed yet. */
-  private readonly claimedSignals = new Set<number>();
 
   constructor(
     private readonly workflows: WorkflowRegistry,
@@ -120,7 +101,13 @@ export class Engine {
     private readonly resumeState: ResumeStateReader,
     private readonly logger: Logger,
     private readonly options: EngineOptions,
-  ) {}
+  ) {
+    this.waiting = new WaitingRuns(workflows, runStore, eventLog, resumeState, logger, {
+      goOn: (runId) => this.goOn(runId),
+      cancelWaiting: (runId, reason) => this.cancelWaiting(runId, reason),
+      resumeAfterCrash: (run) => this.recoverRun(run),
+    });
+  }
 
   /**
    * Creates the run and starts it. Its row and `WorkflowStarted` (index 0) are committed
@@ -173,8 +160,8 @@ export class Engine {
     // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
     this.runStore.markCancelRequested(runId);
     // A waiting or paused run has nothing executing: it ends now.
-    if (!this.active.has(runId) && (this.waits.has(runId) || SUSPENDED_STATUSES.has(run.status))) {
-      this.waits.dropRun(runId);
+    if (!this.active.has(runId) && (this.waiting.has(runId) || SUSPENDED_STATUSES.has(run.status))) {
+      this.waiting.drop(runId);
       this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
       this.logger.info({ runId }, "waiting run cancelled");
       return run;
@@ -224,7 +211,11 @@ export class Engine {
         summary.skipped.push(run.runId);
       }
     }
-    this.loadWaits(summary);
+    const loaded = this.waiting.load();
+    summary.waiting.push(...loaded.waiting);
+    summary.cancelled.push(...loaded.cancelled);
+    summary.skipped.push(...loaded.skipped);
+    for (const { runId, outcome } of loaded.resumed) summary[outcome].push(runId);
     // Committed before the server answers anyone: WorkflowResumed, cancels, crash-loop errors.
     this.eventLog.flushNow();
     return summary;
@@ -235,7 +226,7 @@ export class Engine {
     this.eventLog.halt(runId, Errors.runNotResumed(runId, why, whatToDo));
   }
 
-  private recoverRun(run: RunRow): keyof RecoverySummary {
+  private recoverRun(run: RunRow): Exclude<keyof RecoverySummary, "waiting"> {
     const log = this.logger.child({ runId: run.runId, workflowId: run.workflowId });
     if (run.cancelRequestedAt !== null) {
       this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
@@ -295,8 +286,7 @@ export class Engine {
    */
   async shutdown(drainMs: number, abortMs: number): Promise<void> {
     this.draining = true;
-    // Waiting runs stay as stored; the next start wakes them at their times.
-    this.waits.close();
+    this.waiting.close();
     await this.waitForRuns(drainMs);
     for (const run of this.active.values()) run.controller.abort(new RunInterrupted("shutdown"));
     await this.waitForRuns(abortMs);
@@ -372,28 +362,25 @@ export class Engine {
         this.eventLog.append(run.runId, body, checkpoint, consumesSignal);
         // The latest one: commits are in order, so once it is committed every earlier one is.
         if (checkpoint) lastCheckpointAt = this.eventLog.commitCount;
-        if (consumesSignal !== undefined) {
-          this.claimedSignals.add(consumesSignal);
-          void this.eventLog.flushed().then(() => this.claimedSignals.delete(consumesSignal));
-        }
+        if (consumesSignal !== undefined) this.waiting.claim(consumesSignal);
       },
       hasStarted: (key: string) => started.has(key),
       openWait: (key: string, record: WaitRecord, events: readonly RunEventBody[]) => {
         events.forEach((body, i) =>
           ctx.emit(body, i === events.length - 1 ? { path: `${key}${WAIT_SUFFIX}`, stepName: null, output: record } : undefined),
         );
-        this.waits.open(run.runId, key, record);
+        this.waiting.open(run.runId, key, record);
         return new RunSuspended(key);
       },
       resumeWait: (key: string, record: WaitRecord) => {
-        if (!this.endedWaits.get(run.runId)?.has(key)) this.waits.open(run.runId, key, record);
+        this.waiting.reopen(run.runId, key, record);
         return new RunSuspended(key);
       },
-      takeSignal: (name: string) => this.runStore.oldestSignal(run.runId, name, this.claimedSignals),
+      takeSignal: (name: string) => this.waiting.takeSignal(run.runId, name),
       resolvedRequirements: () => [
         ...[...restored].filter(([path]) => isResolutionPath(path)).map(([, resolution]) => (resolution as StoredResolution).requirement),
         // Another branch's pause still open: listed too, before the one opening now.
-        ...[...this.waits.of(run.runId).values()].flatMap((record) => (record.kind === "human" ? [record.requirement] : [])),
+        ...this.waiting.openRequirements(run.runId),
       ],
       attemptRange: async (stepPath: string) => {
         await this.eventLog.committed(run.runId).catch(() => {
@@ -427,8 +414,7 @@ export class Engine {
         throw new RunInterrupted("storage");
       });
       const resume = typeof resumeFrom === "function" ? resumeFrom() : resumeFrom;
-      // Every wait ended so far is in what was just read.
-      this.endedWaits.delete(run.runId);
+      this.waiting.checkpointsRead(run.runId);
       for (const checkpoint of resume?.checkpoints ?? []) {
         restored.set(checkpoint.path, checkpoint.output);
         if (checkpoint.stepName !== null) outputs[checkpoint.stepName] = checkpoint.output;
@@ -442,7 +428,7 @@ export class Engine {
       if (error instanceof RunSuspended) await this.eventLog.flushed();
       // A cancel that came while the run was going to sleep is honoured here, not lost.
       if (error instanceof RunSuspended && !signal.aborted) {
-        this.onSuspended(run.runId);
+        if (!this.goOnAfter.has(run.runId)) this.waiting.suspended(run.runId);
         return;
       }
       this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
@@ -451,47 +437,17 @@ export class Engine {
     await this.eventLog.flushed();
   }
 
-  /**
-   * The run's execution ended on a wait. Its WaitStarted or WorkflowPaused set its status;
-   * a run that only suspended again on waits an earlier execution opened (a Parallel
-   * branch went on meanwhile) is marked here.
-   */
-  private onSuspended(runId: string): void {
-    this.logger.debug({ runId }, "run waits");
-    if (this.goOnAfter.has(runId)) return;
-    const [first] = this.waits.of(runId).values();
-    if (!first) return;
-    try {
-      // Its own WaitStarted or WorkflowPaused said so, unless a later event of another branch said otherwise.
-      const status = this.runStore.get(runId)?.status;
-      if (status === "waiting" || status === "paused") return;
-      this.runStore.markSuspended(runId, waitColumns(first));
-    } catch (error) {
-      this.logger.error({ runId, err: error }, "could not mark a run as waiting");
-    }
-  }
-
-  /** Ends one of a run's waits with `end` (recorded with the wait's outcome), and lets the run go on. False if it was not open. */
-  private endWait(runId: string, key: string, end: WaitEnd): boolean {
-    if (!this.waits.take(runId, key)) return false;
-    let ended = this.endedWaits.get(runId);
-    if (!ended) {
-      ended = new Set();
-      this.endedWaits.set(runId, ended);
-    }
-    ended.add(key);
-    this.eventLog.append(runId, end.body, { path: key, stepName: null, output: end.outcome }, end.consumesSignal);
-    if (this.active.has(runId)) this.goOnAfter.add(runId);
-    else this.goOn(runId);
-    return true;
-  }
-
   /** Executes a run again after a wait ended: it walks back to where it waited, on its stored outcomes. */
   private goOn(runId: string): void {
+    // Its execution is still winding down (a Parallel branch): once it has ended.
+    if (this.active.has(runId)) {
+      this.goOnAfter.add(runId);
+      return;
+    }
     const run = this.runStore.get(runId);
     if (!run || isFinished(run.status)) return;
     if (run.cancelRequestedAt !== null) {
-      this.waits.dropRun(runId);
+      this.waiting.drop(runId);
       this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
       return;
     }
@@ -509,134 +465,35 @@ export class Engine {
     this.launch(workflow, run, () => this.resumeState.readForWake(runId));
   }
 
-  /** A wait's deadline passed: a timer wakes, a signal wait times out, a person's time is up. */
-  private onWaitDue(runId: string, key: string, record: WaitRecord): void {
-    const { loc } = record;
-    if (record.kind === "timer") {
-      this.endWait(runId, key, {
-        body: { event: "WaitCompleted", ...loc, wait_kind: "timer", wait_key: key, timed_out: false },
-        outcome: { timedOut: false },
-      });
+  /** Ends a run that waits as cancelled; one winding down is stopped and records it itself. */
+  private cancelWaiting(runId: string, reason: string): void {
+    const active = this.active.get(runId);
+    if (active) {
+      active.controller.abort(new RunInterrupted("cancelled", reason));
       return;
     }
-    if (record.kind === "signal") {
-      this.endWait(runId, key, {
-        body: { event: "WaitCompleted", ...loc, wait_kind: "signal", wait_key: key, timed_out: true },
-        outcome: { timedOut: true },
-      });
-      return;
-    }
-    const resolution = timeoutResolution(record);
-    if (resolution) {
-      this.endWait(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
-      return;
-    }
-    // onTimeout "cancel".
-    const reason = `No one answered step "${loc.step_name}" in time (hitlTimeoutMs; onTimeout: "cancel")`;
-    if (this.active.has(runId)) {
-      this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled", reason));
-      return;
-    }
-    this.waits.dropRun(runId);
+    this.waiting.drop(runId);
     this.eventLog.append(runId, { event: "WorkflowCancelled", reason });
   }
 
-  /**
-   * Continues a paused run with a person's answer (AgentOS's `step_requirements`): records
-   * `StepContinued` (or `StepExecutorContinued`) and lets it go on. Returns the run as it
-   * was before (its `lastEventIndex` is where what follows begins).
-   */
+  /** Continues a paused run with a person's answer (see WaitingRuns.continueRun). */
   continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
-    const run = this.runStore.get(runId);
-    if (!run) throw Errors.runNotFound(runId);
-    if (isFinished(run.status)) throw Errors.runNotPaused(runId, run.status);
-    this.requireServed(run);
-    const open = this.waits.humanWait(runId, answers.map((answer) => answer.step_id));
-    if (!open) throw Errors.runNotPaused(runId, run.status);
-    const [key, record] = open;
-    const resolution: StoredResolution = resolveAnswer(runId, record, answers);
-    this.endWait(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
-    this.logger.info({ runId, step: record.loc.step_path }, "paused run continued");
-    return run;
+    return this.waiting.continueRun(runId, answers);
   }
 
-  /**
-   * Sends a signal to a run: ends its oldest wait for `name`, or keeps it for the next one.
-   * Resolves once it is stored.
-   */
-  async signal(runId: string, name: string, payload: unknown): Promise<{ run: RunRow; delivered: boolean }> {
-    const run = this.runStore.get(runId);
-    if (!run) throw Errors.runNotFound(runId);
-    if (isFinished(run.status)) throw Errors.runFinished(runId, run.status, "it takes no more signals");
-    this.requireServed(run);
-    const open = this.waits.signalWait(runId, name);
-    if (!open) {
-      this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
-      this.logger.info({ runId, signal: name }, "signal kept for the run's next wait");
-      return { run, delivered: false };
-    }
-    const [key, record] = open;
-    const problem = record.schema ? schemaProblem(record.schema, payload, "payload", "payload") : null;
-    if (problem) throw Errors.invalidSignal(runId, name, problem.replace(/\.$/, ""));
-    this.endWait(runId, key, {
-      body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(payload) },
-      outcome: { payload },
-    });
-    await this.eventLog.committed(runId);
-    return { run, delivered: true };
-  }
-
-  /** Refuses to act for a run whose workflow this server does not run: nothing could go on with it. */
-  private requireServed(run: RunRow): void {
-    if (this.workflows.has(run.workflowId)) return;
-    throw Errors.runNotResumed(
-      run.runId,
-      `this server does not run it: its workflow "${run.workflowId}" is not served here`,
-      "Restart flowd with that workflow loaded, then send this again; nothing was recorded.",
-    );
+  /** Sends a signal to a run (see WaitingRuns.signal). */
+  signal(runId: string, name: string, payload: unknown): Promise<{ run: RunRow; delivered: boolean }> {
+    return this.waiting.signal(runId, name, payload);
   }
 
   /** How many runs wait (for a timer, a signal or a person) with nothing executing. */
   get waitingRunCount(): number {
-    return this.waits.runCount;
-  }
-
-  /**
-   * At start-up: registers every open wait of every waiting or paused run (the timers at
-   * their stored times), without executing anything.
-   */
-  private loadWaits(summary: RecoverySummary): void {
-    const interrupted = this.resumeState.interruptedWhileWaiting();
-    for (const run of this.resumeState.suspendedRuns()) {
-      const served = this.workflows.has(run.workflowId);
-      const row = served && run.cancelRequestedAt === null && interrupted.has(run.runId) ? this.runStore.get(run.runId) : undefined;
-      if (row) {
-        // A branch was running beside the wait: that is a crash to resume from.
-        summary[this.recoverRun(row)].push(run.runId);
-        continue;
-      }
-      // A run whose workflow is not served here waits on, untouched, for a server that runs it.
-      if (served) for (const { key, record } of run.waits) this.waits.open(run.runId, key, record as WaitRecord);
-      if (!served && run.cancelRequestedAt === null) {
-        this.logger.warn({ runId: run.runId, workflowId: run.workflowId }, "waiting run not served: its workflow is not loaded here");
-        summary.skipped.push(run.runId);
-      } else if (run.cancelRequestedAt !== null) {
-        this.waits.dropRun(run.runId);
-        this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
-        summary.cancelled.push(run.runId);
-      } else if (!this.waits.has(run.runId)) {
-        // Nothing stored says what it waits for: let it find out by going on.
-        this.goOn(run.runId);
-        summary.resumed.push(run.runId);
-      } else {
-        summary.waiting.push(run.runId);
-      }
-    }
+    return this.waiting.count;
   }
 
   private finishAfterError(ctx: RunContext, error: unknown): void {
     // Ended (or stopped here): what another branch waited for ends with it.
-    if (!(error instanceof RunInterrupted) || error.reason === "cancelled") this.waits.dropRun(ctx.runId);
+    if (!(error instanceof RunInterrupted) || error.reason === "cancelled") this.waiting.drop(ctx.runId);
     try {
       if (error instanceof RunInterrupted) {
         if (error.reason === "cancelled") {
