@@ -24,7 +24,10 @@ class EventRowInserter {
   /** `statements[k]` inserts 2^k rows. */
   private readonly statements: Statement<unknown[]>[] = [];
 
-  constructor(sqlite: Database) {
+  constructor(
+    sqlite: Database,
+    private readonly clock: () => number = Date.now,
+  ) {
     for (let size = 1; size <= ROWS_PER_INSERT; size *= 2) {
       const values = Array.from({ length: size }, () => "(?, ?, ?, ?, ?, ?)").join(", ");
       this.statements.push(sqlite.prepare(`INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values}`));
@@ -70,7 +73,10 @@ export class BatchWriter {
    */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
 
-  constructor(sqlite: Database) {
+  constructor(
+    sqlite: Database,
+    private readonly clock: () => number = Date.now,
+  ) {
     this.selectEnvelope = sqlite.prepare(
       "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
     );
@@ -122,7 +128,7 @@ export class BatchWriter {
 
   /** Inside the transaction: plans the batch (reading rows of runs not cached) and writes every row of it, or throws. */
   private write(batch: readonly PendingWrite[]): BatchPlan {
-    const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? this.selectEnvelope.get(runId), Date.now());
+    const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? this.selectEnvelope.get(runId), this.clock());
     for (const { runId, row, additionalData, idempotency } of plan.newRuns) {
       this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
       if (idempotency) this.insertIdempotencyKey.run(row.workflowId, idempotency.key, idempotency.requestHash, runId, row.createdAt);
