@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   TOO_MANY_RUNS: 503,
   STORAGE_FAILED: 503,
   LOCK_LOST: 503,
+  LEASE_LOST: 503,
   RUN_NOT_RESUMED: 503,
   SERVER_UNREACHABLE: 503,
   INTERNAL: 500,
@@ -238,6 +239,12 @@ export const Errors = {
       "LOCK_LOST",
       `This server no longer owns "${path}": its server_lock row is not this process's (${who}). ` +
         "Two servers may be writing one database: stop this one, check which should run, then restart it.",
+    ),
+  leaseLost: (runId: string, nodeId: string, owner: string | null, epoch: number) =>
+    new FlowdError(
+      "LEASE_LOST",
+      `Node ${nodeId} no longer executes run ${runId}: ${owner === null ? "no node holds it now" : `node ${owner} took it over`} ` +
+        `(lease epoch ${epoch}) after this node's lease lapsed. Its writes here were refused; reconnect to any node to follow the run.`,
     ),
   runNotCreated: (runId: string, reason: string) =>
     new FlowdError(

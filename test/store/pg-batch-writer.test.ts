@@ -5,7 +5,8 @@ import type { PendingWrite } from "../../src/store/batch-plan.ts";
 import { BatchWriter } from "../../src/store/batch-writer.ts";
 import { openDb, type Db } from "../../src/store/db.ts";
 import { migratePostgres } from "../../src/store/pg/migrate.ts";
-import { PgBatchWriter } from "../../src/store/pg/pg-batch-writer.ts";
+import { PgBatchWriter, type Fencing } from "../../src/store/pg/pg-batch-writer.ts";
+import { RunLeases } from "../../src/store/pg/run-leases.ts";
 import type { RunRow } from "../../src/store/schema.ts";
 import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
 import { tempDir } from "../helpers/server.ts";
@@ -103,14 +104,16 @@ describe("group commit on PostgreSQL stores what SQLite stores", () => {
       expect(fromPostgres.map((e) => [e.runId, e.index, e.event, e.frame])).toEqual(fromSqlite.map((e) => [e.runId, e.index, e.event, e.frame]));
     }
     const tables: [string, string, string[]][] = [
-      ["runs", "run_id", ["additional_data", "output"]],
+      ["runs", "run_id, workflow_id, workflow_name, session_id, user_id, status, input, additional_data, output, error, last_event_index, attempt, crash_resumes, paused_at, cancel_requested_at, wait_kind, wait_name, wait_until, created_at, updated_at, started_at, finished_at", ["additional_data", "output"]],
       ["events", "run_id, event_index", []],
       ["step_checkpoints", "run_id, step_path", ["output"]],
       ["idempotency_keys", "workflow_id, key", []],
     ];
-    for (const [table, order, json] of tables) {
-      const lite = comparable(sqlite.sqlite.prepare(`SELECT * FROM ${table} ORDER BY ${order}`).all() as Record<string, unknown>[], json);
-      const post = comparable((await pool.query(`SELECT * FROM ${table} ORDER BY ${order}`)).rows as Record<string, unknown>[], json);
+    for (const [table, columns, json] of tables) {
+      // The runs' columns both databases have (PostgreSQL adds the leases); the key first, for the order.
+      const select = table === "runs" ? `SELECT ${columns} FROM runs ORDER BY run_id` : `SELECT * FROM ${table} ORDER BY ${columns}`;
+      const lite = comparable(sqlite.sqlite.prepare(select).all() as Record<string, unknown>[], json);
+      const post = comparable((await pool.query(select)).rows as Record<string, unknown>[], json);
       expect(post, table).toEqual(lite);
     }
     const r1 = (await pool.query("SELECT status, last_event_index, finished_at FROM runs WHERE run_id = 'r1'")).rows[0];
@@ -124,5 +127,49 @@ describe("group commit on PostgreSQL stores what SQLite stores", () => {
       writer.commit([event("r2", { event: "StepStarted", ...loc }), event("r1", { event: "StepStarted", ...loc })]),
     ).rejects.toMatchObject({ code: "RUN_FINISHED" });
     expect((await pool.query("SELECT count(*)::int AS n FROM events")).rows[0]).toEqual(before);
+  });
+});
+
+describe("appends fenced by run leases (many nodes on one database)", () => {
+  it("a node whose lease lapsed and was taken over cannot write into the run; the new owner goes on from the right index", async () => {
+    let now = NOW;
+    const tick = (): number => now;
+    const leasesA = new RunLeases(pool, "node-a", 5000, tick);
+    const leasesB = new RunLeases(pool, "node-b", 5000, tick);
+    const epochsA = new Map<string, number>();
+    const epochsB = new Map<string, number>();
+    const fence = (nodeId: string, epochs: Map<string, number>): Fencing => ({ nodeId, leaseMs: 5000, epochOf: (runId) => epochs.get(runId) });
+    const writerA = new PgBatchWriter(pool, tick, fence("node-a", epochsA));
+    const writerB = new PgBatchWriter(pool, tick, fence("node-b", epochsB));
+
+    // Node A creates the run: it holds it at epoch 1.
+    epochsA.set("f1", 1);
+    await writerA.commit([newRun("f1"), event("f1", { event: "WorkflowStarted", input: "hello" }), event("f1", { event: "StepStarted", ...loc })]);
+    expect(await leasesB.acquire("f1")).toBeNull();
+    expect(await leasesA.renew(epochsA)).toEqual([]);
+
+    // Node A stops (SIGSTOP) past its lease: node B takes the run over.
+    now += 6000;
+    expect(await leasesB.orphans()).toContain("f1");
+    const epoch = await leasesB.acquire("f1");
+    expect(epoch).toBe(2);
+    epochsB.set("f1", epoch!);
+    await writerB.commit([event("f1", { event: "WorkflowResumed", attempt: 2, after_crash: true, resume_step_name: "s", resume_step_path: "0", restored_steps: 0, superseded_from_index: 1, superseded_to_index: 1 })]);
+
+    // Node A wakes up and appends: refused, nothing written.
+    await expect(writerA.commit([event("f1", { event: "StepCompleted", ...loc, content: "late", duration_ms: 1 })])).rejects.toMatchObject({ code: "LEASE_LOST" });
+    expect(await leasesA.renew(epochsA)).toEqual(["f1"]);
+    await writerB.commit([event("f1", { event: "StepStarted", ...loc }), event("f1", { event: "WorkflowCompleted", content: "done", duration_ms: 9 })]);
+    const { rows } = await pool.query<{ event_index: number; event: string }>("SELECT event_index, event FROM events WHERE run_id = 'f1' ORDER BY event_index");
+    expect(rows).toEqual([
+      { event_index: 0, event: "WorkflowStarted" },
+      { event_index: 1, event: "StepStarted" },
+      { event_index: 2, event: "WorkflowResumed" },
+      { event_index: 3, event: "StepStarted" },
+      { event_index: 4, event: "WorkflowCompleted" },
+    ]);
+    // A finished run is nobody's to take.
+    now += 60_000;
+    expect(await leasesA.acquire("f1")).toBeNull();
   });
 });

@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { Errors } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { EVENT_COLUMNS, planBatch, rememberEnvelopes, type PendingWrite, type RunEnvelopeRow, type RunUpdate } from "../batch-plan.ts";
 
@@ -58,18 +59,28 @@ function updateValues(update: RunUpdate): unknown[] {
   ];
 }
 
+/** Appends fenced by run leases (see RunLeases): this node's id, and the epoch it holds each run at. */
+export interface Fencing {
+  nodeId: string;
+  leaseMs: number;
+  epochOf(runId: string): number | undefined;
+}
+
 /**
  * Group commit on PostgreSQL: the batch planned as on SQLite (batch-plan.ts), stored in
  * one transaction with multi-row INSERTs (a run's rows together, in prepared chunks) and
- * each touched run's row updated once.
+ * each touched run's row updated once. With fencing (many nodes), every touched run's row
+ * is read and locked first: a run this node no longer holds at its epoch fails the batch
+ * with LEASE_LOST before anything is written.
  */
 export class PgBatchWriter {
-  /** Active runs' envelopes as last committed (see BatchWriter). */
+  /** Active runs' envelopes as last committed (see BatchWriter); not used with fencing, where each batch reads them under lock. */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly clock: () => number = Date.now,
+    private readonly fencing: Fencing | null = null,
   ) {}
 
   /** Writes and commits `batch`, or throws and writes nothing; returns its events as committed. */
@@ -77,14 +88,23 @@ export class PgBatchWriter {
     const client = await this.pool.connect();
     try {
       await client.query("BEGIN");
-      const stored = await this.readEnvelopes(client, batch);
-      const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? stored.get(runId), this.clock());
+      const stored = this.fencing ? await this.lockEnvelopes(client, batch, this.fencing) : await this.readEnvelopes(client, batch);
+      const cache = this.fencing ? new Map<string, RunEnvelopeRow>() : this.envelopes;
+      const plan = planBatch(batch, (runId) => cache.get(runId) ?? stored.get(runId), this.clock());
       for (const { runId, row, additionalData, idempotency } of plan.newRuns) {
         await client.query({
           name: "flowd-insert-run",
           text: INSERT_RUN,
           values: [runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt],
         });
+        // A node holds the runs it creates (epoch 1).
+        if (this.fencing) {
+          await client.query({
+            name: "flowd-own-new-run",
+            text: "UPDATE runs SET owner_node = $2, lease_until = $3, lease_epoch = 1 WHERE run_id = $1",
+            values: [runId, this.fencing.nodeId, plan.now + this.fencing.leaseMs],
+          });
+        }
         if (idempotency) {
           await client.query({
             name: "flowd-upsert-idempotency-key",
@@ -110,7 +130,7 @@ export class PgBatchWriter {
         }
       }
       await client.query("COMMIT");
-      rememberEnvelopes(plan, this.envelopes);
+      if (!this.fencing) rememberEnvelopes(plan, this.envelopes);
       return plan.committed;
     } catch (error) {
       await client.query("ROLLBACK").catch(() => {});
@@ -132,6 +152,31 @@ export class PgBatchWriter {
       values: [missing],
     });
     for (const { run_id: runId, ...envelope } of rows) stored.set(runId, envelope);
+    return stored;
+  }
+
+  /**
+   * The rows of the batch's runs not created by it, read and locked until the commit:
+   * another node's batch for the same run waits, and a run this node no longer holds at
+   * its epoch (taken over after its lease lapsed) fails the batch.
+   */
+  private async lockEnvelopes(client: pg.PoolClient, batch: readonly PendingWrite[], fencing: Fencing): Promise<Map<string, RunEnvelopeRow>> {
+    const created = new Set(batch.filter((write) => write.kind === "run").map((write) => write.runId));
+    const touched = [...new Set(batch.map((write) => write.runId))].filter((runId) => !created.has(runId));
+    const stored = new Map<string, RunEnvelopeRow>();
+    if (touched.length === 0) return stored;
+    const { rows } = await client.query<RunEnvelopeRow & { run_id: string; owner_node: string | null; lease_epoch: number }>({
+      name: "flowd-lock-envelopes",
+      // In run id order, so that two nodes locking the same runs cannot deadlock.
+      text: `SELECT ${ENVELOPE_COLUMNS}, owner_node, lease_epoch FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE`,
+      values: [touched],
+    });
+    for (const { run_id: runId, owner_node: owner, lease_epoch: epoch, ...envelope } of rows) {
+      if (owner !== fencing.nodeId || epoch !== fencing.epochOf(runId)) {
+        throw Errors.leaseLost(runId, fencing.nodeId, owner, epoch);
+      }
+      stored.set(runId, envelope);
+    }
     return stored;
   }
 

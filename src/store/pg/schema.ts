@@ -31,6 +31,10 @@ export const runs = pgTable(
     waitKind: text("wait_kind"),
     waitName: text("wait_name"),
     waitUntil: millis("wait_until"),
+    /** PostgreSQL only (many nodes): the node that executes the run, until when, and how many times it changed hands. */
+    ownerNode: text("owner_node"),
+    leaseUntil: millis("lease_until"),
+    leaseEpoch: integer("lease_epoch").notNull().default(0),
     createdAt: millis("created_at").notNull(),
     updatedAt: millis("updated_at").notNull(),
     startedAt: millis("started_at"),
@@ -40,6 +44,7 @@ export const runs = pgTable(
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
+    index("runs_lease_idx").on(t.leaseUntil),
   ],
 );
 
