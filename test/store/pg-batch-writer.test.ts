@@ -7,6 +7,7 @@ import { openDb, type Db } from "../../src/store/db.ts";
 import { migratePostgres } from "../../src/store/pg/migrate.ts";
 import { PgBatchWriter, type Fencing } from "../../src/store/pg/pg-batch-writer.ts";
 import { RunLeases } from "../../src/store/pg/run-leases.ts";
+import { CommitListener, type CommitNotice } from "../../src/store/pg/commit-listener.ts";
 import type { RunRow } from "../../src/store/schema.ts";
 import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
 import { tempDir } from "../helpers/server.ts";
@@ -62,15 +63,16 @@ function batches(): PendingWrite[][] {
 }
 
 let postgres: TestPostgres;
+let dbUrl: string;
 let pool: pg.Pool;
 let sqlite: Db;
 let temp: ReturnType<typeof tempDir>;
 
 beforeAll(async () => {
   postgres = await startPostgres();
-  const url = await postgres.createDatabase("flowd_batch_writer_test");
-  await migratePostgres(url);
-  pool = new pg.Pool({ connectionString: url, max: 2 });
+  dbUrl = await postgres.createDatabase("flowd_batch_writer_test");
+  await migratePostgres(dbUrl);
+  pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
   temp = tempDir();
   sqlite = openDb(join(temp.dir, "flowd.db"));
 }, 60_000);
@@ -171,5 +173,27 @@ describe("appends fenced by run leases (many nodes on one database)", () => {
     // A finished run is nobody's to take.
     now += 60_000;
     expect(await leasesA.acquire("f1")).toBeNull();
+  });
+});
+
+describe("commits announced to every node (LISTEN/NOTIFY)", () => {
+  it("a node hears another node's commit, per run with its last index, and nothing of a batch that failed", async () => {
+    const heard: CommitNotice[] = [];
+    const listener = new CommitListener(dbUrl, (notice) => heard.push(notice));
+    await listener.start();
+    try {
+      const writer = new PgBatchWriter(pool, clock);
+      await writer.commit([newRun("n1"), event("n1", { event: "WorkflowStarted", input: "hello" }), newRun("n2"), event("n2", { event: "WorkflowStarted", input: "hello" }), event("n1", { event: "StepStarted", ...loc })]);
+      await expect(writer.commit([event("n1", { event: "StepStarted", ...loc }), event("no-such-run", { event: "StepStarted", ...loc })])).rejects.toMatchObject({ code: "RUN_NOT_FOUND" });
+      await writer.commit([event("n2", { event: "StepStarted", ...loc })]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(heard).toEqual([
+        { runId: "n1", lastIndex: 1 },
+        { runId: "n2", lastIndex: 0 },
+        { runId: "n2", lastIndex: 1 },
+      ]);
+    } finally {
+      await listener.close();
+    }
   });
 });

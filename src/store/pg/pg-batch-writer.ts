@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { Errors } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
+import { COMMIT_CHANNEL, commitNoticePayload } from "./commit-listener.ts";
 import { EVENT_COLUMNS, planBatch, rememberEnvelopes, type PendingWrite, type RunEnvelopeRow, type RunUpdate } from "../batch-plan.ts";
 
 /** The most event rows one INSERT statement writes; a run's rows go in chunks of powers of two up to it. */
@@ -69,7 +70,8 @@ export interface Fencing {
 /**
  * Group commit on PostgreSQL: the batch planned as on SQLite (batch-plan.ts), stored in
  * one transaction with multi-row INSERTs (a run's rows together, in prepared chunks) and
- * each touched run's row updated once. With fencing (many nodes), every touched run's row
+ * each touched run's row updated once, and each touched run announced on COMMIT_CHANNEL
+ * (delivered by PostgreSQL at the commit, never for a batch rolled back). With fencing (many nodes), every touched run's row
  * is read and locked first: a run this node no longer holds at its epoch fails the batch
  * with LEASE_LOST before anything is written.
  */
@@ -128,6 +130,11 @@ export class PgBatchWriter {
         } else {
           await client.query({ name: "flowd-update-run", text: UPDATE_RUN, values: updateValues(update) });
         }
+      }
+      // Announced to every node's CommitListener when, and only if, this commits.
+      if (plan.runs.size > 0) {
+        const notices = [...plan.runs.values()].map(({ update }) => commitNoticePayload(update.runId, update.index));
+        await client.query({ name: "flowd-notify-commits", text: "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice", values: [COMMIT_CHANNEL, notices] });
       }
       await client.query("COMMIT");
       if (!this.fencing) rememberEnvelopes(plan, this.envelopes);
