@@ -201,10 +201,18 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
   if (sync !== "FULL" && sync !== "NORMAL") {
     throw Errors.invalidConfig(`FLOWD_SYNC must be FULL (survives power loss) or NORMAL (survives a crash); got "${sync}".`);
   }
+  const dbPath = flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath;
+  if (/^postgres(ql)?:\/\//i.test(dbPath)) {
+    // Not a file name to create: say what works today instead.
+    throw Errors.invalidConfig(
+      `--db / FLOWD_DB is a PostgreSQL URL; this version of flowd serves from a SQLite file only (PostgreSQL is being added). ` +
+        `Give a file path such as ./data/flowd.db.`,
+    );
+  }
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
-    dbPath: flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath,
+    dbPath,
     securityKey: securityKey === "" ? null : securityKey,
     workflowsPath: flags.workflows ?? null,
     demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),

@@ -36,6 +36,11 @@ describe("configuration: flags over environment over defaults", () => {
     expect(() => resolveConfig({}, { PORT: port })).toThrow(/PORT must be a whole number from 0 to 65535/);
   });
 
+  it("refuses a PostgreSQL URL as --db or FLOWD_DB with what to give instead, rather than a file named after it", () => {
+    expect(() => resolveConfig({}, { FLOWD_DB: "postgres://u:p@db:5432/flowd" })).toThrow(/PostgreSQL URL.*file path/);
+    expect(() => resolveConfig({ db: "postgresql://db/flowd" }, {})).toThrow(/PostgreSQL URL/);
+  });
+
   it("rejects an unknown log level, listing the valid ones", () => {
     expect(() => resolveConfig({}, { FLOWD_LOG_LEVEL: "loud" })).toThrow(/one of fatal, error, warn, info/);
   });
