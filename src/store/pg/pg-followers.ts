@@ -1,0 +1,152 @@
+import type pg from "pg";
+import { Errors, FlowdError, errorMessage } from "../../errors.ts";
+import { CommittedEvent, EventBatch, type RunEventName } from "../../protocol/run-events.ts";
+import { isFinished, type RunStatus } from "../../protocol/run-status.ts";
+import type { RunFollower } from "../notifier.ts";
+import type { CommitNotice } from "./commit-listener.ts";
+
+/** Events read per query while a follower catches up. */
+const READ_PAGE = 1000;
+
+interface Following {
+  runId: string;
+  follower: RunFollower;
+  /** The index of the last event delivered (-1: none). */
+  delivered: number;
+  /** A commit was announced while a read was under way: read again after it. */
+  dirty: boolean;
+  reading: boolean;
+  stopped: boolean;
+}
+
+/**
+ * Following runs on PostgreSQL, where commits happen on any node and reads are
+ * asynchronous. Each follower gets every event after the index it follows from exactly
+ * once, in order, then `ended` (or `failed`).
+ *
+ * Why there is no gap or duplicate at the catch-up → live handoff (I3), with an
+ * asynchronous database and commits on other nodes:
+ * 1. The follower is registered for commit notices before its first read starts.
+ * 2. Every read is a range read by index after the last index delivered, so an event is
+ *    delivered only once (the watermark only moves forward), and in index order.
+ * 3. A commit that completed before a read's statement began is visible to it (READ
+ *    COMMITTED takes its snapshot per statement). A commit that completes later sends its
+ *    notice after it completes (PostgreSQL delivers NOTIFY at commit), so the notice reaches
+ *    this node after the commit, while the follower is registered (1): it marks the
+ *    follower to read again, and that read, a new statement, sees the commit.
+ * 4. A notice that arrives during a read is not lost: it marks the follower dirty, and the
+ *    read loop reads again before it rests.
+ * 5. Notices sent while this node's LISTEN connection was down are lost: `reread()` makes
+ *    every follower read again once it is back.
+ * So every committed event is read by some read that starts after it commits, and none
+ * twice.
+ */
+export class PgFollowers {
+  private readonly byRun = new Map<string, Set<Following>>();
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Follows a run from after `afterIndex` (-1: from the start); returns the function that stops following. */
+  follow(runId: string, afterIndex: number, follower: RunFollower): () => void {
+    const following: Following = { runId, follower, delivered: afterIndex, dirty: false, reading: false, stopped: false };
+    // (1) Registered before the first read.
+    let set = this.byRun.get(runId);
+    if (!set) {
+      set = new Set();
+      this.byRun.set(runId, set);
+    }
+    set.add(following);
+    void this.pump(following, true);
+    return () => this.stop(following);
+  }
+
+  /** A commit of the run's events up to `lastIndex`, announced by any node (CommitListener). */
+  onCommit(notice: CommitNotice): void {
+    for (const following of this.byRun.get(notice.runId) ?? []) {
+      if (notice.lastIndex > following.delivered) this.wake(following);
+    }
+  }
+
+  /** Notices may have been lost (the LISTEN connection dropped): every follower reads again. */
+  reread(): void {
+    for (const set of this.byRun.values()) for (const following of set) this.wake(following);
+  }
+
+  /** How many followers there are. */
+  get count(): number {
+    let count = 0;
+    for (const set of this.byRun.values()) count += set.size;
+    return count;
+  }
+
+  private wake(following: Following): void {
+    following.dirty = true;
+    if (!following.reading) void this.pump(following, false);
+  }
+
+  private stop(following: Following): void {
+    following.stopped = true;
+    const set = this.byRun.get(following.runId);
+    set?.delete(following);
+    if (set?.size === 0) this.byRun.delete(following.runId);
+  }
+
+  /** Reads and delivers what was committed after the watermark, until nothing is left and no notice came meanwhile (4). */
+  private async pump(following: Following, first: boolean): Promise<void> {
+    following.reading = true;
+    try {
+      let checkedRun = !first;
+      do {
+        following.dirty = false;
+        for (;;) {
+          const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
+            name: "flowd-follow-read",
+            text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
+            values: [following.runId, following.delivered, READ_PAGE],
+          });
+          if (following.stopped) return;
+          if (rows.length > 0) {
+            const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
+            following.delivered = batch.last.index;
+            following.follower.events(batch);
+            if (batch.endsRun) return this.end(following, null);
+          }
+          if (rows.length < READ_PAGE) break;
+        }
+        if (!checkedRun) {
+          // The first read found the run's end at or before the index followed from, or no run at all.
+          checkedRun = true;
+          const { rows } = await this.pool.query<{ status: RunStatus }>({
+            name: "flowd-follow-run",
+            text: "SELECT status FROM runs WHERE run_id = $1",
+            values: [following.runId],
+          });
+          if (following.stopped) return;
+          const run = rows[0];
+          if (!run) return this.end(following, Errors.runNotFound(following.runId));
+          if (isFinished(run.status)) {
+            // Committed after the read above, the end is still to be read: read again.
+            following.dirty = true;
+            const { rows: after } = await this.pool.query<{ n: number }>({
+              name: "flowd-follow-after",
+              text: "SELECT count(*)::int AS n FROM events WHERE run_id = $1 AND event_index > $2",
+              values: [following.runId, following.delivered],
+            });
+            if (following.stopped) return;
+            if (after[0]?.n === 0) return this.end(following, null);
+          }
+        }
+      } while (following.dirty && !following.stopped);
+    } catch (error) {
+      if (!following.stopped) this.end(following, error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error))));
+    } finally {
+      following.reading = false;
+    }
+  }
+
+  private end(following: Following, error: FlowdError | null): void {
+    this.stop(following);
+    if (error) following.follower.failed(error);
+    else following.follower.ended();
+  }
+}
