@@ -176,6 +176,22 @@ describe("appends fenced by run leases (many nodes on one database)", () => {
   });
 });
 
+describe("taking over an orphaned run", () => {
+  it("of five nodes racing to take the same lapsed run, exactly one gets it", async () => {
+    let now = NOW;
+    const tick = (): number => now;
+    const owner = new PgBatchWriter(pool, tick, { nodeId: "node-0", leaseMs: 1000, epochOf: () => 1 });
+    await owner.commit([newRun("race"), event("race", { event: "WorkflowStarted", input: "hello" })]);
+    now += 5000;
+    const nodes = Array.from({ length: 5 }, (_, i) => new RunLeases(pool, `node-${i + 1}`, 1000, tick));
+    const taken = await Promise.all(nodes.map((leases) => leases.acquire("race")));
+    expect(taken.filter((epoch) => epoch !== null)).toEqual([2]);
+    const { rows } = await pool.query<{ owner_node: string; lease_epoch: number }>("SELECT owner_node, lease_epoch FROM runs WHERE run_id = 'race'");
+    expect(rows[0]?.lease_epoch).toBe(2);
+    expect(nodes.map((leases) => leases.nodeId)[taken.findIndex((epoch) => epoch !== null)]).toBe(rows[0]?.owner_node);
+  });
+});
+
 describe("commits announced to every node (LISTEN/NOTIFY)", () => {
   it("a node hears another node's commit, per run with its last index, and nothing of a batch that failed", async () => {
     const heard: CommitNotice[] = [];
