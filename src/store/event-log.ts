@@ -23,6 +23,30 @@ export interface NewRun {
   idempotency?: IdempotentStart | undefined;
 }
 
+/** A new run's row, as the column defaults make it. */
+export function newRunRow(run: NewRun, now: number): RunRow {
+  const { idempotency: _idempotency, ...fields } = run;
+  return {
+    ...fields,
+    additionalData: run.additionalData ?? null,
+    status: "pending",
+    output: null,
+    error: null,
+    lastEventIndex: -1,
+    attempt: 1,
+    crashResumes: 0,
+    pausedAt: null,
+    cancelRequestedAt: null,
+    waitKind: null,
+    waitName: null,
+    waitUntil: null,
+    createdAt: now,
+    updatedAt: now,
+    startedAt: null,
+    finishedAt: null,
+  };
+}
+
 /**
  * SQLite's answers that say the database itself refuses writes (locked, full, read-only,
  * broken), so that every write of a batch would fail alike, each after the same wait.
@@ -140,29 +164,8 @@ export class EventLog {
    * only to `follow` (nothing of it is committed yet, so it has nothing to catch up on).
    */
   createRun(run: NewRun): RunRow {
-    const now = Date.now();
-    const additionalData = run.additionalData ?? null;
-    // The row as the column defaults make it.
-    const { idempotency, ...fields } = run;
-    const row: RunRow = {
-      ...fields,
-      additionalData,
-      status: "pending",
-      output: null,
-      error: null,
-      lastEventIndex: -1,
-      attempt: 1,
-      crashResumes: 0,
-      pausedAt: null,
-      cancelRequestedAt: null,
-      waitKind: null,
-      waitName: null,
-      waitUntil: null,
-      createdAt: now,
-      updatedAt: now,
-      startedAt: null,
-      finishedAt: null,
-    };
+    const { idempotency } = run;
+    const row = newRunRow(run, Date.now());
     this.pendingRuns.add(run.runId);
     this.runQueued = true;
     this.turns.runCreated(performance.now());

@@ -8,7 +8,7 @@ import { migratePostgres } from "../../src/store/pg/migrate.ts";
 import { PgBatchWriter, type Fencing } from "../../src/store/pg/pg-batch-writer.ts";
 import { RunLeases } from "../../src/store/pg/run-leases.ts";
 import { CommitListener, type CommitNotice } from "../../src/store/pg/commit-listener.ts";
-import type { RunRow } from "../../src/store/schema.ts";
+import { newRunRow } from "../../src/store/event-log.ts";
 import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
 import { tempDir } from "../helpers/server.ts";
 
@@ -16,31 +16,8 @@ const NOW = 1_800_000_000_123;
 const clock = (): number => NOW;
 
 function newRun(runId: string, additionalData: unknown = null): PendingWrite {
-  const row: RunRow = {
-    runId,
-    workflowId: "wf",
-    workflowName: "Workflow",
-    sessionId: `s-${runId}`,
-    userId: null,
-    status: "pending",
-    input: "hello",
-    additionalData,
-    output: null,
-    error: null,
-    lastEventIndex: -1,
-    attempt: 1,
-    crashResumes: 0,
-    pausedAt: null,
-    cancelRequestedAt: null,
-    waitKind: null,
-    waitName: null,
-    waitUntil: null,
-    createdAt: NOW,
-    updatedAt: NOW,
-    startedAt: null,
-    finishedAt: null,
-  };
-  return { kind: "run", runId, row, idempotency: runId === "r1" ? { key: "k1", requestHash: "h1" } : undefined };
+  const fields = { runId, workflowId: "wf", workflowName: "Workflow", sessionId: `s-${runId}`, userId: null, input: "hello", additionalData };
+  return { kind: "run", runId, row: newRunRow(fields, NOW), idempotency: runId === "r1" ? { key: "k1", requestHash: "h1" } : undefined };
 }
 
 const loc = { step_name: "s", step_index: 0, step_path: "0" };

@@ -7,6 +7,7 @@ import { CommitListener } from "../../src/store/pg/commit-listener.ts";
 import { migratePostgres } from "../../src/store/pg/migrate.ts";
 import { PgBatchWriter } from "../../src/store/pg/pg-batch-writer.ts";
 import { PgFollowers } from "../../src/store/pg/pg-followers.ts";
+import { newRunRow } from "../../src/store/event-log.ts";
 import type { RunRow } from "../../src/store/schema.ts";
 import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
 import { seededRandom } from "../recovery/crash-trials.ts";
@@ -36,12 +37,7 @@ afterAll(async () => {
 });
 
 function runRow(runId: string): RunRow {
-  const now = Date.now();
-  return {
-    runId, workflowId: "wf", workflowName: "wf", sessionId: "s", userId: null, status: "pending", input: "", additionalData: null,
-    output: null, error: null, lastEventIndex: -1, attempt: 1, crashResumes: 0, pausedAt: null, cancelRequestedAt: null,
-    waitKind: null, waitName: null, waitUntil: null, createdAt: now, updatedAt: now, startedAt: null, finishedAt: null,
-  };
+  return newRunRow({ runId, workflowId: "wf", workflowName: "wf", sessionId: "s", userId: null, input: "", additionalData: null }, Date.now());
 }
 
 const loc = { step_name: "s", step_index: 0, step_path: "0" };
