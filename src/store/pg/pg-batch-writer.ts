@@ -30,7 +30,9 @@ const UPSERT_IDEMPOTENCY_KEY =
   "ON CONFLICT (workflow_id, key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id, created_at = excluded.created_at";
 const INSERT_CHECKPOINT =
   "INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)";
-const ADVANCE_RUN = "UPDATE runs SET last_event_index = $2, updated_at = $3 WHERE run_id = $1";
+const ADVANCE_RUNS =
+  "UPDATE runs SET last_event_index = moved.last_index, updated_at = $3 " +
+  "FROM unnest($1::text[], $2::integer[]) AS moved(run_id, last_index) WHERE runs.run_id = moved.run_id";
 const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, status = coalesce($4::text, status),
     started_at = coalesce(started_at, $5::bigint), finished_at = coalesce($6::bigint, finished_at),
     output = coalesce($7::jsonb, output), error = coalesce($8::text, error),
@@ -115,8 +117,10 @@ export class PgBatchWriter {
           });
         }
       }
-      for (const { update, rows, checkpoints, consumedSignals } of plan.runs.values()) {
-        await this.insertEvents(client, rows);
+      // Every run's rows in as few statements as can carry them: a round trip costs more than
+      // PostgreSQL's B-tree pays for rows of many runs side by side.
+      await this.insertEvents(client, [...plan.runs.values()].flatMap((run) => run.rows));
+      for (const { update, checkpoints, consumedSignals } of plan.runs.values()) {
         for (const checkpoint of checkpoints) {
           await client.query({ name: "flowd-insert-checkpoint", text: INSERT_CHECKPOINT, values: [...checkpoint, plan.now] });
         }
@@ -125,11 +129,18 @@ export class PgBatchWriter {
         }
         // A finished run waits for nothing more: the signals it kept go with its end.
         if (update.finishedAt !== null) await client.query({ name: "flowd-drop-signals", text: "DELETE FROM signals WHERE run_id = $1", values: [update.runId] });
-        if (update.status === null && update.attempt === null) {
-          await client.query({ name: "flowd-advance-run", text: ADVANCE_RUN, values: [update.runId, update.index, update.now] });
-        } else {
+        if (update.status !== null || update.attempt !== null) {
           await client.query({ name: "flowd-update-run", text: UPDATE_RUN, values: updateValues(update) });
         }
+      }
+      // Most runs of a batch only move forward: all of them in one statement.
+      const advanced = [...plan.runs.values()].filter(({ update }) => update.status === null && update.attempt === null);
+      if (advanced.length > 0) {
+        await client.query({
+          name: "flowd-advance-runs",
+          text: ADVANCE_RUNS,
+          values: [advanced.map(({ update }) => update.runId), advanced.map(({ update }) => update.index), plan.now],
+        });
       }
       // Announced to every node's CommitListener when, and only if, this commits.
       if (plan.runs.size > 0) {
