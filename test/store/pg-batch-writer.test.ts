@@ -9,7 +9,7 @@ import { PgBatchWriter, type Fencing } from "../../src/store/pg/pg-batch-writer.
 import { RunLeases } from "../../src/store/pg/run-leases.ts";
 import { CommitListener, type CommitNotice } from "../../src/store/pg/commit-listener.ts";
 import { newRunRow } from "../../src/store/event-log.ts";
-import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
+import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 import { tempDir } from "../helpers/server.ts";
 
 const NOW = 1_800_000_000_123;
@@ -49,7 +49,7 @@ beforeAll(async () => {
   postgres = await startPostgres();
   dbUrl = await postgres.createDatabase("flowd_batch_writer_test");
   await migratePostgres(dbUrl);
-  pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
+  pool = testPool(dbUrl, 2);
   temp = tempDir();
   sqlite = openDb(join(temp.dir, "flowd.db"));
 }, 60_000);

@@ -9,7 +9,7 @@ import { PgBatchWriter } from "../../src/store/pg/pg-batch-writer.ts";
 import { PgFollowers } from "../../src/store/pg/pg-followers.ts";
 import { newRunRow } from "../../src/store/event-log.ts";
 import type { RunRow } from "../../src/store/schema.ts";
-import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
+import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 import { seededRandom } from "../recovery/crash-trials.ts";
 
 let postgres: TestPostgres;
@@ -23,8 +23,8 @@ beforeAll(async () => {
   const url = await postgres.createDatabase("flowd_followers_test");
   await migratePostgres(url);
   // The writing node and the following node each have their own connections.
-  writerPool = new pg.Pool({ connectionString: url, max: 2 });
-  readerPool = new pg.Pool({ connectionString: url, max: 4 });
+  writerPool = testPool(url, 2);
+  readerPool = testPool(url, 4);
   followers = new PgFollowers(readerPool);
   listener = new CommitListener(url, (notice) => followers.onCommit(notice), () => followers.reread());
   await listener.start();
