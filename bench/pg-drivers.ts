@@ -36,6 +36,28 @@ const SCHEMA = `
   CREATE TABLE bench_events (run_id text NOT NULL, event_index integer NOT NULL, event text NOT NULL, step_path text,
     payload text NOT NULL, created_at bigint NOT NULL, PRIMARY KEY (run_id, event_index));`;
 
+const insertStatements = new Map<number, string>();
+
+/** The multi-row INSERT of `rows` event rows (six parameters each). */
+function insertSql(rows: number): string {
+  let sql = insertStatements.get(rows);
+  if (!sql) {
+    const values = Array.from({ length: rows }, (_, i) => `($${i * 6 + 1}, $${i * 6 + 2}, $${i * 6 + 3}, $${i * 6 + 4}, $${i * 6 + 5}, $${i * 6 + 6})`);
+    sql = `INSERT INTO bench_events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values.join(", ")}`;
+    insertStatements.set(rows, sql);
+  }
+  return sql;
+}
+
+/** Moves the run's row forward, as each commit does. */
+function advanceRun(runId: string, lastIndex: number, now: number): pg.QueryConfig {
+  return {
+    name: "advance",
+    text: "INSERT INTO bench_runs (run_id, last_event_index, updated_at) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO UPDATE SET last_event_index = $2, updated_at = $3",
+    values: [runId, lastIndex, now],
+  };
+}
+
 interface Driver {
   name: string;
   setup(): Promise<void>;
@@ -47,16 +69,6 @@ interface Driver {
 
 function nodePostgres(url: string): Driver {
   const pool = new pg.Pool({ connectionString: url, max: 2 });
-  const statements = new Map<number, string>();
-  const insertSql = (rows: number): string => {
-    let sql = statements.get(rows);
-    if (!sql) {
-      const values = Array.from({ length: rows }, (_, i) => `($${i * 6 + 1}, $${i * 6 + 2}, $${i * 6 + 3}, $${i * 6 + 4}, $${i * 6 + 5}, $${i * 6 + 6})`);
-      sql = `INSERT INTO bench_events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values.join(", ")}`;
-      statements.set(rows, sql);
-    }
-    return sql;
-  };
   return {
     name: "pg",
     setup: async () => {
@@ -70,11 +82,7 @@ function nodePostgres(url: string): Driver {
         const now = Date.now();
         for (let i = 0; i < rows; i++) params.push(runId, from + i, "RunContent", "0", FRAME, now);
         await client.query({ name: `insert-${rows}`, text: insertSql(rows), values: params });
-        await client.query({
-          name: "advance",
-          text: "INSERT INTO bench_runs (run_id, last_event_index, updated_at) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO UPDATE SET last_event_index = $2, updated_at = $3",
-          values: [runId, from + rows - 1, now],
-        });
+        await client.query(advanceRun(runId, from + rows - 1, now));
         await client.query("COMMIT");
       } finally {
         client.release();
@@ -117,11 +125,7 @@ function nodePostgresUnnest(url: string): Driver {
                  SELECT $1, i, 'RunContent', '0', p, $2 FROM unnest($3::int[], $4::text[]) AS t(i, p)`,
           values: [runId, now, indices, indices.map(() => FRAME)],
         });
-        await client.query({
-          name: "advance",
-          text: "INSERT INTO bench_runs (run_id, last_event_index, updated_at) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO UPDATE SET last_event_index = $2, updated_at = $3",
-          values: [runId, from + rows - 1, now],
-        });
+        await client.query(advanceRun(runId, from + rows - 1, now));
         await client.query("COMMIT");
       } finally {
         client.release();
@@ -231,8 +235,7 @@ try {
   const rawPool = new pg.Pool({ connectionString: url, max: 1 });
   await rawPool.query(SCHEMA);
   const perBatchPerRun = Math.max(1, Math.floor(MAX_BATCH / runs));
-  const values = Array.from({ length: perBatchPerRun }, (_, i) => `($${i * 6 + 1}, $${i * 6 + 2}, $${i * 6 + 3}, $${i * 6 + 4}, $${i * 6 + 5}, $${i * 6 + 6})`);
-  const insert = `INSERT INTO bench_events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values.join(", ")}`;
+  const insert = insertSql(perBatchPerRun);
   const client = await rawPool.connect();
   started = performance.now();
   for (let next = 0; next < perRun; next += perBatchPerRun) {
@@ -242,11 +245,7 @@ try {
       const params: unknown[] = [];
       for (let i = 0; i < perBatchPerRun; i++) params.push(runId, next + i, "RunContent", "0", FRAME, now);
       await client.query({ name: "raw-insert", text: insert, values: params });
-      await client.query({
-        name: "raw-advance",
-        text: "INSERT INTO bench_runs (run_id, last_event_index, updated_at) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO UPDATE SET last_event_index = $2, updated_at = $3",
-        values: [runId, next + perBatchPerRun - 1, now],
-      });
+      await client.query(advanceRun(runId, next + perBatchPerRun - 1, now));
     }
     await client.query("COMMIT");
   }
