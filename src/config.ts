@@ -60,6 +60,8 @@ export interface FlowdConfig {
   readonly allowedOrigins: readonly string[];
   /** How long a start's idempotency key returns the run it started. */
   readonly idempotencyTtlMs: number;
+  /** PostgreSQL (many nodes): how long a node's hold on a run lasts without renewal; another node takes the run over after it. */
+  readonly leaseMs: number;
 }
 
 /** Settings given as flags (or `serve()` options); each wins over its environment variable. */
@@ -91,6 +93,7 @@ export interface ConfigFlags {
   allowedHosts?: string | readonly string[] | undefined;
   allowedOrigins?: string | readonly string[] | undefined;
   idempotencyTtl?: string | undefined;
+  leaseMs?: number | string | undefined;
 }
 
 /** Defaults, as documented in README and DESIGN §7. */
@@ -117,6 +120,7 @@ export const DEFAULTS = {
   authTimeoutMs: 10_000,
   maxActiveRuns: 500,
   idempotencyTtl: "24h",
+  leaseMs: 5000,
 } as const;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -202,13 +206,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     throw Errors.invalidConfig(`FLOWD_SYNC must be FULL (survives power loss) or NORMAL (survives a crash); got "${sync}".`);
   }
   const dbPath = flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath;
-  if (/^postgres(ql)?:\/\//i.test(dbPath)) {
-    // Not a file name to create: say what works today instead.
-    throw Errors.invalidConfig(
-      `--db / FLOWD_DB is a PostgreSQL URL; this version of flowd serves from a SQLite file only (PostgreSQL is being added). ` +
-        `Give a file path such as ./data/flowd.db.`,
-    );
-  }
+  const lease = flags.leaseMs ?? nonEmpty(env.FLOWD_LEASE_MS);
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
@@ -248,6 +246,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     maxActiveRuns: numberSetting(flags.maxActiveRuns, env, "FLOWD_MAX_ACTIVE_RUNS", DEFAULTS.maxActiveRuns, 1, 1_000_000),
     allowedHosts: Object.freeze(listSetting(flags.allowedHosts, env.FLOWD_ALLOWED_HOSTS).map((host) => host.toLowerCase())),
     allowedOrigins: Object.freeze(parseOrigins(listSetting(flags.allowedOrigins, env.FLOWD_ALLOWED_ORIGINS))),
+    leaseMs: lease === undefined ? DEFAULTS.leaseMs : wholeNumber("FLOWD_LEASE_MS", lease, 100, 600_000),
     idempotencyTtlMs: duration("FLOWD_IDEMPOTENCY_TTL", flags.idempotencyTtl ?? nonEmpty(env.FLOWD_IDEMPOTENCY_TTL) ?? DEFAULTS.idempotencyTtl),
   });
 }

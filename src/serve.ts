@@ -4,10 +4,7 @@ import { resolveConfig, type ConfigFlags, type FlowdConfig } from "./config.ts";
 import { Errors } from "./errors.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
-import { openDb } from "./store/db.ts";
-import { EventLog } from "./store/event-log.ts";
-import { ResumeStateReader } from "./store/resume-state.ts";
-import { RunStore } from "./store/run-store.ts";
+import { openStore } from "./store/open-store.ts";
 import { createTransport } from "./transport/server.ts";
 import { contentCreationWorkflow } from "./workflows/content-creation.ts";
 import type { WorkflowDefinition } from "./workflows/definition.ts";
@@ -83,31 +80,25 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   const workflows = given ? [...given] : builtinWorkflows(config);
   const registry = new WorkflowRegistry(workflows);
 
-  const db = openDb(config.dbPath, {
-    exclusive: true,
-    sync: config.sync,
-    checkpointInBackground: (error) => logger.error({ err: error }, "the WAL checkpointer failed; commits checkpoint by themselves"),
-  });
   // The log reports a failed commit to the engine, which stops that run (it resumes at the next start).
   let engine: Engine | null = null;
-  const eventLog = new EventLog(
-    db,
-    (error, runId) => engine?.onStorageFailure(runId, error),
-    (error, runId) => logger.error({ err: error, runId }, "live listener failed"),
-  );
-  const runStore = new RunStore(db);
+  const store = await openStore(config, {
+    onAppendError: (error, runId) => engine?.onStorageFailure(runId, error),
+    onListenerError: (error, runId) => logger.error({ err: error, runId }, "live listener failed"),
+    onBackgroundError: (error, what) => logger.error({ err: error }, what),
+    onLost: (runId, error) => engine?.onLost(runId, error),
+  });
   const models = modelProvider(config);
-  engine = new Engine(registry, runStore, eventLog, new ResumeStateReader(db), logger, {
+  engine = new Engine(registry, store, logger, {
     maxCrashResumes: config.maxCrashResumes,
     maxActiveRuns: config.maxActiveRuns,
     idempotencyTtlMs: config.idempotencyTtlMs,
     models,
   });
-  const lock = db.lock;
   const transport = createTransport({
     engine,
-    runStore,
-    eventLog,
+    runStore: store.runs,
+    eventLog: store.log,
     workflows: registry,
     config,
     logger,
@@ -118,18 +109,10 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
       maxUnsentBytes: config.maxUnsentBytes,
     },
     storageProblem: () => {
-      try {
-        const lost = lock?.lost() ?? null;
-        if (lost) return lost;
-        // A failed commit is reported until a write goes through again: a probe, or a later commit.
-        if (eventLog.storageFault && lock?.probeWrite()) eventLog.storageFault = null;
-        if (eventLog.storageFault) return eventLog.storageFault;
-        const stopped = eventLog.runsStoppedByStorage;
-        if (stopped === 0) return null;
-        return Errors.runsStoppedByStorage(stopped);
-      } catch (error) {
-        return Errors.databaseUnreadable(error);
-      }
+      const problem = store.storageProblem();
+      if (problem) return problem;
+      const stopped = store.runsStoppedByStorage;
+      return stopped === 0 ? null : Errors.runsStoppedByStorage(stopped);
     },
   });
 
@@ -137,9 +120,9 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   try {
     // Binding first means a second server on a busy port fails before touching any run;
     // recovery then runs before the first connection is served, so /health answers only after it.
-    address = await transport.listen(config.port, config.host, () => {
+    address = await transport.listen(config.port, config.host, async () => {
       const started = performance.now();
-      const { waiting, ...acted } = engine.recover();
+      const { waiting, elsewhere: _elsewhere, ...acted } = await engine.recover();
       const total = Object.values(acted).reduce((n, ids) => n + ids.length, 0);
       // Runs that wait are only counted: there may be many, and nothing was done to them.
       if (total + waiting.length > 0) {
@@ -151,7 +134,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     });
   } catch (error) {
     await engine.shutdown(0, 0);
-    db.close();
+    await store.close();
     throw error;
   }
   const hostForUrl = address.family === "IPv6" ? `[${address.address}]` : address.address;
@@ -172,7 +155,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     );
   }
   logger.info(
-    { url, port: address.port, db: config.dbPath, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },
+    { url, port: address.port, db: store.location, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },
     "flowd listening",
   );
 
@@ -187,7 +170,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
       closing ??= (async () => {
         await transport.close(SHUTDOWN_CLOSE_CODE, "server shutting down; reconnect with your last event index");
         await engine.shutdown(SHUTDOWN_DRAIN_MS, SHUTDOWN_ABORT_MS);
-        db.close();
+        await store.close();
         logger.info("flowd stopped");
       })();
       return closing;

@@ -36,9 +36,10 @@ describe("configuration: flags over environment over defaults", () => {
     expect(() => resolveConfig({}, { PORT: port })).toThrow(/PORT must be a whole number from 0 to 65535/);
   });
 
-  it("refuses a PostgreSQL URL as --db or FLOWD_DB with what to give instead, rather than a file named after it", () => {
-    expect(() => resolveConfig({}, { FLOWD_DB: "postgres://u:p@db:5432/flowd" })).toThrow(/PostgreSQL URL.*file path/);
-    expect(() => resolveConfig({ db: "postgresql://db/flowd" }, {})).toThrow(/PostgreSQL URL/);
+  it("takes a PostgreSQL URL as --db or FLOWD_DB, and a lease from FLOWD_LEASE_MS (5 s by default)", () => {
+    expect(resolveConfig({}, { FLOWD_DB: "postgres://u:p@db:5432/flowd" })).toMatchObject({ dbPath: "postgres://u:p@db:5432/flowd", leaseMs: 5000 });
+    expect(resolveConfig({ db: "postgresql://db/flowd" }, { FLOWD_LEASE_MS: "1500" })).toMatchObject({ dbPath: "postgresql://db/flowd", leaseMs: 1500 });
+    expect(() => resolveConfig({}, { FLOWD_LEASE_MS: "50" })).toThrow(/FLOWD_LEASE_MS must be a whole number from 100/);
   });
 
   it("rejects an unknown log level, listing the valid ones", () => {

@@ -3,14 +3,13 @@ import { resolveClientConfig } from "../config.ts";
 import { Errors } from "../errors.ts";
 import { toRunJson, type RunJson } from "../protocol/run-json.ts";
 import { RUN_STATUSES, type RunStatus } from "../protocol/run-status.ts";
-import { openDb, type Db } from "../store/db.ts";
-import { EventReader } from "../store/event-reader.ts";
-import { RunStore } from "../store/run-store.ts";
+import { openReadOnlyStore } from "../store/open-store.ts";
+import type { ReadOnlyStore } from "../store/store.ts";
 import { callServer } from "./api-client.ts";
 import { followRun } from "./follow.ts";
 import { duration, eventLine, table, time, waitingFor } from "./format.ts";
 
-const dbOption = () => new Option("--db <path>", "SQLite database file (env FLOWD_DB, default ./data/flowd.db)");
+const dbOption = () => new Option("--db <path|url>", "SQLite database file or postgres:// URL (env FLOWD_DB, default ./data/flowd.db)");
 const urlOption = () => new Option("--url <url>", "server URL (default http://HOST:PORT from the environment, else http://127.0.0.1:7777)");
 const jsonOption = () => new Option("--json", "print JSON instead of text");
 
@@ -22,19 +21,19 @@ function wholeNumber(name: string, min: number) {
   };
 }
 
-/** Opens the file read-only: safe while a server writes to it. */
-function withDb<T>(dbFlag: string | undefined, use: (db: Db) => T): T {
-  const db = openDb(resolveClientConfig({ db: dbFlag }).dbPath, { readonly: true });
+/** Opens the database read-only: safe while a server writes to it. */
+async function withDb<T>(dbFlag: string | undefined, use: (db: ReadOnlyStore) => Promise<T>): Promise<T> {
+  const db = await openReadOnlyStore(resolveClientConfig({ db: dbFlag }).dbPath);
   try {
-    return use(db);
+    return await use(db);
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
-function findRun(db: Db, runId: string): RunJson {
-  const run = new RunStore(db).get(runId);
-  if (!run) throw Errors.runNotFound(runId, db.path);
+async function findRun(db: ReadOnlyStore, runId: string): Promise<RunJson> {
+  const run = await db.runs.get(runId);
+  if (!run) throw Errors.runNotFound(runId, db.location);
   return toRunJson(run);
 }
 
@@ -55,14 +54,16 @@ export function runsCommand(): Command {
     .addOption(new Option("--session <id>", "only runs of this session"))
     .addOption(new Option("--limit <n>", "how many").default(20).argParser(wholeNumber("--limit", 1)))
     .addOption(jsonOption())
-    .action((flags: { db?: string; workflow?: string; status?: RunStatus; session?: string; limit: number; json?: boolean }) => {
-      const rows = withDb(flags.db, (db) =>
-        new RunStore(db).list({
+    .action(async (flags: { db?: string; workflow?: string; status?: RunStatus; session?: string; limit: number; json?: boolean }) => {
+      const rows = (
+        await withDb(flags.db, (db) =>
+          db.runs.list({
           ...(flags.workflow ? { workflowId: flags.workflow } : {}),
           ...(flags.status ? { status: flags.status } : {}),
           ...(flags.session ? { sessionId: flags.session } : {}),
           limit: flags.limit,
         }),
+        )
       ).map(toRunJson);
       if (flags.json) return print(JSON.stringify(rows, null, 2));
       if (rows.length === 0) return print("No runs.");
@@ -90,10 +91,10 @@ export function runsCommand(): Command {
     .argument("<run_id>")
     .addOption(dbOption())
     .addOption(jsonOption())
-    .action((runId: string, flags: { db?: string; json?: boolean }) => {
-      const { run, steps } = withDb(flags.db, (db) => ({
-        run: findRun(db, runId),
-        steps: new EventReader(db.sqlite).stepTimings(runId),
+    .action(async (runId: string, flags: { db?: string; json?: boolean }) => {
+      const { run, steps } = await withDb(flags.db, async (db) => ({
+        run: await findRun(db, runId),
+        steps: await db.reads.stepTimings(runId),
       }));
       if (flags.json) return print(JSON.stringify({ ...run, steps }, null, 2));
       print(`run        ${run.run_id}`);
@@ -125,9 +126,9 @@ export function runsCommand(): Command {
     .action(async (runId: string, flags: { after: number; follow?: boolean; db?: string; url?: string; json?: boolean }) => {
       const printFrame = (frame: Record<string, unknown>) => print(flags.json ? JSON.stringify(frame) : eventLine(frame));
       if (!flags.follow) {
-        withDb(flags.db, (db) => {
-          findRun(db, runId);
-          for (const event of new EventReader(db.sqlite).readAfter(runId, flags.after)) {
+        await withDb(flags.db, async (db) => {
+          await findRun(db, runId);
+          for await (const event of db.reads.readAfter(runId, flags.after)) {
             if (flags.json) print(event.frame);
             else printFrame(JSON.parse(event.frame) as Record<string, unknown>);
           }

@@ -153,7 +153,10 @@ export function stepInput(
       const timeoutMs = options.timeoutMs === undefined ? null : checkMs("waitForSignal's timeoutMs", options.timeoutMs);
       const schema = options.schema ? storableSchema(`input.waitForSignal("${name}")`, options.schema) : null;
       await settle(ctx);
-      for (let kept = ctx.takeSignal(name); kept; kept = ctx.takeSignal(name)) {
+      for (let seen = ctx.signalsKept(), kept = await ctx.takeSignal(name); ; seen = ctx.signalsKept(), kept = await ctx.takeSignal(name)) {
+        // A signal kept while the mailbox was read: read it again, so none slips past the wait about to open.
+        if (!kept && ctx.signalsKept() !== seen) continue;
+        if (!kept) break;
         // Sent before the run waited, so not checked then: one that does not match is dropped, and says so.
         const problem = schema ? schemaProblem(schema, kept.payload, `signal "${name}"`, "payload") : null;
         if (problem) {

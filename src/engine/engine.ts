@@ -7,11 +7,8 @@ import type { RunEventBody } from "../protocol/run-events.ts";
 import type { RequirementAnswer } from "../protocol/hitl.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../protocol/run-status.ts";
 import { startKey, START_EVENTS, WAIT_SUFFIX } from "../store/resume-state.ts";
-import type { Checkpoint, EventLog } from "../store/event-log.ts";
-import type { ResumeState, ResumeStateReader } from "../store/resume-state.ts";
-import type { RunStore } from "../store/run-store.ts";
+import type { Checkpoint, ResumeReads, ResumeState, RunLog, RunRecords, RunRow, Store } from "../store/store.ts";
 import { timeOrderedId } from "../store/time-ordered-id.ts";
-import type { RunRow } from "../store/schema.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { isResolutionPath, type StoredResolution } from "./human-input.ts";
@@ -64,6 +61,8 @@ export interface RecoverySummary {
   skipped: string[];
   /** Runs that wait (for a timer, a signal, a person): registered again, nothing executed. */
   waiting: string[];
+  /** Unfinished runs another live node executes (PostgreSQL): left to it. */
+  elsewhere: string[];
 }
 
 interface ActiveRun {
@@ -94,16 +93,22 @@ export class Engine {
   /** Runs whose wait ended while their execution was still winding down: they go on once it has. */
   private readonly goOnAfter = new Set<string>();
 
+  private readonly runStore: RunRecords;
+  private readonly eventLog: RunLog;
+  private readonly resumeState: ResumeReads;
+
   constructor(
     private readonly workflows: WorkflowRegistry,
-    private readonly runStore: RunStore,
-    private readonly eventLog: EventLog,
-    private readonly resumeState: ResumeStateReader,
+    private readonly store: Store,
     private readonly logger: Logger,
     private readonly options: EngineOptions,
   ) {
-    this.waiting = new WaitingRuns(workflows, runStore, eventLog, resumeState, logger, {
-      goOn: (runId) => this.goOn(runId),
+    this.runStore = store.runs;
+    this.eventLog = store.log;
+    this.resumeState = store.resume;
+    this.waiting = new WaitingRuns(workflows, store.runs, store.log, store.resume, store.ownership, logger, {
+      goOn: (runId) => void this.goOn(runId),
+      isActive: (runId) => this.active.has(runId),
       cancelWaiting: (runId, reason) => this.cancelWaiting(runId, reason),
       resumeAfterCrash: (run) => this.recoverRun(run),
     });
@@ -114,13 +119,13 @@ export class Engine {
    * together in the next group commit; a caller that follows the run from index -1 right
    * away gets every event live.
    */
-  start(request: StartRunRequest): RunRow {
+  async start(request: StartRunRequest): Promise<RunRow> {
     const workflow = this.workflows.get(request.workflowId);
     const idempotency = request.idempotencyKey === undefined ? undefined : { key: request.idempotencyKey, requestHash: requestHash(request) };
     if (idempotency) {
-      const earlier =
-        this.eventLog.pendingStart(workflow.id, idempotency.key) ??
-        this.runStore.idempotentStart(workflow.id, idempotency.key, Date.now() - this.options.idempotencyTtlMs);
+      const stored = await this.runStore.idempotentStart(workflow.id, idempotency.key, Date.now() - this.options.idempotencyTtlMs);
+      // Looked up after the read: a repeat that arrived meanwhile is in the batch not yet committed.
+      const earlier = this.eventLog.pendingStart(workflow.id, idempotency.key) ?? stored;
       if (earlier) {
         if (earlier.requestHash !== idempotency.requestHash) throw Errors.idempotencyKeyReused(idempotency.key, workflow.id, earlier.run.runId);
         return earlier.run;
@@ -151,14 +156,43 @@ export class Engine {
    * Asks a run to stop; it ends with `WorkflowCancelled` at its next step or content
    * boundary, or at once if nothing in this process runs it (it halted here).
    */
-  cancel(runId: string): RunRow {
-    const run = this.runStore.get(runId);
+  async cancel(runId: string): Promise<RunRow> {
+    const run = await this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
     if (isFinished(run.status)) {
       throw Errors.runFinished(runId, run.status, "there is nothing to cancel");
     }
-    // Stored first, so a crash before the run reaches a boundary still ends it as cancelled.
-    this.runStore.markCancelRequested(runId);
+    // Stored first, so a crash before the run reaches a boundary still ends it as cancelled
+    // (and a node that executes it sees it, PostgreSQL).
+    await this.runStore.markCancelRequested(runId);
+    if (this.store.ownership.shared && !this.active.has(runId)) {
+      if (!(await this.store.ownership.claim(runId))) {
+        // Another node executes it: told now, it stops at its next boundary.
+        this.store.ownership.wake(runId);
+        this.logger.info({ runId }, "run cancel requested (another node executes it)");
+        return run;
+      }
+      if (this.active.has(runId)) {
+        this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled"));
+        return run;
+      }
+      const now = await this.runStore.get(runId);
+      if (!now || isFinished(now.status)) {
+        this.store.ownership.release(runId);
+        return run;
+      }
+      if (!SUSPENDED_STATUSES.has(now.status)) {
+        // Its node stopped and the lease lapsed: recovery honours the stored cancel.
+        await this.recoverRun(now);
+        this.releaseWhenCommitted(runId);
+        return run;
+      }
+      this.waiting.drop(runId);
+      this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
+      this.releaseWhenCommitted(runId);
+      this.logger.info({ runId }, "waiting run cancelled");
+      return run;
+    }
     // A waiting or paused run has nothing executing: it ends now.
     if (!this.active.has(runId) && (this.waiting.has(runId) || SUSPENDED_STATUSES.has(run.status))) {
       this.waiting.drop(runId);
@@ -183,6 +217,69 @@ export class Engine {
     this.active.get(runId)?.controller.abort(new RunInterrupted("storage"));
   }
 
+  /**
+   * Another node took the run over (this node's lease lapsed: it was paused or cut off):
+   * its execution here stops without writing anything more.
+   */
+  onLost(runId: string, error?: unknown): void {
+    const active = this.active.get(runId);
+    this.logger.warn({ runId, err: error }, "this node lost the run to another node (its lease lapsed); its execution here stops");
+    this.waiting.drop(runId);
+    active?.controller.abort(new RunInterrupted("lost"));
+  }
+
+  /** Gives the run's lease up once what was appended for it is committed (nothing here executes it). */
+  private releaseWhenCommitted(runId: string): void {
+    if (!this.store.ownership.shared) return;
+    void this.eventLog.flushed().then(() => {
+      if (!this.active.has(runId)) this.store.ownership.release(runId);
+    });
+  }
+
+  /** An unfinished run whose node stopped (or handed it over): take it and resume it, as a restart does. */
+  private async adopt(runId: string): Promise<void> {
+    if (this.active.has(runId) || this.draining) return;
+    try {
+      if (!(await this.store.ownership.claim(runId))) return;
+      const run = await this.runStore.get(runId);
+      if (this.active.has(runId)) return;
+      if (!run || isFinished(run.status) || SUSPENDED_STATUSES.has(run.status)) {
+        this.store.ownership.release(runId);
+        return;
+      }
+      const outcome = await this.recoverRun(run);
+      this.logger.info({ runId, outcome }, "took over a run whose node stopped");
+      if (outcome !== "resumed" && outcome !== "restarted") this.releaseWhenCommitted(runId);
+    } catch (error) {
+      this.logger.error({ runId, err: error }, "could not take over a run whose node stopped");
+    }
+  }
+
+  /** Another node asked this one to look at the run again: a cancel, a kept signal, a run that now waits or was handed over. */
+  private async woken(runId: string): Promise<void> {
+    try {
+      const run = await this.runStore.get(runId);
+      if (!run) return;
+      if (this.active.has(runId)) {
+        if (run.cancelRequestedAt !== null) this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled"));
+        else this.waiting.mailboxChanged(runId);
+        return;
+      }
+      if (isFinished(run.status)) {
+        this.waiting.drop(runId);
+        return;
+      }
+      if (!SUSPENDED_STATUSES.has(run.status)) {
+        if (!this.store.ownership.holds(runId)) await this.adopt(runId);
+        return;
+      }
+      await this.waiting.reload(runId);
+      await this.waiting.deliverKept(runId);
+    } catch (error) {
+      this.logger.error({ runId, err: error }, "could not look at a run another node announced");
+    }
+  }
+
   /** How many runs this process is executing now. */
   get activeRunCount(): number {
     return this.active.size;
@@ -191,14 +288,15 @@ export class Engine {
   /**
    * Picks up every run the previous process left unfinished: honours stored cancel
    * requests, ends runs that keep crashing the server, and resumes the rest from their
-   * checkpoints. Synchronous up to the point where the runs execute, so it finishes
-   * before the server accepts connections.
+   * checkpoints. The server serves no request until it has finished.
    */
-  recover(): RecoverySummary {
-    const summary: RecoverySummary = { resumed: [], restarted: [], cancelled: [], failed: [], skipped: [], waiting: [] };
-    for (const run of this.resumeState.unfinishedRuns()) {
+  async recover(): Promise<RecoverySummary> {
+    const summary: RecoverySummary = { resumed: [], restarted: [], cancelled: [], failed: [], skipped: [], waiting: [], elsewhere: [] };
+    for (const run of await this.resumeState.unfinishedRuns()) {
       try {
-        summary[this.recoverRun(run)].push(run.runId);
+        const outcome = await this.recoverRun(run);
+        summary[outcome].push(run.runId);
+        if (outcome !== "resumed" && outcome !== "restarted" && outcome !== "elsewhere") this.releaseWhenCommitted(run.runId);
       } catch (error) {
         this.logger.error({ runId: run.runId, err: error }, "could not recover run");
         if (!this.active.has(run.runId)) {
@@ -211,13 +309,21 @@ export class Engine {
         summary.skipped.push(run.runId);
       }
     }
-    const loaded = this.waiting.load();
+    const loaded = await this.waiting.load();
     summary.waiting.push(...loaded.waiting);
     summary.cancelled.push(...loaded.cancelled);
     summary.skipped.push(...loaded.skipped);
     for (const { runId, outcome } of loaded.resumed) summary[outcome].push(runId);
     // Committed before the server answers anyone: WorkflowResumed, cancels, crash-loop errors.
-    this.eventLog.flushNow();
+    await this.eventLog.flushed();
+    if (this.store.ownership.shared) {
+      this.store.ownership.watch({
+        onLost: (runId) => this.onLost(runId),
+        onOrphan: (runId) => void this.adopt(runId),
+        onCancelRequested: (runId) => this.active.get(runId)?.controller.abort(new RunInterrupted("cancelled")),
+        onWake: (runId) => void this.woken(runId),
+      });
+    }
     return summary;
   }
 
@@ -226,8 +332,10 @@ export class Engine {
     this.eventLog.halt(runId, Errors.runNotResumed(runId, why, whatToDo));
   }
 
-  private recoverRun(run: RunRow): Exclude<keyof RecoverySummary, "waiting"> {
+  private async recoverRun(run: RunRow): Promise<Exclude<keyof RecoverySummary, "waiting">> {
     const log = this.logger.child({ runId: run.runId, workflowId: run.workflowId });
+    // Another node runs it (PostgreSQL): its lease has not lapsed.
+    if (!(await this.store.ownership.claim(run.runId))) return "elsewhere";
     if (run.cancelRequestedAt !== null) {
       this.eventLog.append(run.runId, { event: "WorkflowCancelled", reason: "Cancelled by request (honoured after a restart)" });
       log.info("run cancelled on recovery: its cancel request was stored before the restart");
@@ -261,7 +369,7 @@ export class Engine {
       log.error({ crashResumes: run.crashResumes }, "run failed on recovery: crash loop guard");
       return "failed";
     }
-    const state = this.resumeState.read(run.runId);
+    const state = await this.resumeState.read(run.runId);
     const first = state.interruptedSteps[0];
     const attempt = run.attempt + 1;
     this.eventLog.append(run.runId, {
@@ -291,13 +399,13 @@ export class Engine {
     for (const run of this.active.values()) run.controller.abort(new RunInterrupted("shutdown"));
     await this.waitForRuns(abortMs);
     this.closed = true;
-    this.eventLog.flushNow();
+    await this.eventLog.flushed();
     if (this.active.size > 0) {
       // A step that ignores its signal is not a crash: these resume at the next start
       // without counting toward the crash loop guard.
       for (const runId of this.active.keys()) {
         try {
-          this.runStore.markPaused(runId);
+          await this.runStore.markPaused(runId);
         } catch (error) {
           this.logger.error({ runId, err: error }, "could not mark a busy run paused; it resumes as after a crash");
         }
@@ -320,13 +428,18 @@ export class Engine {
    * Executes a run: a new one (`resume` null), a resumed one, or (`resume` a function,
    * read once what ended its wait is committed) one that goes on after a wait.
    */
-  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null | (() => ResumeState)): void {
+  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null | (() => Promise<ResumeState>)): void {
     const controller = new AbortController();
     const entry: ActiveRun = { controller, done: Promise.resolve() };
     this.active.set(run.runId, entry);
     entry.done = this.execute(workflow, run, controller.signal, resume).finally(() => {
       if (this.active.get(run.runId) === entry) this.active.delete(run.runId);
-      if (this.goOnAfter.delete(run.runId)) this.goOn(run.runId);
+      if (this.goOnAfter.delete(run.runId)) void this.goOn(run.runId);
+      else if (this.store.ownership.shared && !this.draining && this.store.ownership.holds(run.runId)) {
+        // It ended or waits: another node may act on it now (a waiting run's timers are on every node).
+        this.store.ownership.release(run.runId);
+        this.store.ownership.wake(run.runId);
+      }
     });
   }
 
@@ -334,7 +447,7 @@ export class Engine {
     workflow: WorkflowDefinition,
     run: RunRow,
     signal: AbortSignal,
-    resumeFrom: ResumeState | null | (() => ResumeState),
+    resumeFrom: ResumeState | null | (() => Promise<ResumeState>),
   ): Promise<void> {
     const startedAt = run.startedAt ?? Date.now();
     const outputs: Record<string, unknown> = {};
@@ -377,6 +490,7 @@ export class Engine {
         return new RunSuspended(key);
       },
       takeSignal: (name: string) => this.waiting.takeSignal(run.runId, name),
+      signalsKept: () => this.waiting.signalsKept(run.runId),
       resolvedRequirements: () => [
         ...[...restored].filter(([path]) => isResolutionPath(path)).map(([, resolution]) => (resolution as StoredResolution).requirement),
         // Another branch's pause still open: listed too, before the one opening now.
@@ -386,7 +500,8 @@ export class Engine {
         await this.eventLog.committed(run.runId).catch(() => {
           throw new RunInterrupted("storage");
         });
-        return { from: this.resumeState.latestStepStart(run.runId, stepPath), to: this.runStore.get(run.runId)?.lastEventIndex ?? null };
+        const [from, row] = await Promise.all([this.resumeState.latestStepStart(run.runId, stepPath), this.runStore.get(run.runId)]);
+        return { from, to: row?.lastEventIndex ?? null };
       },
       settled: () => {
         if (lastCheckpointAt === null) return null;
@@ -413,7 +528,7 @@ export class Engine {
       await this.eventLog.committed(run.runId).catch(() => {
         throw new RunInterrupted("storage");
       });
-      const resume = typeof resumeFrom === "function" ? resumeFrom() : resumeFrom;
+      const resume = typeof resumeFrom === "function" ? await resumeFrom() : resumeFrom;
       this.waiting.checkpointsRead(run.runId);
       for (const checkpoint of resume?.checkpoints ?? []) {
         restored.set(checkpoint.path, checkpoint.output);
@@ -431,24 +546,35 @@ export class Engine {
         if (!this.goOnAfter.has(run.runId)) this.waiting.suspended(run.runId);
         return;
       }
-      this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
+      await this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
     }
     // A run is done when its last event is committed.
     await this.eventLog.flushed();
   }
 
   /** Executes a run again after a wait ended: it walks back to where it waited, on its stored outcomes. */
-  private goOn(runId: string): void {
+  private async goOn(runId: string): Promise<void> {
     // Its execution is still winding down (a Parallel branch): once it has ended.
     if (this.active.has(runId)) {
       this.goOnAfter.add(runId);
       return;
     }
-    const run = this.runStore.get(runId);
-    if (!run || isFinished(run.status)) return;
+    // Whoever ended its wait holds it; a run found waiting at start-up with nothing stored to wait for is taken here.
+    if (!(await this.store.ownership.claim(runId))) return;
+    const run = await this.runStore.get(runId);
+    // Started again meanwhile (another wait of it ended while its row was read).
+    if (this.active.has(runId)) {
+      this.goOnAfter.add(runId);
+      return;
+    }
+    if (!run || isFinished(run.status)) {
+      this.releaseWhenCommitted(runId);
+      return;
+    }
     if (run.cancelRequestedAt !== null) {
       this.waiting.drop(runId);
       this.eventLog.append(runId, { event: "WorkflowCancelled", reason: "Cancelled by request" });
+      this.releaseWhenCommitted(runId);
       return;
     }
     let workflow: WorkflowDefinition;
@@ -460,6 +586,7 @@ export class Engine {
         `this server does not run it: its workflow "${run.workflowId}" is not served here`,
         "Restart flowd with that workflow loaded; the run goes on from where it waited.",
       );
+      this.releaseWhenCommitted(runId);
       return;
     }
     this.launch(workflow, run, () => this.resumeState.readForWake(runId));
@@ -474,10 +601,11 @@ export class Engine {
     }
     this.waiting.drop(runId);
     this.eventLog.append(runId, { event: "WorkflowCancelled", reason });
+    this.releaseWhenCommitted(runId);
   }
 
   /** Continues a paused run with a person's answer (see WaitingRuns.continueRun). */
-  continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
+  continueRun(runId: string, answers: readonly RequirementAnswer[]): Promise<RunRow> {
     return this.waiting.continueRun(runId, answers);
   }
 
@@ -491,7 +619,8 @@ export class Engine {
     return this.waiting.count;
   }
 
-  private finishAfterError(ctx: RunContext, error: unknown): void {
+  /** Records how a run ended after an error; resolves once a run stopped by shutdown is marked paused. */
+  private finishAfterError(ctx: RunContext, error: unknown): Promise<void> | undefined {
     // Ended (or stopped here): what another branch waited for ends with it.
     if (!(error instanceof RunInterrupted) || error.reason === "cancelled") this.waiting.drop(ctx.runId);
     try {
@@ -499,10 +628,14 @@ export class Engine {
         if (error.reason === "cancelled") {
           ctx.emit({ event: "WorkflowCancelled", reason: error.detail ?? "Cancelled by request" });
           this.logger.info({ runId: ctx.runId }, "run cancelled");
+        } else if (error.reason === "lost") {
+          this.logger.warn({ runId: ctx.runId }, "run stopped here: another node executes it now");
         } else if (error.reason === "storage") {
           this.logger.error({ runId: ctx.runId }, "run stopped: its events could not be stored; it resumes at the next start");
         } else if (!this.closed) {
-          this.runStore.markPaused(ctx.runId);
+          return this.runStore.markPaused(ctx.runId).catch((markError: unknown) =>
+            this.logger.error({ runId: ctx.runId, err: markError }, "could not mark a stopped run paused; it resumes as after a crash"),
+          );
           this.logger.info({ runId: ctx.runId }, "run paused by shutdown; it resumes at the next start");
         }
         return;

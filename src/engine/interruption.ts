@@ -1,16 +1,24 @@
 /**
  * Why a run stopped before its end without failing: a user's cancel (or a person's
- * rejection), the server shutting down, or its events could not be stored (it resumes
- * at the next start).
+ * rejection), the server shutting down, its events could not be stored (it resumes
+ * at the next start), or another node took it over (PostgreSQL: this node's lease lapsed).
  */
 export class RunInterrupted extends Error {
   override readonly name = "RunInterrupted";
   constructor(
-    readonly reason: "cancelled" | "shutdown" | "storage",
+    readonly reason: "cancelled" | "shutdown" | "storage" | "lost",
     /** For a cancel: why, as WorkflowCancelled says it. */
     readonly detail?: string,
   ) {
-    super(reason === "cancelled" ? (detail ?? "Run cancelled") : reason === "shutdown" ? "Server shutting down" : "Events could not be stored");
+    super(
+      reason === "cancelled"
+        ? (detail ?? "Run cancelled")
+        : reason === "shutdown"
+          ? "Server shutting down"
+          : reason === "lost"
+            ? "Another node took the run over"
+            : "Events could not be stored",
+    );
   }
 }
 

@@ -1,8 +1,7 @@
 import type { ModelProvider } from "../agents/model-provider.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import type { StepRequirement } from "../protocol/hitl.ts";
-import type { Checkpoint } from "../store/event-log.ts";
-import type { StoredSignal } from "../store/run-store.ts";
+import type { Checkpoint, StoredSignal } from "../store/store.ts";
 import type { RunSuspended } from "./interruption.ts";
 import type { WaitRecord } from "./waits.ts";
 
@@ -37,7 +36,9 @@ export interface RunContext {
   /** Suspends again on a wait an earlier execution opened: nothing is appended. */
   resumeWait(key: string, record: WaitRecord): RunSuspended;
   /** Takes the oldest signal kept for `name`, claimed until the write that consumes it commits. */
-  takeSignal(name: string): StoredSignal | undefined;
+  takeSignal(name: string): Promise<StoredSignal | undefined>;
+  /** How many times signals were kept for this run so far: a wait about to open reads the mailbox again if it changed. */
+  signalsKept(): number;
   /** The requirements people resolved so far in this run, in order (WorkflowPaused lists them). */
   resolvedRequirements(): StepRequirement[];
   /** Once committed: the index of the step's latest StepStarted and of the run's latest event (a retry's superseded range). */

@@ -3,10 +3,7 @@ import { Errors } from "../errors.ts";
 import type { RequirementAnswer, StepRequirement } from "../protocol/hitl.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import { isFinished } from "../protocol/run-status.ts";
-import type { EventLog } from "../store/event-log.ts";
-import type { ResumeStateReader } from "../store/resume-state.ts";
-import type { RunStore, StoredSignal } from "../store/run-store.ts";
-import type { RunRow } from "../store/schema.ts";
+import type { ResumeReads, RunLog, RunOwnership, RunRecords, RunRow, StoredSignal } from "../store/store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import { continuedEvent, resolveAnswer, timeoutResolution, type StoredResolution } from "./human-input.ts";
 import { toJsonSafe } from "./json-safe.ts";
@@ -22,8 +19,10 @@ export interface RunExecutor {
   goOn(runId: string): void;
   /** Ends a run that waits as cancelled, with `reason` (stopping an execution that is winding down). */
   cancelWaiting(runId: string, reason: string): void;
+  /** Whether this process executes the run now. */
+  isActive(runId: string): boolean;
   /** Resumes a run as after a crash (see Engine.recover); says what was done. */
-  resumeAfterCrash(run: RunRow): "resumed" | "restarted" | "cancelled" | "failed" | "skipped";
+  resumeAfterCrash(run: RunRow): Promise<"resumed" | "restarted" | "cancelled" | "failed" | "skipped" | "elsewhere">;
 }
 
 /** The end of a wait, as the run records it: the event, and the outcome its durable call returns. */
@@ -39,7 +38,7 @@ export interface WaitingRunsLoaded {
   cancelled: string[];
   skipped: string[];
   /** Resumed (as after a crash, or to find out what they wait for), by what was done. */
-  resumed: { runId: string; outcome: ReturnType<RunExecutor["resumeAfterCrash"]> | "resumed" }[];
+  resumed: { runId: string; outcome: Awaited<ReturnType<RunExecutor["resumeAfterCrash"]>> | "resumed" }[];
 }
 
 /**
@@ -57,12 +56,15 @@ export class WaitingRuns {
   private readonly endedWaits = new Map<string, Set<string>>();
   /** Kept signals taken by a wait whose write is not committed yet. */
   private readonly claimedSignals = new Set<number>();
+  /** Signals kept per run so far (only while the run is known here): see `signalsKept`. */
+  private readonly keptCounts = new Map<string, number>();
 
   constructor(
     private readonly workflows: WorkflowRegistry,
-    private readonly runStore: RunStore,
-    private readonly eventLog: EventLog,
-    private readonly resumeState: ResumeStateReader,
+    private readonly runStore: RunRecords,
+    private readonly eventLog: RunLog,
+    private readonly resumeState: ResumeReads,
+    private readonly ownership: RunOwnership,
     private readonly logger: Logger,
     private readonly executor: RunExecutor,
   ) {
@@ -90,8 +92,73 @@ export class WaitingRuns {
   }
 
   /** The oldest signal kept for the run under `name`, not yet claimed by a write to be committed. */
-  takeSignal(runId: string, name: string): StoredSignal | undefined {
+  takeSignal(runId: string, name: string): Promise<StoredSignal | undefined> {
     return this.runStore.oldestSignal(runId, name, this.claimedSignals);
+  }
+
+  /**
+   * How many signals were kept for the run so far. A run about to wait for a signal reads
+   * the mailbox; if this changed meanwhile, it reads again before its wait opens, and a
+   * signal kept after that finds the wait open (see `signal`): none slips between the two.
+   */
+  signalsKept(runId: string): number {
+    return this.keptCounts.get(runId) ?? 0;
+  }
+
+  /** Another node kept a signal for the run: a wait about to open reads the mailbox again. */
+  mailboxChanged(runId: string): void {
+    this.keptCounts.set(runId, this.signalsKept(runId) + 1);
+  }
+
+  // ---- Many nodes (PostgreSQL): a wait is ended by the node that holds the run ----
+
+  /**
+   * Takes the run for this node before ending one of its waits, and reads its open waits
+   * again (another node may have ended one since): false if another node holds it.
+   */
+  private async take(runId: string): Promise<boolean> {
+    if (!this.ownership.shared) return true;
+    if (!(await this.ownership.claim(runId))) return false;
+    if (!this.executor.isActive(runId)) await this.reload(runId);
+    return true;
+  }
+
+  /** Gives the run back if nothing here executes it (a wait was not ended after all). */
+  private letGo(runId: string): void {
+    if (this.ownership.shared && !this.executor.isActive(runId)) this.ownership.release(runId);
+  }
+
+  /** Registers the run's open waits as stored (another node suspended it, or ended one of its waits). */
+  async reload(runId: string): Promise<void> {
+    const [run] = await this.resumeState.suspendedRuns([runId]);
+    if (this.executor.isActive(runId)) return;
+    this.board.dropRun(runId);
+    if (!run || !this.workflows.has(run.workflowId)) return;
+    const ended = this.endedWaits.get(runId);
+    for (const { key, record } of run.waits) if (!ended?.has(key)) this.board.open(runId, key, record as WaitRecord);
+  }
+
+  /** Ends an open signal wait of the run with a signal kept for it (kept by a node that did not hold the run). */
+  async deliverKept(runId: string): Promise<void> {
+    for (const [key, record] of this.board.of(runId)) {
+      if (record.kind !== "signal") continue;
+      const kept = await this.runStore.oldestSignal(runId, record.name, this.claimedSignals);
+      if (!kept) continue;
+      if (record.schema && schemaProblem(record.schema, kept.payload, "payload", "payload")) continue;
+      if (!(await this.take(runId))) return;
+      const open = this.board.of(runId).get(key);
+      if (!open || this.claimedSignals.has(kept.signalId)) {
+        this.letGo(runId);
+        return;
+      }
+      this.claim(kept.signalId);
+      this.end(runId, key, {
+        body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(kept.payload) },
+        outcome: { payload: kept.payload },
+        consumesSignal: kept.signalId,
+      });
+      return;
+    }
   }
 
   /** A kept signal is being consumed by a write: nobody else takes it until that write is committed. */
@@ -113,6 +180,7 @@ export class WaitingRuns {
   /** Forgets the run's waits: it ended. */
   drop(runId: string): void {
     this.board.dropRun(runId);
+    this.keptCounts.delete(runId);
   }
 
   /** How many runs wait. */
@@ -125,14 +193,14 @@ export class WaitingRuns {
    * a run that only suspended again on waits an earlier execution opened (a Parallel
    * branch went on meanwhile) is marked here.
    */
-  suspended(runId: string): void {
+  async suspended(runId: string): Promise<void> {
     const [first] = this.board.of(runId).values();
     if (!first) return;
     try {
       // Its own WaitStarted or WorkflowPaused said so, unless a later event of another branch said otherwise.
-      const status = this.runStore.get(runId)?.status;
+      const status = (await this.runStore.get(runId))?.status;
       if (status === "waiting" || status === "paused") return;
-      this.runStore.markSuspended(runId, waitColumns(first));
+      await this.runStore.markSuspended(runId, waitColumns(first));
     } catch (error) {
       this.logger.error({ runId, err: error }, "could not mark a run as waiting");
     }
@@ -145,13 +213,18 @@ export class WaitingRuns {
    * `StepContinued` (or `StepExecutorContinued`) and lets it go on. Returns the run as it
    * was before (its `lastEventIndex` is where what follows begins).
    */
-  continueRun(runId: string, answers: readonly RequirementAnswer[]): RunRow {
-    const run = this.runStore.get(runId);
+  async continueRun(runId: string, answers: readonly RequirementAnswer[]): Promise<RunRow> {
+    const run = await this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
     if (isFinished(run.status)) throw Errors.runNotPaused(runId, run.status);
     this.requireServed(run);
+    // Another node is executing it (a wait of it ended there a moment ago): it is not paused now.
+    if (!(await this.take(runId))) throw Errors.runNotPaused(runId, "running");
     const open = this.board.humanWait(runId, answers.map((answer) => answer.step_id));
-    if (!open) throw Errors.runNotPaused(runId, run.status);
+    if (!open) {
+      this.letGo(runId);
+      throw Errors.runNotPaused(runId, run.status);
+    }
     const [key, record] = open;
     const resolution: StoredResolution = resolveAnswer(runId, record, answers);
     this.end(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
@@ -161,19 +234,46 @@ export class WaitingRuns {
 
   /** Sends a signal to a run: ends its oldest wait for `name`, or keeps it for the next one. Resolves once it is stored. */
   async signal(runId: string, name: string, payload: unknown): Promise<{ run: RunRow; delivered: boolean }> {
-    const run = this.runStore.get(runId);
+    const run = await this.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
     if (isFinished(run.status)) throw Errors.runFinished(runId, run.status, "it takes no more signals");
     this.requireServed(run);
+    if (!(await this.take(runId))) {
+      // Another node executes it: kept for it, and that node is told to look at its mailbox.
+      await this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
+      this.ownership.wake(runId);
+      this.logger.info({ runId, signal: name }, "signal kept for the run (another node executes it)");
+      return { run, delivered: false };
+    }
     const open = this.board.signalWait(runId, name);
     if (!open) {
-      this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
+      const signalId = await this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
+      this.keptCounts.set(runId, this.signalsKept(runId) + 1);
+      // A wait for it that opened while it was being kept read the mailbox before: it ends with it now.
+      const opened = this.board.signalWait(runId, name);
+      if (opened && !this.claimedSignals.has(signalId)) {
+        const [key, record] = opened;
+        if (!record.schema || !schemaProblem(record.schema, payload, "payload", "payload")) {
+          this.end(runId, key, {
+            body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(payload) },
+            outcome: { payload },
+            consumesSignal: signalId,
+          });
+          this.claim(signalId);
+          await this.eventLog.committed(runId);
+          return { run, delivered: true };
+        }
+      }
+      this.letGo(runId);
       this.logger.info({ runId, signal: name }, "signal kept for the run's next wait");
       return { run, delivered: false };
     }
     const [key, record] = open;
     const problem = record.schema ? schemaProblem(record.schema, payload, "payload", "payload") : null;
-    if (problem) throw Errors.invalidSignal(runId, name, problem.replace(/\.$/, ""));
+    if (problem) {
+      this.letGo(runId);
+      throw Errors.invalidSignal(runId, name, problem.replace(/\.$/, ""));
+    }
     this.end(runId, key, {
       body: { event: "WaitCompleted", ...record.loc, wait_kind: "signal", wait_key: key, timed_out: false, payload: toJsonSafe(payload) },
       outcome: { payload },
@@ -194,6 +294,23 @@ export class WaitingRuns {
 
   /** A wait's deadline passed: a timer wakes, a signal wait times out, a person's time is up. */
   private onDue(runId: string, key: string, record: WaitRecord): void {
+    if (!this.ownership.shared) return this.due(runId, key, record);
+    // Every node has the timer; the one that takes the run ends the wait, if it is still open.
+    this.take(runId).then(
+      (held) => {
+        if (!held) {
+          this.board.take(runId, key);
+          return;
+        }
+        const open = this.board.of(runId).get(key);
+        if (open) this.due(runId, key, open);
+        else this.letGo(runId);
+      },
+      (error: unknown) => this.logger.error({ runId, err: error }, "a wait's deadline passed, but the run could not be taken to end it"),
+    );
+  }
+
+  private due(runId: string, key: string, record: WaitRecord): void {
     const { loc } = record;
     if (record.kind === "timer") {
       this.end(runId, key, {
@@ -237,15 +354,15 @@ export class WaitingRuns {
    * their stored times), without executing anything; resumes as after a crash those that
    * had a Parallel branch running beside their wait.
    */
-  load(): WaitingRunsLoaded {
+  async load(): Promise<WaitingRunsLoaded> {
     const loaded: WaitingRunsLoaded = { waiting: [], cancelled: [], skipped: [], resumed: [] };
-    const interrupted = this.resumeState.interruptedWhileWaiting();
-    for (const run of this.resumeState.suspendedRuns()) {
+    const interrupted = await this.resumeState.interruptedWhileWaiting();
+    for (const run of await this.resumeState.suspendedRuns()) {
       const served = this.workflows.has(run.workflowId);
-      const row = served && run.cancelRequestedAt === null && interrupted.has(run.runId) ? this.runStore.get(run.runId) : undefined;
+      const row = served && run.cancelRequestedAt === null && interrupted.has(run.runId) ? await this.runStore.get(run.runId) : undefined;
       if (row) {
         // A branch was running beside the wait: that is a crash to resume from.
-        loaded.resumed.push({ runId: run.runId, outcome: this.executor.resumeAfterCrash(row) });
+        loaded.resumed.push({ runId: run.runId, outcome: await this.executor.resumeAfterCrash(row) });
         continue;
       }
       // A run whose workflow is not served here waits on, untouched, for a server that runs it.

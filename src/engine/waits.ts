@@ -1,5 +1,5 @@
 import { requirementKind, type StepRequirement } from "../protocol/hitl.ts";
-import type { WaitColumns } from "../store/run-store.ts";
+import type { WaitColumns } from "../store/store.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
 
 /**

@@ -7,21 +7,9 @@ import { BatchWriter, type Checkpoint, type IdempotentStart, type PendingWrite }
 import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
+import type { NewRun, RunLog } from "./store.ts";
 
-export type { Checkpoint, IdempotentStart, LogPage, RunFollower };
-
-/** What creating a run needs. */
-export interface NewRun {
-  runId: string;
-  workflowId: string;
-  workflowName: string;
-  sessionId: string;
-  userId: string | null;
-  input: string;
-  additionalData: unknown;
-  /** Set for a start with an idempotency key: stored with the run's row. */
-  idempotency?: IdempotentStart | undefined;
-}
+export type { Checkpoint, IdempotentStart, LogPage, NewRun, RunFollower };
 
 /** A new run's row, as the column defaults make it. */
 export function newRunRow(run: NewRun, now: number): RunRow {
@@ -111,7 +99,7 @@ export const MAX_BATCH = 4000;
  * Its parts: BatchWriter turns a batch into rows; ProducerTurns paces the producers whose
  * slices end with a commit; Notifier hands committed events to live listeners.
  */
-export class EventLog {
+export class EventLog implements RunLog {
   readonly notifier: Notifier;
   private readonly writer: BatchWriter;
   /** Reads the log (the same reads the CLI and other read-only users make). */
@@ -400,10 +388,10 @@ export class EventLog {
   }
 
   /** A page of the run's events after `afterIndex` (see EventReader.readPage). */
-  readPage(runId: string, afterIndex: number, limit: number): LogPage | null {
+  readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null> {
     // A run whose row is not committed yet has no events to read (a start follows its new run at once).
-    if (this.pendingRuns.has(runId)) return null;
-    return this.reader.readPage(runId, afterIndex, limit);
+    if (this.pendingRuns.has(runId)) return Promise.resolve(null);
+    return Promise.resolve(this.reader.readPage(runId, afterIndex, limit));
   }
 
   /**

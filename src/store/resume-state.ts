@@ -1,41 +1,9 @@
 import { asc, eq, inArray } from "drizzle-orm";
 import type { Db } from "./db.ts";
 import { runs, stepCheckpoints, type RunRow } from "./schema.ts";
+import type { ResumeReads, ResumeState, StoredCheckpoint, SuspendedRun } from "./store.ts";
 
-/** A stored checkpoint, as a resumed run reads it. */
-export interface StoredCheckpoint {
-  path: string;
-  stepName: string | null;
-  output: unknown;
-}
-
-/** A step that started in the latest attempt and never completed. */
-export interface InterruptedStep {
-  index: number;
-  path: string;
-  name: string;
-}
-
-/** What resuming a run needs to know from the database. */
-export interface ResumeState {
-  /** In the order they were written. */
-  checkpoints: StoredCheckpoint[];
-  /** In the order they started. */
-  interruptedSteps: InterruptedStep[];
-  /**
-   * For a run that goes on after a wait: the start events it already sent in this attempt
-   * (see `startKey`), which it does not send again as it walks back to where it waited.
-   */
-  started: Set<string>;
-}
-
-/** A suspended run and its open waits (durable call key → what it waits for), oldest first. */
-export interface SuspendedRun {
-  runId: string;
-  workflowId: string;
-  cancelRequestedAt: number | null;
-  waits: { key: string; record: unknown }[];
-}
+export type { ResumeState, SuspendedRun };
 
 /** The checkpoint path under which a wait's start is stored; its outcome is stored under `key` itself. */
 export const WAIT_SUFFIX = "@wait";
@@ -58,7 +26,7 @@ export function startKey(event: string, stepPath: string, iteration?: number | n
 }
 
 /** Reads checkpoints and interrupted steps of runs, and the runs left unfinished. */
-export class ResumeStateReader {
+export class ResumeStateReader implements ResumeReads {
   private readonly selectStepStarts;
   private readonly selectOpenWaits;
   private readonly selectInterruptedWhileWaiting;
@@ -124,9 +92,11 @@ export class ResumeStateReader {
    * outcome not): what the scheduler and wakers need. One read of only what start-up needs:
    * there may be many, and whole rows read ten times slower.
    */
-  suspendedRuns(): SuspendedRun[] {
+  async suspendedRuns(runIds?: readonly string[]): Promise<SuspendedRun[]> {
     const byRun = new Map<string, SuspendedRun>();
+    const only = runIds ? new Set(runIds) : null;
     for (const [runId, workflowId, cancelRequestedAt, key, output] of this.selectOpenWaits.iterate()) {
+      if (only && !only.has(runId)) continue;
       let run = byRun.get(runId);
       if (!run) {
         run = { runId, workflowId, cancelRequestedAt, waits: [] };
@@ -141,17 +111,17 @@ export class ResumeStateReader {
    * Waiting or paused runs that had a step running besides their wait (a Parallel branch)
    * when the process stopped: they resume as after a crash, and wait again where they waited.
    */
-  interruptedWhileWaiting(): Set<string> {
+  async interruptedWhileWaiting(): Promise<Set<string>> {
     return new Set(this.selectInterruptedWhileWaiting.all().map(([runId]) => runId));
   }
 
   /** The index of the step's latest StepStarted, or null. */
-  latestStepStart(runId: string, stepPath: string): number | null {
+  async latestStepStart(runId: string, stepPath: string): Promise<number | null> {
     return this.selectLatestStepStart.get(runId, stepPath)?.event_index ?? null;
   }
 
   /** Like `read`, for a run that goes on after a wait: with the start events it need not send again. */
-  readForWake(runId: string): ResumeState {
+  async readForWake(runId: string): Promise<ResumeState> {
     // Nothing was interrupted: the run stopped on its own, at a wait.
     const state: ResumeState = { checkpoints: this.checkpoints(runId), interruptedSteps: [], started: new Set() };
     for (const row of this.selectStarts.all(runId, runId)) {
@@ -167,7 +137,7 @@ export class ResumeStateReader {
   }
 
   /** Runs left `pending` or `running` by the previous process, oldest first. */
-  unfinishedRuns(): RunRow[] {
+  async unfinishedRuns(): Promise<RunRow[]> {
     return this.db.orm
       .select()
       .from(runs)
@@ -187,7 +157,7 @@ export class ResumeStateReader {
   }
 
   /** The checkpoints and interrupted steps of one run. */
-  read(runId: string): ResumeState {
+  async read(runId: string): Promise<ResumeState> {
     const checkpoints = this.checkpoints(runId);
     const interruptedSteps = this.selectStepStarts
       .all(runId, runId, runId)

@@ -1,37 +1,15 @@
 import { and, desc, eq, gte, sql, type SQL } from "drizzle-orm";
 import { Errors } from "../errors.ts";
-import type { RunStatus } from "../protocol/run-status.ts";
 import type { Db } from "./db.ts";
 import { idempotencyKeys, runs, signals, type RunRow } from "./schema.ts";
 
-/** A signal kept in a run's mailbox. */
-export interface StoredSignal {
-  signalId: number;
-  payload: unknown;
-}
-
-/** What a suspended run waits for, as its row shows it. */
-export interface WaitColumns {
-  status: "waiting" | "paused";
-  waitKind: string;
-  waitName: string | null;
-  waitUntil: number | null;
-}
-
-/** Filters for listing runs. */
-export interface RunFilter {
-  workflowId?: string;
-  sessionId?: string;
-  status?: RunStatus;
-  limit?: number;
-  offset?: number;
-}
+import type { RunFilter, RunRecords, StoredSignal, WaitColumns } from "./store.ts";
 
 /**
  * Run rows: lookup, listing and cancel requests. Rows are created by EventLog.createRun
  * (in the group commit of the run's first event) and advanced only by its events.
  */
-export class RunStore {
+export class RunStore implements RunRecords {
   // Every reconnect and run request looks a run up: compiled once, not on every call.
   private readonly selectRun;
 
@@ -40,12 +18,12 @@ export class RunStore {
   }
 
   /** The run row, or undefined for an unknown id. */
-  get(runId: string): RunRow | undefined {
+  async get(runId: string): Promise<RunRow | undefined> {
     return this.selectRun.get({ runId });
   }
 
   /** Newest first. */
-  list(filter: RunFilter = {}): RunRow[] {
+  async list(filter: RunFilter = {}): Promise<RunRow[]> {
     const conditions: SQL[] = [];
     if (filter.workflowId) conditions.push(eq(runs.workflowId, filter.workflowId));
     if (filter.sessionId) conditions.push(eq(runs.sessionId, filter.sessionId));
@@ -61,7 +39,7 @@ export class RunStore {
   }
 
   /** The run a start with this key created at or after `notBefore` (epoch ms), with what that start asked for. */
-  idempotentStart(workflowId: string, key: string, notBefore: number): { run: RunRow; requestHash: string } | undefined {
+  async idempotentStart(workflowId: string, key: string, notBefore: number): Promise<{ run: RunRow; requestHash: string } | undefined> {
     return this.db.orm
       .select({ run: runs, requestHash: idempotencyKeys.requestHash })
       .from(idempotencyKeys)
@@ -71,7 +49,7 @@ export class RunStore {
   }
 
   /** Marks a run that a graceful shutdown stopped between steps: its resume is not a crash. */
-  markPaused(runId: string): void {
+  async markPaused(runId: string): Promise<void> {
     const now = Date.now();
     this.db.orm.update(runs).set({ pausedAt: now, updatedAt: now }).where(eq(runs.runId, runId)).run();
   }
@@ -80,13 +58,13 @@ export class RunStore {
    * Marks a run suspended again on waits its earlier execution opened (no new event says
    * so: a Parallel branch went on while another still waits).
    */
-  markSuspended(runId: string, wait: WaitColumns): void {
+  async markSuspended(runId: string, wait: WaitColumns): Promise<void> {
     const now = Date.now();
     this.db.orm.update(runs).set({ ...wait, updatedAt: now }).where(eq(runs.runId, runId)).run();
   }
 
   /** Keeps a signal for the run's next wait for `name`; committed when this returns. Refused past `limit` kept signals. */
-  keepSignal(runId: string, name: string, payload: unknown, limit: number): number {
+  async keepSignal(runId: string, name: string, payload: unknown, limit: number): Promise<number> {
     const kept = this.db.orm.select({ n: sql<number>`count(*)` }).from(signals).where(eq(signals.runId, runId)).get()?.n ?? 0;
     if (kept >= limit) throw Errors.tooManySignals(runId, limit);
     const row = this.db.orm.insert(signals).values({ runId, name, payload, createdAt: Date.now() }).returning({ signalId: signals.signalId }).get();
@@ -94,7 +72,7 @@ export class RunStore {
   }
 
   /** The oldest kept signal named `name` for the run, skipping `taken` ones (claimed by a write not yet committed). */
-  oldestSignal(runId: string, name: string, taken: ReadonlySet<number>): StoredSignal | undefined {
+  async oldestSignal(runId: string, name: string, taken: ReadonlySet<number>): Promise<StoredSignal | undefined> {
     const rows = this.db.orm
       .select({ signalId: signals.signalId, payload: signals.payload })
       .from(signals)
@@ -106,7 +84,7 @@ export class RunStore {
   }
 
   /** Records that a cancel was asked for, so it is honoured even if the process dies first. */
-  markCancelRequested(runId: string): void {
+  async markCancelRequested(runId: string): Promise<void> {
     const now = Date.now();
     this.db.orm.update(runs).set({ cancelRequestedAt: now, updatedAt: now }).where(eq(runs.runId, runId)).run();
   }

@@ -2,8 +2,7 @@ import type { Logger } from "pino";
 import type { FlowdConfig } from "../config.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { FlowdError } from "../errors.ts";
-import type { EventLog } from "../store/event-log.ts";
-import type { RunStore } from "../store/run-store.ts";
+import type { RunLog, RunRecords } from "../store/store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import type { AccessPolicy } from "./access.ts";
 import type { AuthGuard } from "./auth.ts";
@@ -14,8 +13,8 @@ import type { FeedOptions } from "./run-feed.ts";
 /** What the transports need. */
 export interface TransportDeps {
   engine: Engine;
-  runStore: RunStore;
-  eventLog: EventLog;
+  runStore: RunRecords;
+  eventLog: RunLog;
   workflows: WorkflowRegistry;
   config: FlowdConfig;
   logger: Logger;

@@ -1,6 +1,6 @@
-import type { FlowdError } from "../errors.ts";
+import { Errors, FlowdError } from "../errors.ts";
 import type { EventBatch } from "../protocol/run-events.ts";
-import type { EventLog } from "../store/event-log.ts";
+import type { RunLog } from "../store/store.ts";
 
 const FIRST_PAGE_SIZE = 32;
 
@@ -58,7 +58,7 @@ export class RunFeed {
   private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly log: EventLog,
+    private readonly log: RunLog,
     private readonly runId: string,
     afterIndex: number,
     private readonly sink: FeedSink,
@@ -68,9 +68,9 @@ export class RunFeed {
     this.last = afterIndex;
   }
 
-  /** Starts delivery (the catch-up runs synchronously as far as the sink keeps up). */
+  /** Starts delivery (the catch-up runs as far as the sink keeps up). */
   start(): void {
-    this.pump();
+    void this.pump();
   }
 
   /** Stops delivery for good (the subscriber went away). */
@@ -98,7 +98,7 @@ export class RunFeed {
   }
 
   /** Catch-up: pages from the log while the sink keeps up, then live delivery. */
-  private pump(): void {
+  private async pump(): Promise<void> {
     this.paused = false;
     if (this.closed) return;
     // Other feeds of the connection (or a reconnect) may have filled it: read nothing until it drains.
@@ -108,7 +108,15 @@ export class RunFeed {
     }
     const size = this.firstPage ? Math.min(FIRST_PAGE_SIZE, this.options.pageSize) : this.options.pageSize;
     this.firstPage = false;
-    const page = this.log.readPage(this.runId, this.last, size);
+    let page;
+    try {
+      page = await this.log.readPage(this.runId, this.last, size);
+    } catch (error) {
+      this.onFailure(error instanceof FlowdError ? error : Errors.databaseUnreadable(error));
+      return;
+    }
+    // Stopped while the page was read (the subscriber went away).
+    if (this.closed) return;
     // Nothing is stored after a run's terminal event: if a page has it, it is the last.
     if (page && !this.deliver(page.batch)) {
       if (!this.closed) this.waitForDrain();
@@ -118,11 +126,11 @@ export class RunFeed {
       // More to read: let this page leave now (sinks flush at the end of the synchronous
       // block) and read the next one next turn, so the socket is never idle while a page
       // is read, and other clients are served in between.
-      setImmediate(() => this.pump());
+      setImmediate(() => void this.pump());
       return;
     }
-    // Caught up with what is committed: EventLog.follow reads the rest and registers in
-    // one synchronous block, so nothing slips between the last page and live delivery.
+    // Caught up with what was committed: follow() reads what came since the last page
+    // and hands over to live delivery with nothing lost or repeated (I3, see RunLog.follow).
     const stop = this.log.follow(this.runId, this.last, {
       events: (batch) => this.onLive(batch),
       ended: () => this.onEnded(),
@@ -180,7 +188,7 @@ export class RunFeed {
     }, this.options.stallTimeoutMs);
     this.sink.whenDrained(() => {
       clearTimeout(this.stallTimer);
-      if (!this.closed) this.pump();
+      if (!this.closed) void this.pump();
     });
   }
 }

@@ -1,4 +1,6 @@
+import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
 import { AccessPolicy } from "./access.ts";
 import { AuthGuard } from "./auth.ts";
@@ -24,10 +26,10 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 /** HTTP and WebSocket on one port. */
 export interface Transport {
   /**
-   * Binds the port and runs `beforeAccepting` synchronously before any connection is
-   * served (connections wait in the listen backlog meanwhile).
+   * Binds the port and runs `beforeAccepting` before any request is served (requests and
+   * upgrades that arrive meanwhile wait for it).
    */
-  listen(port: number, host: string, beforeAccepting: () => void): Promise<AddressInfo>;
+  listen(port: number, host: string, beforeAccepting: () => Promise<void>): Promise<AddressInfo>;
   /** Stops accepting, closes every socket with `closeCode`, ends SSE streams, and waits for the listener to close. */
   close(closeCode: number, reason: string): Promise<void>;
 }
@@ -42,6 +44,12 @@ export function createTransport(deps: TransportDeps): Transport {
     sseStreams: new Set(),
   };
   const app = createHttpApp({ ...deps, ...shared });
+  // Nothing is served before recovery has run (see listen).
+  let opened!: () => void;
+  const open = new Promise<void>((resolve) => {
+    opened = resolve;
+  });
+  app.addHook("onRequest", async () => open);
   const http = app.server;
   // Past the cap, Node closes new connections at once: each one costs memory and a descriptor.
   http.maxConnections = config.maxConnections;
@@ -95,6 +103,10 @@ export function createTransport(deps: TransportDeps): Transport {
   const onUpgradeSocketError = (error: Error): void => logger.debug({ err: error }, "upgrade socket error");
   http.on("upgrade", (req, socket, head) => {
     socket.on("error", onUpgradeSocketError);
+    void open.then(() => upgrade(req, socket, head));
+  });
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (socket.destroyed) return;
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path !== WORKFLOW_WS_PATH) {
       socket.end(rawErrorResponse(Errors.noWebSocketHere(path, WORKFLOW_WS_PATH)));
@@ -106,7 +118,7 @@ export function createTransport(deps: TransportDeps): Transport {
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
-  });
+  };
   return {
     listen: async (port, host, beforeAccepting) => {
       await app.ready();
@@ -114,14 +126,17 @@ export function createTransport(deps: TransportDeps): Transport {
         http.once("error", reject);
         http.listen(port, host, () => {
           http.off("error", reject);
-          try {
-            beforeAccepting();
-          } catch (error) {
-            http.close();
-            reject(error);
-            return;
-          }
-          resolve(http.address() as AddressInfo);
+          beforeAccepting().then(
+            () => {
+              opened();
+              resolve(http.address() as AddressInfo);
+            },
+            (error: unknown) => {
+              http.close();
+              http.closeAllConnections();
+              reject(error);
+            },
+          );
         });
       });
     },

@@ -101,7 +101,7 @@ describe("the event log", () => {
     full.close();
   });
 
-  it("gives each run its own gap-free indices 0..N-1, interleaved appends included (I1)", () => {
+  it("gives each run its own gap-free indices 0..N-1, interleaved appends included (I1)", async () => {
     newRun("a");
     newRun("b");
     for (let i = 0; i < 50; i++) {
@@ -110,7 +110,7 @@ describe("the event log", () => {
     }
     expect(storedIndices(reader, "a")).toEqual(range(50));
     expect(storedIndices(reader, "b")).toEqual(range(25));
-    expect(runs.get("a")?.lastEventIndex).toBe(49);
+    expect((await runs.get("a"))?.lastEventIndex).toBe(49);
   });
 
   it("stores the frame it delivers, byte for byte, with the envelope fields", () => {
@@ -134,7 +134,7 @@ describe("the event log", () => {
     });
   });
 
-  it("stores every event of a large interleaved batch in its own row, as delivered, with a checkpoint where given", () => {
+  it("stores every event of a large interleaved batch in its own row, as delivered, with a checkpoint where given", async () => {
     const ids = ["a", "b", "c"];
     ids.forEach(newRun);
     const delivered: CommittedEvent[] = [];
@@ -159,7 +159,7 @@ describe("the event log", () => {
       expect(mine.map((row) => row.payload)).toEqual(delivered.filter((e) => e.runId === id).map((e) => e.frame));
       expect(mine.every((row) => row.event === "StepOutput" && row.step_path === "step")).toBe(true);
       expect(reader.prepare("SELECT output, event_index FROM step_checkpoints WHERE run_id = ?").get(id)).toEqual({ output: `"${id}-done"`, event_index: 44 });
-      expect(runs.get(id)?.lastEventIndex).toBe(44);
+      expect((await runs.get(id))?.lastEventIndex).toBe(44);
     }
   });
 
@@ -172,11 +172,11 @@ describe("the event log", () => {
     expect(visibleWhenDelivered).toEqual(range(20).map(() => true));
   });
 
-  it("updates the run row on the terminal event and refuses anything after it", () => {
+  it("updates the run row on the terminal event and refuses anything after it", async () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "x" });
     append("r", { event: "WorkflowCompleted", content: { answer: 42 }, duration_ms: 5 });
-    const row = runs.get("r");
+    const row = await runs.get("r");
     expect(row).toMatchObject({ status: "completed", output: { answer: 42 }, lastEventIndex: 1 });
     expect(row?.startedAt).not.toBeNull();
     expect(row?.finishedAt).not.toBeNull();
@@ -206,7 +206,7 @@ describe("the event log", () => {
     expect(log.notifier.watches("r")).toBe(false);
   });
 
-  it("follow() does not tell a follower that stopped on the terminal batch that the run ended (it reads that end again)", () => {
+  it("follow() does not tell a follower that stopped on the terminal batch that the run ended (it reads that end again)", async () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "" });
     const seen: number[] = [];
@@ -226,7 +226,7 @@ describe("the event log", () => {
     expect(endings).toBe(0);
   });
 
-  it("follow() from an index the run has not reached yet skips up to it, but always delivers the terminal event", () => {
+  it("follow() from an index the run has not reached yet skips up to it, but always delivers the terminal event", async () => {
     newRun("r");
     append("r", { event: "WorkflowStarted", input: "0" });
     const seen: number[] = [];
@@ -244,7 +244,7 @@ describe("the event log", () => {
     expect(late).toEqual([1]);
   });
 
-  it("follow() of a run that ended at or before the given index returns null and delivers nothing", () => {
+  it("follow() of a run that ended at or before the given index returns null and delivers nothing", async () => {
     newRun("done");
     append("done", { event: "WorkflowStarted", input: "" });
     append("done", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
@@ -272,7 +272,7 @@ describe("the event log", () => {
     await log.flushed();
     expect(delivered).toEqual(["a0 a1 a2", "b0 b1 b2"]);
     expect(storedIndices(reader, "a")).toEqual([0, 1, 2]);
-    expect(runs.get("b")?.lastEventIndex).toBe(2);
+    expect((await runs.get("b"))?.lastEventIndex).toBe(2);
   });
 
   it("one bad event in a batch does not sink the others", async () => {
@@ -285,20 +285,20 @@ describe("the event log", () => {
     expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_NOT_FOUND" })]);
   });
 
-  it("commits a new run's row with its first event; until then only follow() knows the run, and delivers it live", () => {
+  it("commits a new run's row with its first event; until then only follow() knows the run, and delivers it live", async () => {
     log.createRun({ runId: "n", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "hi", additionalData: { k: 1 } });
     log.append("n", { event: "WorkflowStarted", input: "hi" });
     const seen: number[] = [];
     log.follow("n", -1, each((e) => seen.push(e.index)));
-    expect(runs.get("n")).toBeUndefined();
+    expect((await runs.get("n"))).toBeUndefined();
     expect(reader.prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 0 });
     log.flushNow();
     expect(seen).toEqual([0]);
-    expect(runs.get("n")).toMatchObject({ status: "running", lastEventIndex: 0, input: "hi", additionalData: { k: 1 } });
+    expect((await runs.get("n"))).toMatchObject({ status: "running", lastEventIndex: 0, input: "hi", additionalData: { k: 1 } });
     expect(storedIndices(reader, "n")).toEqual([0]);
   });
 
-  it("after a batch that failed and was retried event by event, indices go on from what was committed", () => {
+  it("after a batch that failed and was retried event by event, indices go on from what was committed", async () => {
     newRun("a");
     log.append("a", { event: "WorkflowStarted", input: "0" });
     log.append("a", { event: "WorkflowStarted", input: "1" });
@@ -307,11 +307,11 @@ describe("the event log", () => {
     log.flushNow();
     append("a", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     expect(storedIndices(reader, "a")).toEqual([0, 1, 2, 3]);
-    expect(runs.get("a")).toMatchObject({ status: "completed", lastEventIndex: 3 });
+    expect((await runs.get("a"))).toMatchObject({ status: "completed", lastEventIndex: 3 });
     expect(appendErrors).toHaveLength(1);
   });
 
-  it("commits at the next append once the oldest queued event has waited 2 ms, without waiting for the turn", () => {
+  it("commits at the next append once the oldest queued event has waited 2 ms, without waiting for the turn", async () => {
     newRun("busy");
     log.append("busy", { event: "WorkflowStarted", input: "first" });
     busyWait(3);
@@ -370,7 +370,7 @@ describe("the event log", () => {
     log.createRun({ runId: "fresh", workflowId: "wf", workflowName: "Workflow", sessionId: "s", userId: null, input: "", additionalData: null });
     log.append("fresh", { event: "WorkflowStarted", input: "" });
     await new Promise((resolve) => setImmediate(resolve));
-    expect(runs.get("fresh")).toMatchObject({ status: "running", lastEventIndex: 0 });
+    expect((await runs.get("fresh"))).toMatchObject({ status: "running", lastEventIndex: 0 });
   });
 
   /** A producer that never awaits I/O, as a generator step yielding in a loop is. */
@@ -449,7 +449,7 @@ describe("the event log", () => {
     const during = produceSlice("streaming");
     expect(during).toBe(31);
     expect(log.pendingCount).toBe(0);
-    expect(runs.get("fresh")?.status).toBe("pending");
+    expect((await runs.get("fresh"))?.status).toBe("pending");
     // Once no run has started for a while, slices are long again.
     await new Promise((resolve) => setTimeout(resolve, 5));
     const after = produceSlice("streaming");
@@ -457,7 +457,7 @@ describe("the event log", () => {
     expect(storedIndices(reader, "streaming")).toEqual(range(before + during + after));
   });
 
-  it("tells the followers of a run whose events the database refuses, and still commits the other runs' events", () => {
+  it("tells the followers of a run whose events the database refuses, and still commits the other runs' events", async () => {
     newRun("doomed");
     newRun("fine");
     // A real refusal from SQLite, as a full disk or an I/O error would give.
@@ -517,7 +517,7 @@ describe("the event log", () => {
     await once(holder, "exit");
   });
 
-  it("fails a whole batch at once when the database is locked, instead of waiting on the lock for each write", () => {
+  it("fails a whole batch at once when the database is locked, instead of waiting on the lock for each write", async () => {
     newRun("x");
     newRun("y");
     db.sqlite.pragma("busy_timeout = 100");
@@ -543,7 +543,7 @@ describe("the event log", () => {
     expect(storedIndices(reader, "x")).toEqual([]);
   });
 
-  it("tells the followers of a new run whose row the database refuses that nothing of it was stored", () => {
+  it("tells the followers of a new run whose row the database refuses that nothing of it was stored", async () => {
     db.sqlite.exec(
       `CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.run_id = 'unborn'
        BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END`,
@@ -556,10 +556,10 @@ describe("the event log", () => {
     expect(failures).toEqual([expect.objectContaining({ code: "STORAGE_FAILED" })]);
     expect(failures[0]?.message).toContain("could not be created");
     expect(failures[0]?.message).toContain("database or disk is full (simulated)");
-    expect(runs.get("unborn")).toBeUndefined();
+    expect((await runs.get("unborn"))).toBeUndefined();
   });
 
-  it("a new run whose additional_data cannot be encoded fails alone: the other runs' events in its batch are stored", () => {
+  it("a new run whose additional_data cannot be encoded fails alone: the other runs' events in its batch are stored", async () => {
     newRun("other");
     const failures: FlowdError[] = [];
     log.follow("other", -1, new Taker());
@@ -573,15 +573,15 @@ describe("the event log", () => {
     log.append("other", { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
     log.flushNow();
     expect(storedIndices(reader, "other")).toEqual([0, 1]);
-    expect(runs.get("other")).toMatchObject({ status: "completed" });
-    expect(runs.get("deep")).toBeUndefined();
+    expect((await runs.get("other"))).toMatchObject({ status: "completed" });
+    expect((await runs.get("deep"))).toBeUndefined();
     expect(failures).toEqual([expect.objectContaining({ code: "STORAGE_FAILED" })]);
     expect(failures[0]?.message).toContain("additional_data cannot be stored as JSON");
     // The database itself is fine: nothing says otherwise.
     expect(log.storageFault).toBeNull();
   });
 
-  it("an event that cannot be encoded halts its own run only", () => {
+  it("an event that cannot be encoded halts its own run only", async () => {
     newRun("bad");
     newRun("fine");
     const failures: string[] = [];
@@ -594,11 +594,11 @@ describe("the event log", () => {
     log.flushNow();
     expect(storedIndices(reader, "fine")).toEqual([0]);
     expect(storedIndices(reader, "bad")).toEqual([0]);
-    expect(runs.get("bad")).toMatchObject({ status: "running", lastEventIndex: 0 });
+    expect((await runs.get("bad"))).toMatchObject({ status: "running", lastEventIndex: 0 });
     expect(failures).toEqual(["STORAGE_FAILED"]);
   });
 
-  it("reports a database that refuses writes (storageFault) until a commit goes through again", () => {
+  it("reports a database that refuses writes (storageFault) until a commit goes through again", async () => {
     newRun("x");
     db.sqlite.pragma("busy_timeout = 50");
     const other = new Database(db.path);
@@ -613,20 +613,20 @@ describe("the event log", () => {
     expect(log.storageFault).toBeNull();
   });
 
-  it("ends a page once it holds about 512 KB of events, so large events cannot make a page of megabytes", () => {
+  it("ends a page once it holds about 512 KB of events, so large events cannot make a page of megabytes", async () => {
     newRun("big");
     const chunk = "x".repeat(200_000);
     for (let i = 0; i < 10; i++) log.append("big", { event: "WorkflowStarted", input: chunk });
     log.flushNow();
     // 200 KB events: the third passes 512 KB and ends the page.
-    expect(log.readPage("big", -1, 1000)?.batch.events.map((e) => e.index)).toEqual([0, 1, 2]);
-    expect(log.readPage("big", 2, 1000)?.batch.events.map((e) => e.index)).toEqual([3, 4, 5]);
+    expect((await log.readPage("big", -1, 1000))?.batch.events.map((e) => e.index)).toEqual([0, 1, 2]);
+    expect((await log.readPage("big", 2, 1000))?.batch.events.map((e) => e.index)).toEqual([3, 4, 5]);
     // Small events: the count is what ends it, across the steps the page is read in.
     newRun("small");
     for (let i = 0; i < 2_000; i++) log.append("small", { event: "WorkflowStarted", input: String(i) });
     log.flushNow();
-    expect(log.readPage("small", -1, 1000)?.batch.events.map((e) => e.index)).toEqual(range(1000));
-    expect(log.readPage("small", 1499, 1000)?.batch.events.map((e) => e.index)).toEqual(range(500).map((i) => i + 1500));
+    expect((await log.readPage("small", -1, 1000))?.batch.events.map((e) => e.index)).toEqual(range(1000));
+    expect((await log.readPage("small", 1499, 1000))?.batch.events.map((e) => e.index)).toEqual(range(500).map((i) => i + 1500));
   });
 
   it("stores nothing more of a run whose write failed, in later batches too, and counts only runs that existed as stopped", async () => {
@@ -645,20 +645,20 @@ describe("the event log", () => {
     log.append("unborn", { event: "WorkflowStarted", input: "" });
     log.append("existing", { event: "WorkflowCompleted", content: null, duration_ms: 1 });
     log.flushNow();
-    expect(runs.get("unborn")).toBeUndefined();
+    expect((await runs.get("unborn"))).toBeUndefined();
     expect(storedIndices(reader, "existing")).toEqual([]);
     await expect(log.committed("unborn")).rejects.toThrow("could not be created");
     // Only the run that exists waits for a restart to resume.
     expect(log.runsStoppedByStorage).toBe(1);
   });
 
-  it("reads a catch-up page of at most the given size, or null past the end", () => {
+  it("reads a catch-up page of at most the given size, or null past the end", async () => {
     newRun("r");
     for (let i = 0; i < 10; i++) log.append("r", { event: "WorkflowStarted", input: String(i) });
     log.flushNow();
-    expect(log.readPage("r", -1, 5)?.batch.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
-    expect(log.readPage("r", 4, 10)?.batch.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
-    expect(log.readPage("r", 9, 5)).toBeNull();
+    expect((await log.readPage("r", -1, 5))?.batch.events.map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    expect((await log.readPage("r", 4, 10))?.batch.events.map((e) => e.index)).toEqual([5, 6, 7, 8, 9]);
+    expect((await log.readPage("r", 9, 5))).toBeNull();
   });
 
   it("stores a checkpoint in the same transaction as its event", () => {

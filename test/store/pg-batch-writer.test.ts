@@ -125,7 +125,7 @@ describe("appends fenced by run leases (many nodes on one database)", () => {
     epochsA.set("f1", 1);
     await writerA.commit([newRun("f1"), event("f1", { event: "WorkflowStarted", input: "hello" }), event("f1", { event: "StepStarted", ...loc })]);
     expect(await leasesB.acquire("f1")).toBeNull();
-    expect(await leasesA.renew(epochsA)).toEqual([]);
+    expect((await leasesA.renew(epochsA)).lost).toEqual([]);
 
     // Node A stops (SIGSTOP) past its lease: node B takes the run over.
     now += 6000;
@@ -137,7 +137,7 @@ describe("appends fenced by run leases (many nodes on one database)", () => {
 
     // Node A wakes up and appends: refused, nothing written.
     await expect(writerA.commit([event("f1", { event: "StepCompleted", ...loc, content: "late", duration_ms: 1 })])).rejects.toMatchObject({ code: "LEASE_LOST" });
-    expect(await leasesA.renew(epochsA)).toEqual(["f1"]);
+    expect((await leasesA.renew(epochsA)).lost).toEqual(["f1"]);
     await writerB.commit([event("f1", { event: "StepStarted", ...loc }), event("f1", { event: "WorkflowCompleted", content: "done", duration_ms: 9 })]);
     const { rows } = await pool.query<{ event_index: number; event: string }>("SELECT event_index, event FROM events WHERE run_id = 'f1' ORDER BY event_index");
     expect(rows).toEqual([

@@ -3,6 +3,9 @@ import pg from "pg";
 /** The channel a commit is announced on: one NOTIFY per run per batch, sent by PostgreSQL when (and only if) the batch commits. */
 export const COMMIT_CHANNEL = "flowd_commits";
 
+/** The channel on which a node asks the others to look at a run again (a signal kept, a cancel asked, a run handed over): its id. */
+export const WAKE_CHANNEL = "flowd_wakes";
+
 /** What a node hears of another node's commit: the run, and the index of its last event in that batch. */
 export interface CommitNotice {
   runId: string;
@@ -37,12 +40,17 @@ export class CommitListener {
     private readonly onCommit: (notice: CommitNotice) => void,
     private readonly onReconnected: () => void = () => {},
     private readonly onError: (error: unknown) => void = () => {},
+    private readonly onWake: (runId: string) => void = () => {},
   ) {}
 
   /** Resolves once it listens. */
   async start(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url });
     client.on("notification", (message) => {
+      if (message.channel === WAKE_CHANNEL) {
+        if (message.payload) this.onWake(message.payload);
+        return;
+      }
       const notice = message.channel === COMMIT_CHANNEL ? parseCommitNotice(message.payload) : null;
       if (notice) this.onCommit(notice);
     });
@@ -51,7 +59,7 @@ export class CommitListener {
       void this.reconnect();
     });
     await client.connect();
-    await client.query(`LISTEN ${COMMIT_CHANNEL}`);
+    await client.query(`LISTEN ${COMMIT_CHANNEL}; LISTEN ${WAKE_CHANNEL}`);
     this.client = client;
   }
 

@@ -17,6 +17,16 @@ interface Following {
   dirty: boolean;
   reading: boolean;
   stopped: boolean;
+  /** The run's row is in a batch not yet committed: not finding it is no error (its commit wakes the follower). */
+  created: boolean;
+}
+
+/** How a follow starts. */
+export interface FollowOptions {
+  /** The run was created on this node and its row is not committed yet. */
+  created?: boolean;
+  /** The run halted on this node (its events cannot be stored): what its followers are told after what is stored. */
+  halted?: FlowdError | undefined;
 }
 
 /**
@@ -47,8 +57,16 @@ export class PgFollowers {
   constructor(private readonly pool: pg.Pool) {}
 
   /** Follows a run from after `afterIndex` (-1: from the start); returns the function that stops following. */
-  follow(runId: string, afterIndex: number, follower: RunFollower): () => void {
-    const following: Following = { runId, follower, delivered: afterIndex, dirty: false, reading: false, stopped: false };
+  follow(runId: string, afterIndex: number, follower: RunFollower, options: FollowOptions = {}): () => void {
+    const following: Following = { runId, follower, delivered: afterIndex, dirty: false, reading: false, stopped: false, created: options.created ?? false };
+    if (options.halted) {
+      // Nothing more comes from this node: what is stored, then why.
+      const halted = options.halted;
+      void this.pumpThenFail(following, halted);
+      return () => {
+        following.stopped = true;
+      };
+    }
     // (1) Registered before the first read.
     let set = this.byRun.get(runId);
     if (!set) {
@@ -65,6 +83,36 @@ export class PgFollowers {
     for (const following of this.byRun.get(notice.runId) ?? []) {
       if (notice.lastIndex > following.delivered) this.wake(following);
     }
+  }
+
+  /**
+   * This node's own commit of a run's events: handed straight to followers that are
+   * exactly up to it (no read needed); the others read what they miss.
+   */
+  committed(batch: EventBatch): void {
+    const set = this.byRun.get(batch.events[0]!.runId);
+    if (!set) return;
+    const first = batch.events[0]!.index;
+    for (const following of [...set]) {
+      if (following.stopped) continue;
+      if (!following.reading && following.delivered === first - 1) {
+        following.delivered = batch.last.index;
+        following.follower.events(batch);
+        if (batch.endsRun && !following.stopped) this.end(following, null);
+      } else if (batch.last.index > following.delivered) {
+        this.wake(following);
+      }
+    }
+  }
+
+  /** Whether anyone follows the run on this node. */
+  watches(runId: string): boolean {
+    return this.byRun.has(runId);
+  }
+
+  /** No more of the run's events will come from this node: its followers are told why. */
+  fail(runId: string, error: FlowdError): void {
+    for (const following of [...(this.byRun.get(runId) ?? [])]) this.end(following, error);
   }
 
   /** Notices may have been lost (the LISTEN connection dropped): every follower reads again. */
@@ -123,6 +171,10 @@ export class PgFollowers {
           });
           if (following.stopped) return;
           const run = rows[0];
+          if (!run && following.created) {
+            checkedRun = false;
+            continue;
+          }
           if (!run) return this.end(following, Errors.runNotFound(following.runId));
           if (isFinished(run.status)) {
             // Committed after the read above, the end is still to be read: read again.
@@ -141,6 +193,30 @@ export class PgFollowers {
       if (!following.stopped) this.end(following, error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error))));
     } finally {
       following.reading = false;
+    }
+  }
+
+  /** Delivers what is stored after the follower's index, then `failed` with `reason`. */
+  private async pumpThenFail(following: Following, reason: FlowdError): Promise<void> {
+    try {
+      for (;;) {
+        const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
+          name: "flowd-follow-read",
+          text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
+          values: [following.runId, following.delivered, READ_PAGE],
+        });
+        if (following.stopped) return;
+        if (rows.length > 0) {
+          const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
+          following.delivered = batch.last.index;
+          following.follower.events(batch);
+          if (batch.endsRun) return following.follower.ended();
+        }
+        if (rows.length < READ_PAGE) break;
+      }
+      if (!following.stopped) following.follower.failed(reason);
+    } catch (error) {
+      if (!following.stopped) following.follower.failed(error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error))));
     }
   }
 

@@ -31,19 +31,24 @@ export class RunLeases {
     return rows[0]?.lease_epoch ?? null;
   }
 
-  /** Extends this node's leases on the runs it holds at `epochs`; returns the runs it no longer holds (taken over meanwhile). */
-  async renew(epochs: ReadonlyMap<string, number>): Promise<string[]> {
-    if (epochs.size === 0) return [];
+  /**
+   * Extends this node's leases on the runs it holds at `epochs`; returns the runs it no
+   * longer holds (taken over meanwhile), and those of the others a cancel was asked for.
+   */
+  async renew(epochs: ReadonlyMap<string, number>): Promise<{ lost: string[]; cancelRequested: string[] }> {
+    if (epochs.size === 0) return { lost: [], cancelRequested: [] };
     const runIds = [...epochs.keys()];
-    const { rows } = await this.pool.query<{ run_id: string; lease_epoch: number }>({
+    const { rows } = await this.pool.query<{ run_id: string; lease_epoch: number; cancel_requested: boolean }>({
       name: "flowd-renew-leases",
       text: `UPDATE runs SET lease_until = $3
               WHERE run_id = ANY($1::text[]) AND owner_node = $2
-              RETURNING run_id, lease_epoch`,
+              RETURNING run_id, lease_epoch, cancel_requested_at IS NOT NULL AS cancel_requested`,
       values: [runIds, this.nodeId, this.clock() + this.leaseMs],
     });
     const held = new Map(rows.map((row) => [row.run_id, row.lease_epoch]));
-    return runIds.filter((runId) => held.get(runId) !== epochs.get(runId));
+    const lost = runIds.filter((runId) => held.get(runId) !== epochs.get(runId));
+    const cancelRequested = rows.filter((row) => row.cancel_requested && epochs.get(row.run_id) === row.lease_epoch).map((row) => row.run_id);
+    return { lost, cancelRequested };
   }
 
   /** Gives a run up at once (graceful shutdown: another node may take it without waiting for the lease). */

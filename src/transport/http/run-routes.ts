@@ -5,7 +5,7 @@ import { ContinueRunBody, EventsQuery, ListRunsQuery, ResumeRunBody, SignalParam
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
-import type { RunRow } from "../../store/schema.ts";
+import type { RunRow } from "../../store/store.ts";
 import type { HttpDeps } from "./app.ts";
 import { streamRunAsSse } from "./sse-stream.ts";
 import { parseInput } from "./validate.ts";
@@ -13,14 +13,14 @@ import { parseInput } from "./validate.ts";
 type WorkflowParams = { Params: { workflowId: string } };
 type RunParams = { Params: { workflowId: string; runId: string } };
 
-function findRun(deps: HttpDeps, runId: string): RunRow {
-  const run = deps.runStore.get(runId);
+async function findRun(deps: HttpDeps, runId: string): Promise<RunRow> {
+  const run = await deps.runStore.get(runId);
   if (!run) throw Errors.runNotFound(runId);
   return run;
 }
 
-function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): RunRow {
-  const run = findRun(deps, runId);
+async function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): Promise<RunRow> {
+  const run = await findRun(deps, runId);
   if (run.workflowId !== workflowId) {
     throw Errors.runOfOtherWorkflow(runId, workflowId, run.workflowId);
   }
@@ -46,23 +46,27 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
  * client goes away (the run goes on); rejects with the reason if no more of the run's
  * events can come from this server (its events could not be stored).
  */
-function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string, after?: number): Promise<void> {
+async function untilFinished(deps: HttpDeps, reply: FastifyReply, runId: string, after?: number): Promise<void> {
+  const from = after ?? (await deps.runStore.get(runId))?.lastEventIndex ?? -1;
   return new Promise((resolve, reject) => {
-    const current = deps.runStore.get(runId);
     let waits = false;
-    const stop = deps.eventLog.follow(runId, after ?? current?.lastEventIndex ?? -1, {
+    const stop = deps.eventLog.follow(runId, from, {
       events: () => {
         // Delivered after the commit that stored it: the run row says whether the run now waits.
-        const status = deps.runStore.get(runId)?.status;
-        if (!waits && status !== undefined && SUSPENDED_STATUSES.has(status)) {
-          waits = true;
-          resolve();
-        }
+        void deps.runStore.get(runId).then(
+          (row) => {
+            if (!waits && row !== undefined && SUSPENDED_STATUSES.has(row.status)) {
+              waits = true;
+              stop();
+              resolve();
+            }
+          },
+          reject,
+        );
       },
       ended: resolve,
       failed: reject,
     });
-    if (waits) stop();
     // The response's close (not the request's: that fires once the body is read) means the client left.
     reply.raw.once("close", () => {
       stop();
@@ -93,7 +97,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   app.post<WorkflowParams>("/workflows/:workflowId/runs", async (request, reply) => {
     const body = parseInput(StartRunBody, request.body, "run request");
     const headers = parseInput(StartRunHeaders, request.headers, "run request's headers");
-    const run = deps.engine.start({
+    const run = await deps.engine.start({
       workflowId: request.params.workflowId,
       message: body.message,
       sessionId: body.session_id,
@@ -104,17 +108,17 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.
       await deps.eventLog.committed(run.runId);
-      return reply.status(202).send(toRunJson(findRun(deps, run.runId)));
+      return reply.status(202).send(toRunJson(await findRun(deps, run.runId)));
     }
     if (body.stream) return sse(deps, reply, run.runId, -1);
     await untilFinished(deps, reply, run.runId);
-    return toRunJson(findRun(deps, run.runId));
+    return toRunJson(await findRun(deps, run.runId));
   });
 
   app.get<WorkflowParams>("/workflows/:workflowId/runs", async (request) => {
     const workflow = deps.workflows.get(request.params.workflowId);
     const query = parseInput(ListRunsQuery, request.query, "run list query");
-    const runs = deps.runStore.list({
+    const runs = await deps.runStore.list({
       workflowId: workflow.id,
       ...(query.session_id ? { sessionId: query.session_id } : {}),
       ...(query.status ? { status: query.status } : {}),
@@ -125,32 +129,32 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   });
 
   app.get<RunParams>("/workflows/:workflowId/runs/:runId", async (request) =>
-    toRunJson(findRunOfWorkflow(deps, request.params.workflowId, request.params.runId)),
+    toRunJson(await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId)),
   );
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/cancel", async (request) => {
-    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
-    deps.engine.cancel(run.runId);
+    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    await deps.engine.cancel(run.runId);
     return {
-      ...toRunJson(findRun(deps, run.runId)),
+      ...toRunJson(await findRun(deps, run.runId)),
       message: CANCEL_REQUESTED_MESSAGE,
     };
   });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/resume", async (request, reply) => {
-    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
     const body = parseInput(ResumeRunBody, request.body, "resume request");
     sse(deps, reply, run.runId, body.last_event_index ?? -1);
   });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/continue", async (request, reply) => {
-    const run = findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
     const body = parseInput(ContinueRunBody, request.body, "continue request");
     const answers = parseStepRequirements(run.runId, body.step_requirements);
-    const before = deps.engine.continueRun(run.runId, answers);
+    const before = await deps.engine.continueRun(run.runId, answers);
     if (body.stream) return sse(deps, reply, run.runId, before.lastEventIndex);
     await untilFinished(deps, reply, run.runId, before.lastEventIndex);
-    return toRunJson(findRun(deps, run.runId));
+    return toRunJson(await findRun(deps, run.runId));
   });
 
   app.post<{ Params: { runId: string; name: string } }>("/runs/:runId/signals/:name", async (request, reply) => {
@@ -159,10 +163,10 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     return reply.status(202).send({ run_id: run.runId, name: params.name, delivered, message: delivered ? "The run's wait for this signal ended." : "Kept for the run's next wait for this signal." });
   });
 
-  app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(findRun(deps, request.params.runId)));
+  app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(await findRun(deps, request.params.runId)));
 
   app.get<{ Params: { runId: string } }>("/runs/:runId/events", async (request, reply) => {
-    const run = findRun(deps, request.params.runId);
+    const run = await findRun(deps, request.params.runId);
     const query = parseInput(EventsQuery, request.query, "events query");
     const after = resumePoint(request, query.after);
     if (!wantsJson(request)) {
@@ -171,7 +175,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
       return sse(deps, reply, run.runId, after);
     }
     // A page of stored frames, spliced in as-is: each was serialized once, at append.
-    const page = deps.eventLog.readPage(run.runId, after, query.limit);
+    const page = await deps.eventLog.readPage(run.runId, after, query.limit);
     const frames = page?.batch.events.map((event) => event.frame) ?? [];
     const last = page?.batch.last.index ?? after;
     const hasMore = last < run.lastEventIndex;

@@ -4,7 +4,7 @@ import type { FlowdError } from "../../errors.ts";
 import type { EventBatch } from "../../protocol/run-events.ts";
 import type { ServerFrame } from "../../protocol/server-frames.ts";
 import { SSE_HEARTBEAT } from "../../protocol/sse.ts";
-import type { EventLog } from "../../store/event-log.ts";
+import type { RunLog } from "../../store/store.ts";
 import { Outbound, type OutboundLimits, type Outbounds } from "../outbound.ts";
 import { RunFeed, type FeedOptions, type FeedSink } from "../run-feed.ts";
 
@@ -13,7 +13,7 @@ export type SseStreams = Set<ServerResponse>;
 
 /** What an SSE stream needs from the server. */
 export interface SseContext {
-  eventLog: EventLog;
+  eventLog: RunLog;
   streams: SseStreams;
   outbounds: Outbounds;
   feed: FeedOptions & OutboundLimits;

@@ -7,8 +7,7 @@ import { CLIENT_ACTION_NAMES, parseClientAction, type ClientAction } from "../..
 import { parseStepRequirements } from "../../protocol/hitl.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import { CANCEL_REQUESTED_MESSAGE, type ServerFrame } from "../../protocol/server-frames.ts";
-import type { EventLog } from "../../store/event-log.ts";
-import type { RunStore } from "../../store/run-store.ts";
+import type { RunLog, RunRecords } from "../../store/store.ts";
 import type { AuthGuard } from "../auth.ts";
 import { Outbound, type OutboundLimits, type OutboundOwner, type Outbounds } from "../outbound.ts";
 import { RunFeed, type FeedOptions } from "../run-feed.ts";
@@ -20,11 +19,14 @@ export const POLICY_CLOSE_CODE = 1008;
 /** Wrong tokens one socket may send before it is closed. */
 export const MAX_AUTH_FAILURES_PER_SOCKET = 3;
 
+/** Actions one socket may have waiting behind one that reads the database before its reads pause. */
+export const MAX_QUEUED_ACTIONS = 256;
+
 /** What a workflow socket needs from the rest of the server. */
 export interface WorkflowSocketDeps {
   engine: Engine;
-  runStore: RunStore;
-  eventLog: EventLog;
+  runStore: RunRecords;
+  eventLog: RunLog;
   auth: AuthGuard;
   logger: Logger;
   feed: FeedOptions & OutboundLimits;
@@ -49,6 +51,9 @@ export class WorkflowSocket implements OutboundOwner {
   private readonly tcp: Socket;
   private readonly out: Outbound;
   private readonly sink: SocketSink;
+  /** Actions wait for the one before to finish, so a client's actions take effect (and are answered) in order. */
+  private readonly backlog: ClientAction[] = [];
+  private draining = false;
 
   constructor(
     private readonly socket: WebSocket,
@@ -127,14 +132,29 @@ export class WorkflowSocket implements OutboundOwner {
       this.sendError(parsed.error);
       return;
     }
-    try {
-      this.dispatch(parsed.action);
-    } catch (error) {
-      this.sendError(error);
-    }
+    this.backlog.push(parsed.action);
+    // Reads stop while its actions wait: a client cannot queue without bound.
+    if (this.backlog.length === MAX_QUEUED_ACTIONS) this.socket.pause();
+    if (!this.draining) void this.drain();
   }
 
-  private dispatch(msg: ClientAction): void {
+  /** Runs the waiting actions in order; an action that reads the database holds the ones after it. */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    for (let action = this.backlog.shift(); action; action = this.backlog.shift()) {
+      if (this.backlog.length === MAX_QUEUED_ACTIONS / 2) this.socket.resume();
+      if (this.socket.readyState !== this.socket.OPEN) continue;
+      try {
+        const pending = this.dispatch(action);
+        if (pending) await pending;
+      } catch (error) {
+        this.sendError(error);
+      }
+    }
+    this.draining = false;
+  }
+
+  private dispatch(msg: ClientAction): void | Promise<void> {
     if (!this.authenticated && msg.action !== "authenticate" && msg.action !== "ping") {
       this.send({
         event: "auth_required",
@@ -148,8 +168,30 @@ export class WorkflowSocket implements OutboundOwner {
         return this.authenticate(msg.token);
       case "ping":
         return this.send({ event: "pong" });
-      case "start-workflow": {
-        const run = this.deps.engine.start({
+      case "start-workflow":
+        return this.start(msg);
+      case "reconnect":
+        return this.reconnect(msg.run_id, msg.last_event_index ?? -1);
+      case "cancel-workflow":
+        return this.cancel(msg.run_id);
+      case "continue-workflow":
+        return this.continueRun(msg);
+      case "signal-workflow": {
+        const { run_id: runId, name } = msg;
+        return this.deps.engine.signal(runId, name, msg.payload ?? null).then(({ delivered }) => {
+          this.send({ event: "signal_accepted", run_id: runId, name, delivered });
+        });
+      }
+      default: {
+        const unreachable: never = msg;
+        throw Errors.unknownAction(JSON.stringify(unreachable), CLIENT_ACTION_NAMES);
+      }
+    }
+  }
+
+  private async start(msg: Extract<ClientAction, { action: "start-workflow" }>): Promise<void> {
+    {
+        const run = await this.deps.engine.start({
           workflowId: msg.workflow_id,
           message: msg.message,
           sessionId: msg.session_id,
@@ -158,41 +200,21 @@ export class WorkflowSocket implements OutboundOwner {
           idempotencyKey: msg.idempotency_key,
         });
         this.follow(run.runId, -1);
-        return;
-      }
-      case "reconnect":
-        return this.reconnect(msg.run_id, msg.last_event_index ?? -1);
-      case "cancel-workflow": {
-        const run = this.deps.engine.cancel(msg.run_id);
-        this.send({
-          event: "cancel_requested",
-          run_id: run.runId,
-          message: CANCEL_REQUESTED_MESSAGE,
-        });
-        return;
-      }
-      case "continue-workflow": {
-        const run = this.deps.runStore.get(msg.run_id);
-        if (!run) throw Errors.runNotFound(msg.run_id);
-        if (run.workflowId !== msg.workflow_id) throw Errors.runOfOtherWorkflow(run.runId, msg.workflow_id, run.workflowId);
-        const before = this.deps.engine.continueRun(run.runId, parseStepRequirements(run.runId, msg.step_requirements));
-        // What follows (StepContinued on) comes on this socket, through its feed of the run if it has one.
-        if (!this.following.has(run.runId)) this.follow(run.runId, before.lastEventIndex);
-        return;
-      }
-      case "signal-workflow": {
-        const { run_id: runId, name } = msg;
-        this.deps.engine.signal(runId, name, msg.payload ?? null).then(
-          ({ delivered }) => this.send({ event: "signal_accepted", run_id: runId, name, delivered }),
-          (error: unknown) => this.sendError(error),
-        );
-        return;
-      }
-      default: {
-        const unreachable: never = msg;
-        throw Errors.unknownAction(JSON.stringify(unreachable), CLIENT_ACTION_NAMES);
-      }
     }
+  }
+
+  private async cancel(runId: string): Promise<void> {
+    const run = await this.deps.engine.cancel(runId);
+    this.send({ event: "cancel_requested", run_id: run.runId, message: CANCEL_REQUESTED_MESSAGE });
+  }
+
+  private async continueRun(msg: Extract<ClientAction, { action: "continue-workflow" }>): Promise<void> {
+    const run = await this.deps.runStore.get(msg.run_id);
+    if (!run) throw Errors.runNotFound(msg.run_id);
+    if (run.workflowId !== msg.workflow_id) throw Errors.runOfOtherWorkflow(run.runId, msg.workflow_id, run.workflowId);
+    const before = await this.deps.engine.continueRun(run.runId, parseStepRequirements(run.runId, msg.step_requirements));
+    // What follows (StepContinued on) comes on this socket, through its feed of the run if it has one.
+    if (!this.following.has(run.runId)) this.follow(run.runId, before.lastEventIndex);
   }
 
   private authenticate(token: string): void {
@@ -222,11 +244,11 @@ export class WorkflowSocket implements OutboundOwner {
   /**
    * AgentOS reconnect: a finished run is replayed whole; an active one gets what was
    * missed after `lastEventIndex` (catch_up), then `subscribed`, then live events.
-   * Everything from reading the run row to registering the live listener happens in
-   * one synchronous block, so no append can slip in between (see EventLog.follow).
+   * The counts it announces are the row's at the read; the feed delivers from `after`
+   * whatever was committed since, with nothing lost or repeated (see RunLog.follow).
    */
-  private reconnect(runId: string, lastEventIndex: number): void {
-    const run = this.deps.runStore.get(runId);
+  private async reconnect(runId: string, lastEventIndex: number): Promise<void> {
+    const run = await this.deps.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
     const eventCount = run.lastEventIndex + 1;
     if (isFinished(run.status)) {

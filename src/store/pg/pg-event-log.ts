@@ -1,0 +1,252 @@
+import type pg from "pg";
+import { errorMessage, Errors, FlowdError } from "../../errors.ts";
+import { CommittedEvent, EventBatch, type RunEventBody, type RunEventName } from "../../protocol/run-events.ts";
+import { newRunRow } from "../event-log.ts";
+import type { Checkpoint, PendingWrite } from "../batch-plan.ts";
+import type { LogPage } from "../event-reader.ts";
+import type { RunFollower } from "../notifier.ts";
+import type { RunRow } from "../schema.ts";
+import type { NewRun, RunLog } from "../store.ts";
+import type { PgBatchWriter } from "./pg-batch-writer.ts";
+import type { PgFollowers } from "./pg-followers.ts";
+
+/** Events queued after which a producer waits for the commit before it goes on. */
+const MAX_PENDING = 4000;
+/** How long producers that never await I/O run before they let the event loop serve sockets and commits. */
+const PRODUCER_SLICE_MS = 1;
+/** Events per page read while a subscriber catches up (a page also ends at the query's limit). */
+const PAGE_MAX_ROWS = 1000;
+
+/** PostgreSQL's answers that say the database itself refuses (connection lost, shutting down, out of resources). */
+function failedForWholeDatabase(error: unknown): boolean {
+  if (error instanceof FlowdError) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== "string") return true; // a socket error: no SQLSTATE
+  return /^(08|53|57|58|XX)/.test(code);
+}
+
+const startKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
+
+/**
+ * The run event log on PostgreSQL: the same contract as EventLog on SQLite (group commit,
+ * one append path, committed before anyone is told), with commits that take a round trip.
+ * One batch is in flight at a time; what is appended meanwhile forms the next. Followers
+ * read committed ranges (PgFollowers); this node's own commits are handed to them at
+ * once, other nodes' arrive by NOTIFY.
+ */
+export class PgEventLog implements RunLog {
+  private pending: PendingWrite[] = [];
+  private pendingRuns = new Set<string>();
+  private pendingStarts = new Map<string, { run: RunRow; requestHash: string }>();
+  /** Waiters for the batch not yet taken, and for the batch in flight. */
+  private nextWaiters: (() => void)[] = [];
+  private inFlight: Promise<void> | null = null;
+  private scheduled = false;
+  private batchesTaken = 0;
+  private batchesDone = 0;
+  private readonly haltedRuns = new Map<string, FlowdError>();
+  /** Runs another node took over: this node's writes to them are dropped (its execution is being stopped). */
+  private readonly lostRuns = new Set<string>();
+  private readonly stoppedByStorage = new Set<string>();
+  storageFault: FlowdError | null = null;
+  private sliceStartedAt: number | null = null;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly writer: PgBatchWriter,
+    readonly followers: PgFollowers,
+    private readonly onAppendError: (error: unknown, runId: string) => void,
+    private readonly onLost: (runId: string, error: FlowdError) => void,
+  ) {}
+
+  createRun(run: NewRun): RunRow {
+    const row = newRunRow(run, Date.now());
+    this.pendingRuns.add(run.runId);
+    if (run.idempotency) this.pendingStarts.set(startKey(run.workflowId, run.idempotency.key), { run: row, requestHash: run.idempotency.requestHash });
+    this.enqueue({ kind: "run", runId: run.runId, row, idempotency: run.idempotency });
+    return row;
+  }
+
+  pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined {
+    return this.pendingStarts.get(startKey(workflowId, key));
+  }
+
+  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number): void {
+    this.enqueue({ kind: "event", runId, body, checkpoint, consumesSignal });
+  }
+
+  /** This node holds the run again (it took it over once more): its writes are accepted again. */
+  regained(runId: string): void {
+    this.lostRuns.delete(runId);
+  }
+
+  private enqueue(write: PendingWrite): void {
+    this.pending.push(write);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.commitLoop();
+    });
+  }
+
+  yieldTurn(): Promise<void> | null {
+    if (this.pending.length >= MAX_PENDING) return this.flushed();
+    const now = performance.now();
+    if (this.sliceStartedAt === null) {
+      this.sliceStartedAt = now;
+      return null;
+    }
+    if (now - this.sliceStartedAt < PRODUCER_SLICE_MS) return null;
+    return new Promise((resolve) =>
+      setImmediate(() => {
+        this.sliceStartedAt = null;
+        resolve();
+      }),
+    );
+  }
+
+  flushed(): Promise<void> {
+    if (this.pending.length > 0) return new Promise((resolve) => this.nextWaiters.push(resolve));
+    return this.inFlight ?? Promise.resolve();
+  }
+
+  async committed(runId: string): Promise<void> {
+    await this.flushed();
+    const halted = this.haltedRuns.get(runId);
+    if (halted) throw halted;
+  }
+
+  committedSince(runId: string, since: number): Promise<void> {
+    // The write was in batch since + 1.
+    if (this.batchesDone <= since) return this.committed(runId);
+    const halted = this.haltedRuns.get(runId);
+    return halted ? Promise.reject(halted) : Promise.resolve();
+  }
+
+  get commitCount(): number {
+    return this.batchesTaken;
+  }
+
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  get runsStoppedByStorage(): number {
+    return this.stoppedByStorage.size;
+  }
+
+  halt(runId: string, reason: FlowdError): void {
+    this.haltedRuns.set(runId, reason);
+    this.followers.fail(runId, reason);
+  }
+
+  endHalted(runId: string, terminal: RunEventBody): boolean {
+    if (!this.haltedRuns.delete(runId)) return false;
+    this.stoppedByStorage.delete(runId);
+    this.append(runId, terminal);
+    return true;
+  }
+
+  /** Commits batch after batch until nothing is queued; one batch in flight at a time, in order. */
+  private async commitLoop(): Promise<void> {
+    while (this.pending.length > 0) {
+      const taken = this.pending;
+      const waiters = this.nextWaiters;
+      this.pending = [];
+      this.nextWaiters = [];
+      this.batchesTaken += 1;
+      const batch = taken.filter((write) => !this.haltedRuns.has(write.runId) && !this.lostRuns.has(write.runId));
+      const done = this.commitBatch(batch);
+      this.inFlight = done;
+      await done;
+      this.batchesDone += 1;
+      this.inFlight = null;
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  private async commitBatch(batch: PendingWrite[]): Promise<void> {
+    if (batch.length === 0) return;
+    const failed = new Map<string, unknown>();
+    let committed: CommittedEvent[] = [];
+    let wholeDatabase = false;
+    try {
+      committed = await this.writer.commit(batch);
+      this.storageFault = null;
+    } catch (batchError) {
+      wholeDatabase = failedForWholeDatabase(batchError);
+      if (wholeDatabase) {
+        for (const write of batch) if (!failed.has(write.runId)) failed.set(write.runId, batchError);
+        this.storageFault = Errors.databaseRefusedCommit(batchError);
+      } else {
+        // One run's bad write (or lost lease) must not sink the others: each run's writes on their own.
+        const byRun = new Map<string, PendingWrite[]>();
+        for (const write of batch) {
+          const writes = byRun.get(write.runId);
+          if (writes) writes.push(write);
+          else byRun.set(write.runId, [write]);
+        }
+        for (const [runId, writes] of byRun) {
+          try {
+            committed.push(...(await this.writer.commit(writes)));
+          } catch (error) {
+            failed.set(runId, error);
+          }
+        }
+      }
+    }
+    if (this.pendingRuns.size > 0) {
+      for (const write of batch) if (write.kind === "run") this.pendingRuns.delete(write.runId);
+    }
+    if (this.pendingStarts.size > 0 && this.pendingRuns.size === 0) this.pendingStarts = new Map();
+    this.publish(committed);
+    for (const [runId, cause] of failed) {
+      if (cause instanceof FlowdError && cause.code === "LEASE_LOST") {
+        // Another node executes it now: its followers here go on reading what that node writes.
+        this.lostRuns.add(runId);
+        this.onLost(runId, cause);
+        continue;
+      }
+      this.onAppendError(cause, runId);
+      const createdHere = batch.some((write) => write.kind === "run" && write.runId === runId);
+      this.halt(runId, createdHere ? Errors.runNotCreated(runId, errorMessage(cause)) : Errors.runStopped(runId, errorMessage(cause)));
+      if (wholeDatabase && !createdHere) this.stoppedByStorage.add(runId);
+    }
+  }
+
+  /** Hands each run's share of a commit to this node's followers of it. */
+  private publish(committed: readonly CommittedEvent[]): void {
+    if (committed.length === 0) return;
+    const byRun = new Map<string, CommittedEvent[]>();
+    for (const event of committed) {
+      if (!this.followers.watches(event.runId)) continue;
+      const events = byRun.get(event.runId);
+      if (events) events.push(event);
+      else byRun.set(event.runId, [event]);
+    }
+    for (const events of byRun.values()) this.followers.committed(new EventBatch(events));
+  }
+
+  follow(runId: string, afterIndex: number, follower: RunFollower): () => void {
+    const halted = this.haltedRuns.get(runId);
+    return this.followers.follow(runId, afterIndex, follower, { created: this.pendingRuns.has(runId), halted });
+  }
+
+  async readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null> {
+    if (this.pendingRuns.has(runId)) return null;
+    const size = Math.min(limit, PAGE_MAX_ROWS);
+    const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
+      name: "flowd-read-page",
+      text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
+      values: [runId, afterIndex, size],
+    });
+    if (rows.length === 0) return null;
+    const batch = new EventBatch(rows.map((row) => new CommittedEvent(runId, row.event_index, row.event, row.payload)));
+    return { batch, full: rows.length === size };
+  }
+}

@@ -1,0 +1,132 @@
+import type pg from "pg";
+import type { OwnershipHooks, RunOwnership } from "../store.ts";
+import type { Fencing } from "./pg-batch-writer.ts";
+import type { RunLeases } from "./run-leases.ts";
+import { WAKE_CHANNEL } from "./commit-listener.ts";
+
+/**
+ * Run ownership on PostgreSQL: this node's leases (RunLeases), renewed every third of
+ * the lease, the epoch each is held at (what PgBatchWriter fences appends with), and the
+ * scan for runs whose node died or handed them over.
+ */
+export class PgOwnership implements RunOwnership, Fencing {
+  readonly shared = true;
+  private readonly epochs = new Map<string, number>();
+  /** Runs this node was told a cancel was asked for (told once). */
+  private readonly cancelsSeen = new Set<string>();
+  private hooks: OwnershipHooks | null = null;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private scanTimer: NodeJS.Timeout | undefined;
+  private renewing = false;
+  private scanning = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly leases: RunLeases,
+    private readonly onRegained: (runId: string) => void,
+    private readonly onError: (error: unknown, what: string) => void,
+  ) {}
+
+  get nodeId(): string {
+    return this.leases.nodeId;
+  }
+
+  get leaseMs(): number {
+    return this.leases.leaseMs;
+  }
+
+  epochOf(runId: string): number | undefined {
+    return this.epochs.get(runId);
+  }
+
+  /** A run this node creates is its own from the start (epoch 1, set in the insert). */
+  created(runId: string): void {
+    this.epochs.set(runId, 1);
+  }
+
+  async claim(runId: string): Promise<boolean> {
+    if (this.epochs.has(runId)) return true;
+    const epoch = await this.leases.acquire(runId);
+    if (epoch === null) return false;
+    this.epochs.set(runId, epoch);
+    this.cancelsSeen.delete(runId);
+    this.onRegained(runId);
+    return true;
+  }
+
+  release(runId: string): void {
+    const epoch = this.epochs.get(runId);
+    if (epoch === undefined) return;
+    this.epochs.delete(runId);
+    this.cancelsSeen.delete(runId);
+    this.leases.release(runId, epoch).catch((error: unknown) => this.onError(error, "releasing a run's lease"));
+  }
+
+  holds(runId: string): boolean {
+    return this.epochs.has(runId);
+  }
+
+  /** Another node (or this one) asked to look at the run again. */
+  woken(runId: string): void {
+    this.hooks?.onWake(runId);
+  }
+
+  /** Asks every node (this one included) to look at the run again. */
+  wake(runId: string): void {
+    this.pool.query("SELECT pg_notify($1, $2)", [WAKE_CHANNEL, runId]).catch((error: unknown) => this.onError(error, "announcing a run to the other nodes"));
+  }
+
+  watch(hooks: OwnershipHooks): void {
+    this.hooks = hooks;
+    const every = Math.max(50, Math.floor(this.leaseMs / 3));
+    this.renewTimer = setInterval(() => void this.renew(), every);
+    this.scanTimer = setInterval(() => void this.scan(), Math.max(50, Math.floor(this.leaseMs / 2)));
+    void this.scan();
+  }
+
+  private async renew(): Promise<void> {
+    if (this.renewing || this.epochs.size === 0) return;
+    this.renewing = true;
+    try {
+      const { lost, cancelRequested } = await this.leases.renew(this.epochs);
+      for (const runId of lost) {
+        this.epochs.delete(runId);
+        this.hooks?.onLost(runId);
+      }
+      for (const runId of cancelRequested) {
+        if (this.cancelsSeen.has(runId)) continue;
+        this.cancelsSeen.add(runId);
+        this.hooks?.onCancelRequested(runId);
+      }
+    } catch (error) {
+      this.onError(error, "renewing this node's leases");
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private async scan(): Promise<void> {
+    if (this.scanning || !this.hooks) return;
+    this.scanning = true;
+    try {
+      for (const runId of await this.leases.orphans()) {
+        if (!this.epochs.has(runId)) this.hooks.onOrphan(runId);
+      }
+    } catch (error) {
+      this.onError(error, "looking for runs whose node stopped");
+    } finally {
+      this.scanning = false;
+    }
+  }
+
+  /** Stops renewing; with `handOver`, gives every held run up at once for another node to take. */
+  async close(handOver: boolean): Promise<void> {
+    clearInterval(this.renewTimer);
+    clearInterval(this.scanTimer);
+    if (!handOver) return;
+    const held = [...this.epochs];
+    this.epochs.clear();
+    await Promise.all(held.map(([runId, epoch]) => this.leases.release(runId, epoch).catch((error: unknown) => this.onError(error, "handing a run over"))));
+    await Promise.all(held.map(([runId]) => this.pool.query("SELECT pg_notify($1, $2)", [WAKE_CHANNEL, runId]).catch(() => {})));
+  }
+}

@@ -1,0 +1,134 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import pg from "pg";
+import { drizzle } from "drizzle-orm/node-postgres";
+import { Errors } from "../../errors.ts";
+import { CommittedEvent, type RunEventName } from "../../protocol/run-events.ts";
+import type { StepTiming } from "../event-reader.ts";
+import type { StoreHooks } from "../sqlite-store.ts";
+import type { NewRun, ReadOnlyStore, Store } from "../store.ts";
+import { CommitListener } from "./commit-listener.ts";
+import { migratePostgres } from "./migrate.ts";
+import { PgBatchWriter } from "./pg-batch-writer.ts";
+import { PgEventLog } from "./pg-event-log.ts";
+import { PgFollowers } from "./pg-followers.ts";
+import { PgOwnership } from "./pg-ownership.ts";
+import { PgResumeStateReader } from "./pg-resume-state.ts";
+import { PgRunStore } from "./pg-run-store.ts";
+import { RunLeases } from "./run-leases.ts";
+
+/** Connections per node: commits take one at a time, reads (catch-ups, run lookups) the rest. */
+const POOL_SIZE = 10;
+
+/** The URL as logs and messages show it: without its password. */
+export function redactedUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:…@");
+}
+
+/** This node's id among the nodes on one database: host, process, and a random part (a restarted process is a new node). */
+function newNodeId(): string {
+  return `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+}
+
+function newPool(url: string, onError: (error: unknown) => void): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
+  // An idle connection's error (the server restarted, a network cut) must not crash the node.
+  pool.on("error", onError);
+  return pool;
+}
+
+/** The server's store on PostgreSQL: one node among any number on the same database. */
+export async function openPgStore(url: string, leaseMs: number, hooks: StoreHooks): Promise<Store> {
+  await migratePostgres(url);
+  const pool = newPool(url, (error) => hooks.onBackgroundError(error, "an idle PostgreSQL connection failed"));
+  const orm = drizzle(pool);
+  const leases = new RunLeases(pool, newNodeId(), leaseMs);
+  let log: PgEventLog | null = null;
+  const ownership = new PgOwnership(pool, leases, (runId) => log?.regained(runId), (error, what) => hooks.onBackgroundError(error, what));
+  const followers = new PgFollowers(pool);
+  const eventLog = new PgEventLog(pool, new PgBatchWriter(pool, Date.now, ownership), followers, hooks.onAppendError, (runId, error) =>
+    hooks.onLost(runId, error),
+  );
+  log = eventLog;
+  let listening = true;
+  const listener = new CommitListener(
+    url,
+    (notice) => followers.onCommit(notice),
+    () => {
+      listening = true;
+      followers.reread();
+    },
+    (error) => {
+      listening = false;
+      hooks.onBackgroundError(error, "the LISTEN connection failed; reconnecting");
+    },
+    (runId) => ownership.woken(runId),
+  );
+  try {
+    await listener.start();
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw Errors.cannotOpenDatabase(redactedUrl(url), error);
+  }
+  // A run created here is this node's from its first commit.
+  const createRun = eventLog.createRun.bind(eventLog);
+  eventLog.createRun = (run: NewRun) => {
+    ownership.created(run.runId);
+    return createRun(run);
+  };
+  return {
+    location: redactedUrl(url),
+    log: eventLog,
+    runs: new PgRunStore(orm),
+    resume: new PgResumeStateReader(pool, orm),
+    ownership,
+    storageProblem: () => eventLog.storageFault ?? (listening ? null : Errors.databaseUnreadable(new Error("the LISTEN connection to PostgreSQL is down; reconnecting"))),
+    get runsStoppedByStorage() {
+      return eventLog.runsStoppedByStorage;
+    },
+    close: async () => {
+      // Graceful: every run this node held is handed over at once, not after its lease.
+      await ownership.close(true);
+      await listener.close();
+      await pool.end();
+    },
+  };
+}
+
+/** PostgreSQL opened for reading (the CLI). */
+export async function openPgReadOnly(url: string): Promise<ReadOnlyStore> {
+  const pool = newPool(url, () => {});
+  const runs = new PgRunStore(drizzle(pool));
+  try {
+    await pool.query("SELECT 1 FROM runs LIMIT 0");
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw Errors.cannotOpenDatabase(redactedUrl(url), error);
+  }
+  return {
+    location: redactedUrl(url),
+    runs,
+    reads: {
+      readAfter: async function* (runId, afterIndex) {
+        let after = afterIndex;
+        for (;;) {
+          const { rows } = await pool.query<{ event_index: number; event: RunEventName; payload: string }>(
+            "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT 1000",
+            [runId, after],
+          );
+          for (const row of rows) yield new CommittedEvent(runId, row.event_index, row.event, row.payload);
+          if (rows.length < 1000) return;
+          after = rows[rows.length - 1]!.event_index;
+        }
+      },
+      stepTimings: async (runId) =>
+        (
+          await pool.query<StepTiming>(
+            "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = $1 ORDER BY event_index",
+            [runId],
+          )
+        ).rows,
+    },
+    close: () => pool.end(),
+  };
+}

@@ -1,0 +1,222 @@
+import type { FlowdError } from "../errors.ts";
+import type { CommittedEvent } from "../protocol/run-events.ts";
+import type { RunEventBody } from "../protocol/run-events.ts";
+import type { RunStatus } from "../protocol/run-status.ts";
+import type { Checkpoint, IdempotentStart } from "./batch-plan.ts";
+import type { LogPage, StepTiming } from "./event-reader.ts";
+import type { RunFollower } from "./notifier.ts";
+import type { RunRow } from "./schema.ts";
+
+export type { Checkpoint, IdempotentStart, LogPage, RunFollower, RunRow, StepTiming };
+
+/**
+ * The one store interface: what the engine, the transports and the CLI know of the
+ * database. Two implementations, chosen once by `openStore` (store/open-store.ts):
+ * SQLite (one process, one file) and PostgreSQL (many nodes). Nothing outside
+ * `src/store/` knows which one it talks to.
+ */
+
+/** What creating a run needs. */
+export interface NewRun {
+  runId: string;
+  workflowId: string;
+  workflowName: string;
+  sessionId: string;
+  userId: string | null;
+  input: string;
+  additionalData: unknown;
+  /** Set for a start with an idempotency key: stored with the run's row. */
+  idempotency?: IdempotentStart | undefined;
+}
+
+/**
+ * The run event log. `append` is the only way events are written; appends are group
+ * committed, and live followers are told only after the commit (I1, I2).
+ */
+export interface RunLog {
+  /** Queues a new run's row for the next group commit (its first event usually joins it). */
+  createRun(run: NewRun): RunRow;
+  /** The run a start with this key created in the batch not yet committed. */
+  pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined;
+  /** Queues one event (with the checkpoint stored in the same transaction, and the kept signal it consumes). */
+  append(runId: string, body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number): void;
+  /** For producers that never await I/O: null to go on, or a promise to await first. */
+  yieldTurn(producer: string): Promise<void> | null;
+  /** Resolves once every event appended so far is committed (and delivered). */
+  flushed(): Promise<void>;
+  /** Resolves once everything appended so far is committed; rejects with the reason if `runId` halted instead. */
+  committed(runId: string): Promise<void>;
+  /** Like `committed`, for what `runId` appended while `commitCount` was `since`. */
+  committedSince(runId: string, since: number): Promise<void>;
+  /** Batches committed (or failed for good) so far. */
+  readonly commitCount: number;
+  /** Events queued and not yet committed. */
+  readonly pendingCount: number;
+  /** Says that an unfinished run gets no more events from this process; its followers are told why. */
+  halt(runId: string, reason: FlowdError): void;
+  /** Ends a run halted here with `terminal` after all (a cancel); false if it had not halted. */
+  endHalted(runId: string, terminal: RunEventBody): boolean;
+  /** Every event after `afterIndex`, then every later one live, each once and in order (I3); then `ended` or `failed`. */
+  follow(runId: string, afterIndex: number, follower: RunFollower): () => void;
+  /** A page of the run's events after `afterIndex`, or null if there are none. */
+  readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null>;
+}
+
+/** Filters for listing runs. */
+export interface RunFilter {
+  workflowId?: string;
+  sessionId?: string;
+  status?: RunStatus;
+  limit?: number;
+  offset?: number;
+}
+
+/** A signal kept in a run's mailbox. */
+export interface StoredSignal {
+  signalId: number;
+  payload: unknown;
+}
+
+/** What a suspended run waits for, as its row shows it. */
+export interface WaitColumns {
+  status: "waiting" | "paused";
+  waitKind: string;
+  waitName: string | null;
+  waitUntil: number | null;
+}
+
+/** Run rows: lookup and listing (what read-only users need too). */
+export interface RunReads {
+  /** The run row, or undefined for an unknown id. */
+  get(runId: string): Promise<RunRow | undefined>;
+  /** Newest first. */
+  list(filter?: RunFilter): Promise<RunRow[]>;
+}
+
+/** Run rows as the server changes them besides events: cancel requests, pauses, kept signals. */
+export interface RunRecords extends RunReads {
+  /** The run a start with this key created at or after `notBefore` (epoch ms), with what that start asked for. */
+  idempotentStart(workflowId: string, key: string, notBefore: number): Promise<{ run: RunRow; requestHash: string } | undefined>;
+  /** Marks a run that a graceful shutdown stopped between steps: its resume is not a crash. */
+  markPaused(runId: string): Promise<void>;
+  /** Marks a run suspended again on waits its earlier execution opened. */
+  markSuspended(runId: string, wait: WaitColumns): Promise<void>;
+  /** Keeps a signal for the run's next wait for `name`; refused past `limit` kept signals. */
+  keepSignal(runId: string, name: string, payload: unknown, limit: number): Promise<number>;
+  /** The oldest kept signal named `name` for the run, skipping `taken` ones. */
+  oldestSignal(runId: string, name: string, taken: ReadonlySet<number>): Promise<StoredSignal | undefined>;
+  /** Records that a cancel was asked for, so it is honoured even if the process dies first (or another node runs it). */
+  markCancelRequested(runId: string): Promise<void>;
+}
+
+/** A stored checkpoint, as a resumed run reads it. */
+export interface StoredCheckpoint {
+  path: string;
+  stepName: string | null;
+  output: unknown;
+}
+
+/** A step that started in the latest attempt and never completed. */
+export interface InterruptedStep {
+  index: number;
+  path: string;
+  name: string;
+}
+
+/** What resuming a run needs to know from the database. */
+export interface ResumeState {
+  /** In the order they were written. */
+  checkpoints: StoredCheckpoint[];
+  /** In the order they started. */
+  interruptedSteps: InterruptedStep[];
+  /** For a run that goes on after a wait: the start events it already sent in this attempt (see `startKey`). */
+  started: Set<string>;
+}
+
+/** A suspended run and its open waits (durable call key → what it waits for), oldest first. */
+export interface SuspendedRun {
+  runId: string;
+  workflowId: string;
+  cancelRequestedAt: number | null;
+  waits: { key: string; record: unknown }[];
+}
+
+/** What resuming runs reads: checkpoints, interrupted steps, unfinished and suspended runs. */
+export interface ResumeReads {
+  /** Runs that wait (`waiting`, `paused`), with their open waits; only those in `runIds` if given. */
+  suspendedRuns(runIds?: readonly string[]): Promise<SuspendedRun[]>;
+  /** Waiting or paused runs that had a step running besides their wait when their process stopped. */
+  interruptedWhileWaiting(): Promise<Set<string>>;
+  /** The index of the step's latest StepStarted, or null. */
+  latestStepStart(runId: string, stepPath: string): Promise<number | null>;
+  /** Like `read`, for a run that goes on after a wait: with the start events it need not send again. */
+  readForWake(runId: string): Promise<ResumeState>;
+  /** Runs left `pending` or `running` by a previous process, oldest first. */
+  unfinishedRuns(): Promise<RunRow[]>;
+  /** The checkpoints and interrupted steps of one run. */
+  read(runId: string): Promise<ResumeState>;
+}
+
+/** Reading a run's log without the writer (the CLI). */
+export interface LogReads {
+  /** The run's events after `afterIndex` (-1: from the start), in index order. */
+  readAfter(runId: string, afterIndex: number): AsyncIterable<CommittedEvent>;
+  /** How long each of the run's steps took, in the order they ended. */
+  stepTimings(runId: string): Promise<StepTiming[]>;
+}
+
+/**
+ * Which node executes a run. On SQLite one process owns the whole file (ServerLock), so
+ * every claim succeeds. On PostgreSQL a claim is a lease the node renews; appends are
+ * fenced by it, and a run whose node died is offered to the others once its lease lapses.
+ */
+export interface RunOwnership {
+  /** Whether runs may be executed by other processes on this database (PostgreSQL). */
+  readonly shared: boolean;
+  /** Takes the run for this process: false if another live node holds it. */
+  claim(runId: string): Promise<boolean>;
+  /** Gives the run up (it ended, or this process stops): another node may take it at once. */
+  release(runId: string): void;
+  /** Whether this process holds the run. */
+  holds(runId: string): boolean;
+  /** Asks every node to look at the run again (a signal kept, a cancel asked, a run handed over): a no-op on SQLite. */
+  wake(runId: string): void;
+  /**
+   * Calls `onLost` for a held run another node took over (this one was cut off past its
+   * lease), `onOrphan` for an unfinished run whose node died or let it go, and
+   * `onCancelRequested` for a held run that a cancel sent to another node asks to stop.
+   */
+  watch(hooks: OwnershipHooks): void;
+}
+
+/** What RunOwnership reports to the engine. */
+export interface OwnershipHooks {
+  onLost(runId: string): void;
+  onOrphan(runId: string): void;
+  onCancelRequested(runId: string): void;
+  /** A wait of a run (another node's signal, continue or cancel) may have ended: look again. */
+  onWake(runId: string): void;
+}
+
+/** An open flowd store, as the server uses it. */
+export interface Store {
+  /** Where it is: a file path, or the PostgreSQL URL without its password. */
+  readonly location: string;
+  readonly log: RunLog;
+  readonly runs: RunRecords;
+  readonly resume: ResumeReads;
+  readonly ownership: RunOwnership;
+  /** Why the server cannot store events now (for `/health`), or null while it can. */
+  storageProblem(): FlowdError | null;
+  /** Unfinished runs stopped because their events could not be stored. */
+  readonly runsStoppedByStorage: number;
+  close(): Promise<void>;
+}
+
+/** A store opened for reading only (the CLI, while a server writes). */
+export interface ReadOnlyStore {
+  readonly location: string;
+  readonly runs: RunReads;
+  readonly reads: LogReads;
+  close(): Promise<void>;
+}
