@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,6 +8,24 @@ import { pino } from "pino";
 import { serve, type FlowdServer, type ServeOptions } from "../../src/serve.ts";
 import type { WorkflowDefinition } from "../../src/workflows/definition.ts";
 import { testWorkflows } from "../fixtures/workflows.ts";
+import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
+
+/** Whether this run of the suite stores on PostgreSQL (the vitest project "postgres"). */
+export const ON_POSTGRES = process.env.FLOWD_TEST_STORE === "postgres";
+
+let postgres: Promise<TestPostgres> | null = null;
+
+/** A new, empty database on the suite's PostgreSQL (started on first use, once per test file). */
+export async function freshPostgresDatabase(): Promise<string> {
+  postgres ??= startPostgres();
+  return (await postgres).createDatabase(`t_${randomBytes(6).toString("hex")}`);
+}
+
+/** Stops the suite's PostgreSQL, if a test started it. */
+export async function stopTestPostgres(): Promise<void> {
+  if (postgres) await (await postgres).stop();
+  postgres = null;
+}
 
 /** A real flowd server on an ephemeral port with its own temp database file. */
 export interface TestServer {
@@ -68,7 +87,7 @@ export async function startServer(
   } = {},
 ): Promise<TestServer> {
   const temp = tempDir();
-  const dbPath = options.dbPath ?? join(temp.dir, "flowd.db");
+  const dbPath = options.dbPath ?? (ON_POSTGRES ? await freshPostgresDatabase() : join(temp.dir, "flowd.db"));
   const server = await serve({
     port: 0,
     host: "127.0.0.1",
@@ -91,6 +110,7 @@ export async function startServer(
     url: server.url,
     dbPath,
     openReader: () => {
+      if (ON_POSTGRES) throw new Error("openReader reads a SQLite file; this test runs on PostgreSQL");
       const reader = new Database(dbPath, { readonly: true, fileMustExist: true });
       readers.push(reader);
       return reader;

@@ -1,0 +1,137 @@
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
+import { REPO_ROOT, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
+import { indicesOf, isTerminal, TestClient, type Frame } from "../helpers/ws-client.ts";
+import { range } from "../helpers/server.ts";
+
+const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
+const LEASE_MS = 1000;
+
+let postgres: TestPostgres;
+beforeAll(async () => {
+  postgres = await startPostgres();
+});
+afterAll(async () => {
+  await postgres.stop();
+});
+
+/** `count` flowd nodes as child processes on one database. */
+async function startNodes(database: string, count: number): Promise<ServerProcess[]> {
+  const url = await postgres.createDatabase(database);
+  const nodes: ServerProcess[] = [];
+  // The first migrates; the others find the schema up to date.
+  nodes.push(await startServerProcess(["--workflows", FIXTURES, "--db", url], { env: { FLOWD_LEASE_MS: String(LEASE_MS) } }));
+  for (let i = 1; i < count; i++) {
+    nodes.push(await startServerProcess(["--workflows", FIXTURES, "--db", url], { env: { FLOWD_LEASE_MS: String(LEASE_MS) } }));
+  }
+  return nodes;
+}
+
+/** Follows a run from `node` to its end, reconnecting (to the next node in `nodes`) when its node goes away. */
+async function watchToEnd(nodes: () => ServerProcess[], runId: string, startAt: number, onFrame: (frame: Frame) => void = () => {}): Promise<Frame[]> {
+  const events: Frame[] = [];
+  let last = -1;
+  for (let attempt = 0, at = startAt; attempt < 20; attempt++, at++) {
+    const alive = nodes();
+    const node = alive[at % alive.length]!;
+    let client: TestClient;
+    try {
+      ({ client } = await TestClient.connect(node.wsUrl));
+    } catch {
+      continue;
+    }
+    client.send({ action: "reconnect", run_id: runId, last_event_index: last });
+    try {
+      for (;;) {
+        const frame = await client.next(15_000);
+        if (typeof frame.event_index !== "number" || frame.run_id !== runId) continue;
+        events.push(frame);
+        onFrame(frame);
+        last = Math.max(last, frame.event_index);
+        if (isTerminal(frame)) {
+          await client.close();
+          return events;
+        }
+      }
+    } catch {
+      // The node went away: reconnect elsewhere from the last index.
+    }
+  }
+  throw new Error(`run ${runId} did not end; received up to #${last}`);
+}
+
+describe("many nodes on one PostgreSQL database", () => {
+  it("a run started on A is watched from B and C; A is SIGKILLed; another node resumes it within the lease; every watcher gets every index once", async () => {
+    const nodes = await startNodes("three_nodes", 3);
+    const [a, b, c] = nodes as [ServerProcess, ServerProcess, ServerProcess];
+    try {
+      const { client: starter } = await TestClient.connect(a.wsUrl);
+      starter.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 300, delayMs: 10 } });
+      const first = await starter.next();
+      const runId = first.run_id as string;
+      expect(typeof runId).toBe("string");
+      const alive = (): ServerProcess[] => nodes.filter((node) => node.child.exitCode === null && node.child.signalCode === null);
+      let resumedAt: number | null = null;
+      const onFrame = (frame: Frame): void => {
+        if (frame.event === "WorkflowResumed") resumedAt ??= Date.now();
+      };
+      const watchers = [watchToEnd(alive, runId, 1, onFrame), watchToEnd(alive, runId, 2, onFrame)];
+      await starter.take(40);
+      a.child.kill("SIGKILL");
+      await a.exited;
+      const killedAt = Date.now();
+      const results = await Promise.all(watchers);
+      for (const events of results) {
+        const indices = indicesOf(events);
+        expect(indices).toEqual(range(indices.length));
+        expect(events.at(-1)?.event).toBe("WorkflowCompleted");
+        const resumed = events.find((e) => e.event === "WorkflowResumed");
+        expect(resumed).toMatchObject({ after_crash: true, attempt: 2 });
+      }
+      const took = b.output().includes("took over a run") ? b : c;
+      expect(took.output()).toContain("took over a run");
+      // Its next event (WorkflowResumed) reached a watcher within the lease plus a second of the kill.
+      expect(resumedAt).not.toBeNull();
+      expect(resumedAt! - killedAt).toBeLessThan(LEASE_MS + 1000);
+      const pool = testPool(postgres.url.replace(/\/postgres$/, "/three_nodes"));
+      const { rows } = await pool.query<{ n: number; distinct_n: number; last: number }>(
+        "SELECT count(*)::int AS n, count(DISTINCT event_index)::int AS distinct_n, max(event_index) AS last FROM events WHERE run_id = $1",
+        [runId],
+      );
+      await pool.end();
+      expect(rows[0]).toMatchObject({ n: rows[0]!.last + 1, distinct_n: rows[0]!.last + 1 });
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+
+  it("cancel and signal sent to a node that does not hold the run take effect", async () => {
+    const nodes = await startNodes("two_nodes", 2);
+    const [a, b] = nodes as [ServerProcess, ServerProcess];
+    try {
+      const { client: onA } = await TestClient.connect(a.wsUrl);
+      onA.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 100_000, delayMs: 5 } });
+      const runId = (await onA.next()).run_id as string;
+      await onA.take(5);
+      const { client: onB } = await TestClient.connect(b.wsUrl);
+      onB.send({ action: "cancel-workflow", run_id: runId });
+      expect(await onB.next()).toMatchObject({ event: "cancel_requested", run_id: runId });
+      const frames = await onA.untilTerminal(10_000);
+      expect(frames.at(-1)?.event).toBe("WorkflowCancelled");
+
+      // A run that waits holds no node: a signal sent to B ends the wait A opened.
+      onA.send({ action: "start-workflow", workflow_id: "signalled", message: "m" });
+      const waiting = (await onA.next()).run_id as string;
+      for (let frame = await onA.next(); frame.event !== "WaitStarted"; frame = await onA.next());
+      onB.send({ action: "signal-workflow", run_id: waiting, name: "approved", payload: { by: "bea" } });
+      expect(await onB.next()).toMatchObject({ event: "signal_accepted", delivered: true });
+      const rest = await onA.untilTerminal(10_000);
+      expect(rest.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: "approved by bea" });
+      await onA.close();
+      await onB.close();
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+});
