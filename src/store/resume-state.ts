@@ -20,6 +20,23 @@ export const START_EVENTS = [
   "RunStarted",
 ] as const;
 
+/**
+ * Waiting or paused runs with a step started in their latest attempt, not completed, and
+ * not waiting itself: another branch was running when the process stopped. The same SQL
+ * on SQLite and PostgreSQL.
+ */
+export const INTERRUPTED_WHILE_WAITING_SQL = `SELECT DISTINCT r.run_id
+           FROM runs r JOIN events e ON e.run_id = r.run_id AND e.event = 'StepStarted'
+          WHERE r.status IN ('waiting', 'paused')
+            AND e.event_index > coalesce((SELECT max(x.event_index) FROM events x WHERE x.run_id = r.run_id AND x.event = 'WorkflowResumed'), -1)
+            AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = r.run_id AND c.step_path = e.step_path)
+            AND NOT EXISTS (
+              SELECT 1 FROM step_checkpoints w
+               WHERE w.run_id = r.run_id AND w.step_path LIKE '%${WAIT_SUFFIX}'
+                 AND substr(w.step_path, 1, length(e.step_path) + 1) IN (e.step_path || '~', e.step_path || '!', e.step_path || '#')
+                 AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = r.run_id
+                                   AND d.step_path = substr(w.step_path, 1, length(w.step_path) - ${WAIT_SUFFIX.length})))`;
+
 /** What identifies a start event within an attempt: its name, its node's path, and its loop iteration if any. */
 export function startKey(event: string, stepPath: string, iteration?: number | null): string {
   return iteration === undefined || iteration === null ? `${event}@${stepPath}` : `${event}@${stepPath}#${iteration}`;
@@ -58,21 +75,7 @@ export class ResumeStateReader implements ResumeReads {
       .raw(true);
     // A step started in this attempt, not completed, and not waiting itself: another branch of a
     // waiting run was running when the process stopped.
-    this.selectInterruptedWhileWaiting = db.sqlite
-      .prepare<[], [string]>(
-        `SELECT DISTINCT r.run_id
-           FROM runs r JOIN events e ON e.run_id = r.run_id AND e.event = 'StepStarted'
-          WHERE r.status IN ('waiting', 'paused')
-            AND e.event_index > coalesce((SELECT max(x.event_index) FROM events x WHERE x.run_id = r.run_id AND x.event = 'WorkflowResumed'), -1)
-            AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = r.run_id AND c.step_path = e.step_path)
-            AND NOT EXISTS (
-              SELECT 1 FROM step_checkpoints w
-               WHERE w.run_id = r.run_id AND w.step_path LIKE '%${WAIT_SUFFIX}'
-                 AND substr(w.step_path, 1, length(e.step_path) + 1) IN (e.step_path || '~', e.step_path || '!', e.step_path || '#')
-                 AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = r.run_id
-                                   AND d.step_path = substr(w.step_path, 1, length(w.step_path) - ${WAIT_SUFFIX.length})))`,
-      )
-      .raw(true);
+    this.selectInterruptedWhileWaiting = db.sqlite.prepare<[], [string]>(INTERRUPTED_WHILE_WAITING_SQL).raw(true);
     this.selectLatestStepStart = db.sqlite.prepare<[string, string], { event_index: number }>(
       "SELECT max(event_index) AS event_index FROM events WHERE run_id = ? AND event = 'StepStarted' AND step_path = ?",
     );

@@ -38,7 +38,7 @@ export async function referenceOutput(): Promise<unknown> {
   }
 }
 
-interface StoredEvent {
+export interface StoredEvent {
   event_index: number;
   event: string;
   payload: string;
@@ -57,17 +57,61 @@ export interface TrialOutcome {
   supersededEvents: number;
 }
 
-export async function crashTrial(seed: number, dir: string, expectedOutput: unknown, runs = 3): Promise<TrialOutcome> {
+/** Where a trial's nodes store, and how the trial reads what they stored. */
+export interface TrialStore {
+  /** The `--db` every node of the trial is given. */
+  db: string;
+  events(runId: string): Promise<StoredEvent[]>;
+  checkpoints(runId: string): Promise<{ step_path: string; attempt: number }[]>;
+  close(): Promise<void>;
+}
+
+/** A trial's SQLite file (one node, restarted after the kill). */
+function sqliteTrialStore(db: string): TrialStore {
+  let reader: Database.Database | null = null;
+  const open = (): Database.Database => (reader ??= new Database(db, { readonly: true }));
+  return {
+    db,
+    events: async (runId) =>
+      open().prepare<[string], StoredEvent>("SELECT event_index, event, payload FROM events WHERE run_id = ? ORDER BY event_index").all(runId),
+    checkpoints: async (runId) =>
+      open()
+        .prepare<[string], { step_path: string; attempt: number }>("SELECT step_path, attempt FROM step_checkpoints WHERE run_id = ? AND step_name IS NOT NULL")
+        .all(runId),
+    close: async () => {
+      reader?.close();
+    },
+  };
+}
+
+/** How a trial's service goes on after the kill. */
+export interface TrialNodes {
+  /** The store of the trial with this seed. */
+  store(seed: number, dir: string): Promise<TrialStore>;
+  /** Environment of every node. */
+  env?: Record<string, string>;
+  /** true: a second node runs beside the first from the start and takes its runs over (PostgreSQL); false: the killed node is restarted. */
+  takeover: boolean;
+}
+
+/** One node on a SQLite file, restarted on the same file after the kill. */
+export const RESTART_ON_SQLITE: TrialNodes = { store: async (seed, dir) => sqliteTrialStore(join(dir, `trial-${seed}.db`)), takeover: false };
+
+export async function crashTrial(seed: number, dir: string, expectedOutput: unknown, runs = 3, nodes: TrialNodes = RESTART_ON_SQLITE): Promise<TrialOutcome> {
   const outcome: TrialOutcome = { resumedRuns: 0, restoredSteps: 0, supersededEvents: 0 };
   const random = seededRandom(seed);
-  const db = join(dir, `trial-${seed}.db`);
+  const store = await nodes.store(seed, dir);
+  const db = store.db;
+  const nodeOptions = nodes.env ? { env: nodes.env } : {};
   const effectsFile = join(dir, `effects-${seed}.txt`);
   const delayMs = 5 + Math.floor(random() * 20);
   // The workflow streams about 19 chunks delayMs apart: most kills land mid-run, a few after it ends.
   const killAfterMs = Math.floor(random() * 22 * delayMs);
   const context = `seed ${seed} (delay ${delayMs} ms, kill after ${killAfterMs} ms)`;
 
-  const first = await startServerProcess(["--workflows", FIXTURES, "--db", db]);
+  const first = await startServerProcess(["--workflows", FIXTURES, "--db", db], nodeOptions);
+  // Taking over: the second node serves from the start, and holds none of the first's runs until their leases lapse.
+  const standby = nodes.takeover ? await startServerProcess(["--workflows", FIXTURES, "--db", db], nodeOptions) : null;
   const watchers: { client: TestClient; runId: string }[] = [];
   for (let i = 0; i < runs; i++) {
     const { client } = await TestClient.connect(first.wsUrl);
@@ -85,7 +129,7 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
   expect(await first.exited, context).toBe("SIGKILL");
   await Promise.all(watchers.map((w) => w.client.closed));
 
-  const second = await startServerProcess(["--workflows", FIXTURES, "--db", db]);
+  const second = standby ?? (await startServerProcess(["--workflows", FIXTURES, "--db", db], nodeOptions));
   try {
     const afterRestart = new Map<string, Frame[]>();
     for (const { client, runId } of watchers) {
@@ -98,14 +142,11 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
       await again.close();
     }
 
-    const reader = new Database(db, { readonly: true });
     const effects = existsSync(effectsFile)
       ? readFileSync(effectsFile, "utf8").trim().split("\n").filter(Boolean).map((line) => line.split(" "))
       : [];
     for (const { client, runId } of watchers) {
-      const stored = reader
-        .prepare<[string], StoredEvent>("SELECT event_index, event, payload FROM events WHERE run_id = ? ORDER BY event_index")
-        .all(runId);
+      const stored = await store.events(runId);
       // I1: indices 0..N-1.
       expect(stored.map((e) => e.event_index), context).toEqual(range(stored.length));
       // I5: everything a client saw before the crash is stored, same index, same payload.
@@ -138,11 +179,7 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
       }
 
       // No step with a checkpoint ran again after the attempt that completed it.
-      const checkpoints = reader
-        .prepare<[string], { step_path: string; attempt: number }>(
-          "SELECT step_path, attempt FROM step_checkpoints WHERE run_id = ? AND step_name IS NOT NULL",
-        )
-        .all(runId);
+      const checkpoints = await store.checkpoints(runId);
       const runEffects = effects.filter(([id]) => id === runId);
       for (const checkpoint of checkpoints) {
         const executions = runEffects.filter(([, path]) => path === checkpoint.step_path).map(([, , attempt]) => Number(attempt));
@@ -151,8 +188,8 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
         expect(executions.filter((a) => a === checkpoint.attempt).length, context).toBe(1);
       }
     }
-    reader.close();
   } finally {
+    await store.close();
     expect(await second.stop()).toBe(0);
   }
   return outcome;
@@ -162,7 +199,7 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
  * The crash suite for a list of seeds: one test per trial, then a check that the kills
  * really landed mid-run. Trials are split over two files so vitest runs them on both cores.
  */
-export function crashSuite(seeds: readonly number[]): void {
+export function crashSuite(seeds: readonly number[], nodes: TrialNodes = RESTART_ON_SQLITE): void {
   let temp: ReturnType<typeof tempDir>;
   let expected: unknown;
   const outcomes: TrialOutcome[] = [];
@@ -172,9 +209,10 @@ export function crashSuite(seeds: readonly number[]): void {
   });
   afterAll(() => temp.remove());
 
-  describe("kill -9 at a random moment, restart, reconnect (I1, I5)", () => {
+  const how = nodes.takeover ? "another node takes the runs over, reconnect to it" : "restart, reconnect";
+  describe(`kill -9 at a random moment, ${how} (I1, I5)`, () => {
     it.each(seeds)("seed %i: nothing received is lost, every run finishes once, no completed step reruns", async (seed) => {
-      outcomes.push(await crashTrial(seed, temp.dir, expected));
+      outcomes.push(await crashTrial(seed, temp.dir, expected, 3, nodes));
     });
 
     it("the kills landed mid-run: runs were resumed from checkpoints, partial steps superseded", () => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 import { REPO_ROOT, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 import { indicesOf, isTerminal, TestClient, type Frame } from "../helpers/ws-client.ts";
-import { range } from "../helpers/server.ts";
+import { range, waitFor } from "../helpers/server.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 const LEASE_MS = 1000;
@@ -15,6 +15,13 @@ beforeAll(async () => {
 afterAll(async () => {
   await postgres.stop();
 });
+
+/** The URL of a database the nodes of a test use. */
+function nodesUrl(database: string): string {
+  const url = new URL(postgres.url);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
 
 /** `count` flowd nodes as child processes on one database. */
 async function startNodes(database: string, count: number): Promise<ServerProcess[]> {
@@ -94,7 +101,7 @@ describe("many nodes on one PostgreSQL database", () => {
       // Its next event (WorkflowResumed) reached a watcher within the lease plus a second of the kill.
       expect(resumedAt).not.toBeNull();
       expect(resumedAt! - killedAt).toBeLessThan(LEASE_MS + 1000);
-      const pool = testPool(postgres.url.replace(/\/postgres$/, "/three_nodes"));
+      const pool = testPool(nodesUrl("three_nodes"));
       const { rows } = await pool.query<{ n: number; distinct_n: number; last: number }>(
         "SELECT count(*)::int AS n, count(DISTINCT event_index)::int AS distinct_n, max(event_index) AS last FROM events WHERE run_id = $1",
         [runId],
@@ -102,6 +109,45 @@ describe("many nodes on one PostgreSQL database", () => {
       await pool.end();
       expect(rows[0]).toMatchObject({ n: rows[0]!.last + 1, distinct_n: rows[0]!.last + 1 });
     } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+
+  it("a node stopped with SIGSTOP past its lease, then SIGCONT: its writes to the taken-over run are refused, no index is written twice, it logs that it lost the run", async () => {
+    const nodes = await startNodes("paused_node", 2);
+    const [a, b] = nodes as [ServerProcess, ServerProcess];
+    try {
+      const { client: starter } = await TestClient.connect(a.wsUrl);
+      starter.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 400, delayMs: 10 } });
+      const runId = (await starter.next()).run_id as string;
+      await starter.take(20);
+      a.child.kill("SIGSTOP");
+      // B takes the run over once A's lease lapses, while A is stopped.
+      const { client: onB } = await TestClient.connect(b.wsUrl);
+      onB.send({ action: "reconnect", run_id: runId, last_event_index: -1 });
+      const seen: Frame[] = [];
+      for (let frame = await onB.next(10_000); ; frame = await onB.next(10_000)) {
+        if (typeof frame.event_index === "number") seen.push(frame);
+        if (frame.event === "WorkflowResumed") break;
+      }
+      a.child.kill("SIGCONT");
+      seen.push(...(await onB.untilTerminal(20_000)).filter((frame) => typeof frame.event_index === "number"));
+      await waitFor("node A to log that it lost the run", () => (a.output().includes("lost the run") ? true : undefined));
+      expect(indicesOf(seen)).toEqual(range(seen.length));
+      expect(seen.at(-1)?.event).toBe("WorkflowCompleted");
+      const pool = testPool(nodesUrl("paused_node"));
+      const { rows } = await pool.query<{ n: number; last: number; terminals: number }>(
+        `SELECT count(*)::int AS n, max(event_index) AS last,
+                count(*) FILTER (WHERE event IN ('WorkflowCompleted', 'WorkflowError', 'WorkflowCancelled'))::int AS terminals
+           FROM events WHERE run_id = $1`,
+        [runId],
+      );
+      await pool.end();
+      expect(rows[0]).toEqual({ n: seen.length, last: seen.length - 1, terminals: 1 });
+      await starter.close();
+      await onB.close();
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGCONT");
       await Promise.all(nodes.map((node) => node.stop()));
     }
   }, 60_000);

@@ -146,21 +146,9 @@ export class PgFollowers {
       let checkedRun = !first;
       do {
         following.dirty = false;
-        for (;;) {
-          const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
-            name: "flowd-follow-read",
-            text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
-            values: [following.runId, following.delivered, READ_PAGE],
-          });
-          if (following.stopped) return;
-          if (rows.length > 0) {
-            const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
-            following.delivered = batch.last.index;
-            following.follower.events(batch);
-            if (batch.endsRun) return this.end(following, null);
-          }
-          if (rows.length < READ_PAGE) break;
-        }
+        const stored = await this.deliverStored(following);
+        if (stored === "stopped") return;
+        if (stored === "ended") return this.end(following, null);
         if (!checkedRun) {
           // The first read found the run's end at or before the index followed from, or no run at all.
           checkedRun = true;
@@ -196,25 +184,31 @@ export class PgFollowers {
     }
   }
 
+  /** Delivers what is stored after the follower's index: how that ended. */
+  private async deliverStored(following: Following): Promise<"ended" | "stopped" | "caught-up"> {
+    for (;;) {
+      const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
+        name: "flowd-follow-read",
+        text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
+        values: [following.runId, following.delivered, READ_PAGE],
+      });
+      if (following.stopped) return "stopped";
+      if (rows.length > 0) {
+        const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
+        following.delivered = batch.last.index;
+        following.follower.events(batch);
+        if (batch.endsRun) return "ended";
+      }
+      if (rows.length < READ_PAGE) return "caught-up";
+    }
+  }
+
   /** Delivers what is stored after the follower's index, then `failed` with `reason`. */
   private async pumpThenFail(following: Following, reason: FlowdError): Promise<void> {
     try {
-      for (;;) {
-        const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
-          name: "flowd-follow-read",
-          text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
-          values: [following.runId, following.delivered, READ_PAGE],
-        });
-        if (following.stopped) return;
-        if (rows.length > 0) {
-          const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
-          following.delivered = batch.last.index;
-          following.follower.events(batch);
-          if (batch.endsRun) return following.follower.ended();
-        }
-        if (rows.length < READ_PAGE) break;
-      }
-      if (!following.stopped) following.follower.failed(reason);
+      const stored = await this.deliverStored(following);
+      if (stored === "ended") following.follower.ended();
+      else if (stored === "caught-up") following.follower.failed(reason);
     } catch (error) {
       if (!following.stopped) following.follower.failed(error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error))));
     }

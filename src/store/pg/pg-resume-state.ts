@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { asc, eq, inArray, getTableColumns } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
-import { START_EVENTS, startKey, WAIT_SUFFIX } from "../resume-state.ts";
+import { INTERRUPTED_WHILE_WAITING_SQL, START_EVENTS, startKey, WAIT_SUFFIX } from "../resume-state.ts";
 import type { RunRow } from "../schema.ts";
 import type { ResumeReads, ResumeState, StoredCheckpoint, SuspendedRun } from "../store.ts";
 import { runs, stepCheckpoints } from "./schema.ts";
@@ -43,19 +43,7 @@ export class PgResumeStateReader implements ResumeReads {
   }
 
   async interruptedWhileWaiting(): Promise<Set<string>> {
-    const { rows } = await this.pool.query<{ run_id: string }>(
-      `SELECT DISTINCT r.run_id
-         FROM runs r JOIN events e ON e.run_id = r.run_id AND e.event = 'StepStarted'
-        WHERE r.status IN ('waiting', 'paused')
-          AND e.event_index > ${AFTER_LATEST_RESUME("r.run_id")}
-          AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = r.run_id AND c.step_path = e.step_path)
-          AND NOT EXISTS (
-            SELECT 1 FROM step_checkpoints w
-             WHERE w.run_id = r.run_id AND w.step_path LIKE '%${WAIT_SUFFIX}'
-               AND substr(w.step_path, 1, length(e.step_path) + 1) IN (e.step_path || '~', e.step_path || '!', e.step_path || '#')
-               AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = r.run_id
-                                 AND d.step_path = substr(w.step_path, 1, length(w.step_path) - ${WAIT_SUFFIX.length})))`,
-    );
+    const { rows } = await this.pool.query<{ run_id: string }>(INTERRUPTED_WHILE_WAITING_SQL);
     return new Set(rows.map((row) => row.run_id));
   }
 

@@ -30,8 +30,14 @@ function newNodeId(): string {
   return `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
 }
 
-function newPool(url: string, onError: (error: unknown) => void): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
+function newPool(url: string, onError: (error: unknown) => void, leaseMs?: number): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: POOL_SIZE,
+    // A node stalled inside a commit (paused, cut off) holds its runs' row locks: the
+    // database ends its session after a lease, so that another node can take them over.
+    ...(leaseMs === undefined ? {} : { options: `-c idle_in_transaction_session_timeout=${leaseMs}` }),
+  });
   // An idle connection's error (the server restarted, a network cut) must not crash the node.
   pool.on("error", onError);
   return pool;
@@ -40,7 +46,7 @@ function newPool(url: string, onError: (error: unknown) => void): pg.Pool {
 /** The server's store on PostgreSQL: one node among any number on the same database. */
 export async function openPgStore(url: string, leaseMs: number, hooks: StoreHooks): Promise<Store> {
   await migratePostgres(url);
-  const pool = newPool(url, (error) => hooks.onBackgroundError(error, "an idle PostgreSQL connection failed"));
+  const pool = newPool(url, (error) => hooks.onBackgroundError(error, "an idle PostgreSQL connection failed"), leaseMs);
   const orm = drizzle(pool);
   const leases = new RunLeases(pool, newNodeId(), leaseMs);
   let log: PgEventLog | null = null;
