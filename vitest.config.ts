@@ -6,6 +6,18 @@ import { defineConfig } from "vitest/config";
  */
 const BOTH_DATABASES = [
   "test/transport/http-api.test.ts",
+  "test/transport/ws-reconnect.test.ts",
+  "test/transport/runs-that-wait.test.ts",
+  "test/transport/idempotent-starts.test.ts",
+  "test/transport/slow-subscriber.test.ts",
+  "test/transport/sse-resume.test.ts",
+  "test/transport/ws-bad-input.test.ts",
+  "test/transport/hostile-clients.test.ts",
+  "test/engine/cancel.test.ts",
+  "test/engine/composites.test.ts",
+  "test/recovery/waits-crash.test.ts",
+  "test/agents/content-creation.test.ts",
+  "test/agents/agent-restart.test.ts",
   "test/transport/ws-auth.test.ts",
   "test/transport/access-policy.test.ts",
   "test/agents/agent-step.test.ts",

@@ -117,6 +117,11 @@ export class RunFeed {
     }
     // Stopped while the page was read (the subscriber went away).
     if (this.closed) return;
+    // Filled meanwhile by other writes of the connection: the page is read again once it drains.
+    if (page && !this.sink.hasRoom()) {
+      this.waitForDrain();
+      return;
+    }
     // Nothing is stored after a run's terminal event: if a page has it, it is the last.
     if (page && !this.deliver(page.batch)) {
       if (!this.closed) this.waitForDrain();

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { range, startServer, storedIndices, type TestServer } from "../helpers/server.ts";
+import { range, startServer, type TestServer } from "../helpers/server.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 
 let t: TestServer;
@@ -28,16 +28,14 @@ describe("cancel-workflow", () => {
     expect(indicesOf(all)).toEqual(range(all.length));
     expect(all.filter((f) => f.event === "RunContent").length).toBeLessThan(100);
 
-    const reader = t.openReader();
-    const row = reader.prepare("SELECT status, cancel_requested_at, finished_at FROM runs WHERE run_id = ?").get(runId) as {
-      status: string;
-      cancel_requested_at: number | null;
-      finished_at: number | null;
-    };
-    expect(row.status).toBe("cancelled");
-    expect(row.cancel_requested_at).not.toBeNull();
-    expect(row.finished_at).not.toBeNull();
-    expect(storedIndices(reader, runId)).toEqual(range(all.length));
+    const [row] = await t.query<{ status: string; cancel_requested_at: number | null; finished_at: number | null }>(
+      "SELECT status, cancel_requested_at, finished_at FROM runs WHERE run_id = ?",
+      runId,
+    );
+    expect(row!.status).toBe("cancelled");
+    expect(row!.cancel_requested_at).not.toBeNull();
+    expect(row!.finished_at).not.toBeNull();
+    expect(await t.storedIndices(runId)).toEqual(range(all.length));
 
     // A finished run cannot be cancelled again.
     expect(await canceller.request({ action: "cancel-workflow", run_id: runId })).toMatchObject({

@@ -21,12 +21,12 @@ async function run(workflowId: string, message: string): Promise<{ sequence: str
   return { sequence, frames };
 }
 
-function runRow(runId: unknown): { status: string; output: string | null; error: string | null } {
-  return t.openReader().prepare("SELECT status, output, error FROM runs WHERE run_id = ?").get(runId) as {
-    status: string;
-    output: string | null;
-    error: string | null;
-  };
+async function runRow(runId: unknown): Promise<{ status: string; output: string | null; error: string | null } | undefined> {
+  const [row] = await t.query<{ status: string; output: string | null; error: string | null }>(
+    "SELECT status, CAST(output AS TEXT) AS output, error FROM runs WHERE run_id = ?",
+    runId,
+  );
+  return row;
 }
 
 describe("composite steps emit the AgentOS event sequence", () => {
@@ -46,7 +46,7 @@ describe("composite steps emit the AgentOS event sequence", () => {
     ]);
     expect(frames.at(-1)?.content).toBe("hi!|hi!?");
     expect(frames.find((f) => f.step_name === "second")?.step_path).toBe("0.1");
-    expect(runRow(frames[0]?.run_id)).toMatchObject({ status: "completed", output: JSON.stringify("hi!|hi!?") });
+    expect(await runRow(frames[0]?.run_id)).toMatchObject({ status: "completed", output: JSON.stringify("hi!|hi!?") });
   });
 
   it("Parallel runs branches concurrently and outputs each branch by name", async () => {
@@ -143,7 +143,7 @@ describe("composite steps emit the AgentOS event sequence", () => {
     expect(frames.filter((f) => f.event === "RunContent")).toHaveLength(count);
     expect(frames.find((f) => f.event === "StepCompleted")?.content).toBe(text);
     expect(frames.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: text });
-    expect(runRow(frames[0]?.run_id)).toMatchObject({ status: "completed", output: JSON.stringify(text) });
+    expect(await runRow(frames[0]?.run_id)).toMatchObject({ status: "completed", output: JSON.stringify(text) });
   });
 
   it("a throwing step gives StepError then WorkflowError, and the run row keeps the message", async () => {
@@ -158,7 +158,7 @@ describe("composite steps emit the AgentOS event sequence", () => {
     ]);
     expect(frames[4]?.error).toBe("disk on fire");
     expect(frames.at(-1)?.error).toBe('Step "explode" failed: disk on fire');
-    expect(runRow(frames[0]?.run_id)).toMatchObject({ status: "error", error: 'Step "explode" failed: disk on fire' });
+    expect(await runRow(frames[0]?.run_id)).toMatchObject({ status: "error", error: 'Step "explode" failed: disk on fire' });
   });
 
   it("every run event carries the envelope fields AgentOS clients read", async () => {

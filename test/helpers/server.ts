@@ -8,7 +8,9 @@ import { pino } from "pino";
 import { serve, type FlowdServer, type ServeOptions } from "../../src/serve.ts";
 import type { WorkflowDefinition } from "../../src/workflows/definition.ts";
 import { testWorkflows } from "../fixtures/workflows.ts";
-import { startPostgres, type TestPostgres } from "../../testkit/postgres.ts";
+import type pg from "pg";
+import { isPostgresUrl } from "../../src/store/open-store.ts";
+import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 
 /** Whether this run of the suite stores on PostgreSQL (the vitest project "postgres"). */
 export const ON_POSTGRES = process.env.FLOWD_TEST_STORE === "postgres";
@@ -33,8 +35,12 @@ export interface TestServer {
   wsUrl: string;
   url: string;
   dbPath: string;
-  /** A separate read-only connection to the server's file, as a `sqlite3` shell would open it. */
+  /** A separate read-only connection to the server's file, as a `sqlite3` shell would open it (SQLite only). */
   openReader(): Database.Database;
+  /** Rows of a query (`?` placeholders; SQL both databases speak) on the server's database, SQLite or PostgreSQL. */
+  query<T>(sql: string, ...params: unknown[]): Promise<T[]>;
+  /** The stored event indices of a run, in order. */
+  storedIndices(runId: string): Promise<number[]>;
   close(): Promise<void>;
 }
 
@@ -104,19 +110,37 @@ export async function startServer(
     logger: pino({ level: "silent" }),
   });
   const readers: Database.Database[] = [];
+  let pool: pg.Pool | null = null;
+  const query = async <T>(sql: string, ...params: unknown[]): Promise<T[]> => {
+    if (!isPostgresUrl(dbPath)) {
+      const reader = new Database(dbPath, { readonly: true, fileMustExist: true });
+      try {
+        return reader.prepare(sql).all(...params) as T[];
+      } finally {
+        reader.close();
+      }
+    }
+    pool ??= testPool(dbPath);
+    let n = 0;
+    return (await pool.query(sql.replace(/\?/g, () => `$${++n}`), params)).rows as T[];
+  };
   return {
+    query,
+    storedIndices: async (runId) =>
+      (await query<{ event_index: number }>("SELECT event_index FROM events WHERE run_id = ? ORDER BY event_index", runId)).map((row) => row.event_index),
     server,
     wsUrl: server.wsUrl,
     url: server.url,
     dbPath,
     openReader: () => {
-      if (ON_POSTGRES) throw new Error("openReader reads a SQLite file; this test runs on PostgreSQL");
+      if (isPostgresUrl(dbPath)) throw new Error("openReader reads a SQLite file; this test runs on PostgreSQL");
       const reader = new Database(dbPath, { readonly: true, fileMustExist: true });
       readers.push(reader);
       return reader;
     },
     close: async () => {
       for (const reader of readers) reader.close();
+      await pool?.end();
       await server.close();
       temp.remove();
     },

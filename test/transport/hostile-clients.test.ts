@@ -214,7 +214,7 @@ describe("a start with input nested 10,000 deep", () => {
     expect(frames.at(-1)?.event).toBe("WorkflowCompleted");
     // The socket is unharmed, and no run was created for the refused start.
     expect(await hostile.request({ action: "ping" })).toMatchObject({ event: "pong" });
-    expect(t.openReader().prepare("SELECT count(*) AS n FROM runs").get()).toEqual({ n: 1 });
+    expect(await t.query("SELECT CAST(count(*) AS INTEGER) AS n FROM runs")).toEqual([{ n: 1 }]);
     await Promise.all([hostile.close(), bystander.close()]);
   });
 

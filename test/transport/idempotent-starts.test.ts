@@ -31,8 +31,8 @@ async function sseEvents(response: Response): Promise<Json[]> {
   return new SseParser().push(await response.text()).map((message) => JSON.parse(message.data) as Json);
 }
 
-function runCount(t: TestServer, workflowId: string): number {
-  return (t.openReader().prepare("SELECT count(*) AS n FROM runs WHERE workflow_id = ?").get(workflowId) as { n: number }).n;
+async function runCount(t: TestServer, workflowId: string): Promise<number> {
+  return (await t.query<{ n: number }>("SELECT CAST(count(*) AS INTEGER) AS n FROM runs WHERE workflow_id = ?", workflowId))[0]!.n;
 }
 
 const TICKS = { additional_data: { count: 20, delayMs: 5 } };
@@ -48,7 +48,7 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
       expect(events.at(-1)?.event).toBe("WorkflowCompleted");
       expect(events).toHaveLength(streams[0]!.length);
     }
-    expect(runCount(t, "ticker")).toBe(1);
+    expect(await runCount(t, "ticker")).toBe(1);
   });
 
   it("a WebSocket start with the key a REST start used joins that run from index 0, and a background repeat answers its JSON", async () => {
@@ -63,7 +63,7 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
     const again = await start(t, "shared", { ...TICKS, background: true });
     expect(again.status).toBe(202);
     expect(await again.json()).toMatchObject({ run_id: first.run_id, status: "completed" });
-    expect(runCount(t, "ticker")).toBe(1);
+    expect(await runCount(t, "ticker")).toBe(1);
   });
 
   it("the same key with a different message or data is a 409 that names the run, on both transports, and starts nothing", async () => {
@@ -86,7 +86,7 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
     // The socket is still usable.
     expect(await client.request({ action: "ping" })).toEqual({ event: "pong" });
     await client.close();
-    expect(runCount(t, "ticker")).toBe(1);
+    expect(await runCount(t, "ticker")).toBe(1);
   });
 
   it("a key is scoped to its workflow, and starts without a key are never deduplicated", async () => {
@@ -96,7 +96,7 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
     expect(a.run_id).not.toBe(b.run_id);
     await start(t, null, { background: true }, "steps-flow");
     await start(t, null, { background: true }, "steps-flow");
-    expect(runCount(t, "steps-flow")).toBe(3);
+    expect(await runCount(t, "steps-flow")).toBe(3);
   });
 
   it("a key outlives a restart, and starts a new run once it is older than FLOWD_IDEMPOTENCY_TTL", async () => {
@@ -131,6 +131,6 @@ describe("idempotent starts (Idempotency-Key, idempotency_key)", () => {
     expect(error).toMatchObject({ event: "error", code: "INVALID_MESSAGE" });
     expect(String(error.error)).toContain("idempotency_key");
     await client.close();
-    expect(runCount(t, "ticker")).toBe(0);
+    expect(await runCount(t, "ticker")).toBe(0);
   });
 });

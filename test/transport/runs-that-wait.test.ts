@@ -82,7 +82,7 @@ describe("pause and continue (AgentOS shapes)", () => {
       pause_kind: "step",
       step_requirements: [{ step_id: "1", step_name: "send", requires_confirmation: true, confirmed: null, on_reject: "skip" }],
     });
-    const overview = t.openReader().prepare("SELECT status, wait_kind, wait_name FROM run_overview WHERE run_id = ?").get(runId);
+    const [overview] = await t.query("SELECT status, wait_kind, wait_name FROM run_overview WHERE run_id = ?", runId);
     expect(overview).toEqual({ status: "paused", wait_kind: "confirmation", wait_name: "send" });
   });
 
@@ -244,7 +244,9 @@ describe("durable sleep and signals", () => {
     await post(`${t.url}/runs/${early}/signals/approved`, { by: "second" });
     expect((await untilStatus(t, early, "completed")).content).toBe("approved by early bird");
     // Taken in the transaction that recorded the wait's end; the one left was dropped when the run ended.
-    const mailbox = t.openReader().prepare("SELECT json_extract(payload, '$.by') AS by FROM signals WHERE run_id = ?").all(early);
+    const mailbox = (await t.query<{ payload: unknown }>("SELECT payload FROM signals WHERE run_id = ?", early)).map((row) => ({
+      by: (typeof row.payload === "string" ? (JSON.parse(row.payload) as { by: string }) : (row.payload as { by: string })).by,
+    }));
     expect(mailbox).toEqual([]);
     const discarded = (await events(t, early)).find((event) => event.event === "CustomEvent");
     expect(discarded).toMatchObject({ name: "signal_discarded", data: { signal: "approved", reason: expect.stringContaining("by") } });
@@ -427,7 +429,7 @@ describe("a waiting run whose workflow this server does not load", () => {
       expect(signal).toMatchObject({ status: 503, json: { code: "RUN_NOT_RESUMED" } });
     }
     expect((await getRun(partial, paused)).last_event_index).toBe(4);
-    expect(partial.openReader().prepare("SELECT count(*) AS n FROM signals").get()).toEqual({ n: 0 });
+    expect(await partial.query("SELECT CAST(count(*) AS INTEGER) AS n FROM signals")).toEqual([{ n: 0 }]);
     // Cancel needs nothing of the workflow: it ends the waiting run at once.
     expect((await post(`${partial.url}/workflows/signalled/runs/${waiting}/cancel`, null)).status).toBe(200);
     await untilStatus(partial, waiting, "cancelled");
@@ -451,10 +453,11 @@ describe("a long paused history", () => {
       expect(answer.status).toBe(200);
     }
     await untilStatus(t, runId, "paused");
-    const last = t.openReader()
-      .prepare("SELECT payload FROM events WHERE run_id = ? AND event = 'WorkflowPaused' ORDER BY event_index DESC LIMIT 1")
-      .get(runId) as { payload: string };
-    expect((JSON.parse(last.payload) as { step_requirements: unknown[] }).step_requirements).toHaveLength(101);
+    const [last] = await t.query<{ payload: string }>(
+      "SELECT payload FROM events WHERE run_id = ? AND event = 'WorkflowPaused' ORDER BY event_index DESC LIMIT 1",
+      runId,
+    );
+    expect((JSON.parse(last!.payload) as { step_requirements: unknown[] }).step_requirements).toHaveLength(101);
     const { client } = await TestClient.connect(t.wsUrl);
     client.send({ action: "reconnect", run_id: runId, last_event_index: -1 });
     client.send({ action: "continue-workflow", workflow_id: "pause-on-error", run_id: runId, step_requirements: [{ decision: "retry" }] });

@@ -1,6 +1,6 @@
 import type { Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { range, startServer, storedIndices, waitFor, type TestServer } from "../helpers/server.ts";
+import { range, startServer, waitFor, type TestServer } from "../helpers/server.ts";
 import { TestClient, indicesOf, type Frame } from "../helpers/ws-client.ts";
 import { SseParser } from "../../src/protocol/sse.ts";
 
@@ -21,8 +21,8 @@ afterAll(async () => {
   await t.close();
 });
 
-function runStatus(runId: string): string {
-  return (t.openReader().prepare("SELECT status FROM runs WHERE run_id = ?").get(runId) as { status: string }).status;
+async function runStatus(runId: string): Promise<string> {
+  return (await t.query<{ status: string }>("SELECT status FROM runs WHERE run_id = ?", runId))[0]!.status;
 }
 
 describe("a stalled subscriber (I6)", () => {
@@ -39,7 +39,7 @@ describe("a stalled subscriber (I6)", () => {
     // The run and the fast subscriber finish while the slow one reads nothing.
     const fast = await starter.untilTerminal(60_000);
     expect(indicesOf(fast).at(-1)).toBe(TOTAL - 1);
-    await waitFor("the run to complete", () => (runStatus(runId) === "completed" ? true : undefined), 30_000);
+    await waitFor("the run to complete", async () => ((await runStatus(runId)) === "completed" ? true : undefined), 30_000);
     const receivedWhilePaused = slow.received.length;
     expect(receivedWhilePaused).toBeLessThan(TOTAL / 2);
 
@@ -48,7 +48,7 @@ describe("a stalled subscriber (I6)", () => {
     const runEvents = slow.received.filter((f: Frame) => typeof f.event_index === "number");
     expect(indicesOf(runEvents)).toEqual(range(TOTAL));
     expect(rest.at(-1)?.event).toBe("WorkflowCompleted");
-    expect(storedIndices(t.openReader(), runId)).toEqual(range(TOTAL));
+    expect(await t.storedIndices(runId)).toEqual(range(TOTAL));
     await Promise.all([starter.close(), slow.close()]);
   });
 
@@ -116,7 +116,7 @@ describe("a stalled subscriber (I6)", () => {
       for (const message of parser.push(value)) ids.push(Number(message.id));
       if (!paused && ids.length > 100) {
         paused = true;
-        await waitFor("the run to complete", () => (runStatus(runId) === "completed" ? true : undefined), 30_000);
+        await waitFor("the run to complete", async () => ((await runStatus(runId)) === "completed" ? true : undefined), 30_000);
       }
     }
     expect(ids).toEqual(range(TOTAL));

@@ -1,7 +1,7 @@
 import { Socket, createServer, type Server } from "node:net";
 import { EventSource } from "eventsource";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { range, startServer, storedIndices, type TestServer } from "../helpers/server.ts";
+import { range, startServer, type TestServer } from "../helpers/server.ts";
 
 /** A TCP proxy in front of the server that can cut every connection through it, like a flaky network. */
 async function startProxy(targetPort: number): Promise<{ port: number; cutAll: () => void; close: () => Promise<void> }> {
@@ -79,7 +79,7 @@ describe("a browser EventSource on /runs/{id}/events", () => {
       source.close();
       expect(opens).toBeGreaterThanOrEqual(3);
       expect(seen).toEqual(range(154));
-      expect(storedIndices(t.openReader(), runId)).toEqual(seen);
+      expect(await t.storedIndices(runId)).toEqual(seen);
     } finally {
       await proxy.close();
     }

@@ -1,6 +1,6 @@
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { range, startServer, storedIndices, type TestServer } from "../helpers/server.ts";
+import { range, startServer, type TestServer } from "../helpers/server.ts";
 import { TestClient, indicesOf } from "../helpers/ws-client.ts";
 
 let t: TestServer;
@@ -113,7 +113,7 @@ describe("bad input gets a clear error and leaves the socket, the server and the
     const rest = await watcher.untilTerminal();
     expect(indicesOf([started, ...rest])).toEqual(range(rest.length + 1));
     expect(rest.at(-1)?.event).toBe("WorkflowCompleted");
-    expect(storedIndices(t.openReader(), started.run_id as string)).toEqual(range(rest.length + 1));
+    expect(await t.storedIndices(started.run_id as string)).toEqual(range(rest.length + 1));
     await watcher.close();
 
     const { client: fresh, hello } = await TestClient.connect(t.wsUrl);

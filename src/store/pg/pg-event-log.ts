@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { errorMessage, Errors, FlowdError } from "../../errors.ts";
-import { CommittedEvent, EventBatch, type RunEventBody, type RunEventName } from "../../protocol/run-events.ts";
+import { EventBatch, type CommittedEvent, type RunEventBody } from "../../protocol/run-events.ts";
 import { newRunRow } from "../event-log.ts";
 import type { Checkpoint, PendingWrite } from "../batch-plan.ts";
 import type { LogPage } from "../event-reader.ts";
@@ -9,13 +9,12 @@ import type { RunRow } from "../schema.ts";
 import type { NewRun, RunLog } from "../store.ts";
 import type { PgBatchWriter } from "./pg-batch-writer.ts";
 import type { PgFollowers } from "./pg-followers.ts";
+import { readPgPage } from "./pg-page-read.ts";
 
 /** Events queued after which a producer waits for the commit before it goes on. */
 const MAX_PENDING = 4000;
 /** How long producers that never await I/O run before they let the event loop serve sockets and commits. */
 const PRODUCER_SLICE_MS = 1;
-/** Events per page read while a subscriber catches up (a page also ends at the query's limit). */
-const PAGE_MAX_ROWS = 1000;
 
 /** PostgreSQL's answers that say the database itself refuses (connection lost, shutting down, out of resources). */
 function failedForWholeDatabase(error: unknown): boolean {
@@ -27,6 +26,9 @@ function failedForWholeDatabase(error: unknown): boolean {
 
 const startKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
 
+/** How long this node remembers an idempotent start after its commit (longer than any read of the key takes). */
+const RECENT_START_MS = 60_000;
+
 /**
  * The run event log on PostgreSQL: the same contract as EventLog on SQLite (group commit,
  * one append path, committed before anyone is told), with commits that take a round trip.
@@ -37,7 +39,12 @@ const startKey = (workflowId: string, key: string): string => `${workflowId}\u00
 export class PgEventLog implements RunLog {
   private pending: PendingWrite[] = [];
   private pendingRuns = new Set<string>();
-  private pendingStarts = new Map<string, { run: RunRow; requestHash: string }>();
+  /**
+   * Idempotent starts of this node not yet committed, and those committed in the last
+   * RECENT_START_MS: a repeat whose database read began before the first one committed
+   * finds it here (on SQLite the read and the commit cannot interleave).
+   */
+  private readonly recentStarts = new Map<string, { run: RunRow; requestHash: string; committedAt: number | null }>();
   /** Waiters for the batch not yet taken, and for the batch in flight. */
   private nextWaiters: (() => void)[] = [];
   private inFlight: Promise<void> | null = null;
@@ -62,13 +69,26 @@ export class PgEventLog implements RunLog {
   createRun(run: NewRun): RunRow {
     const row = newRunRow(run, Date.now());
     this.pendingRuns.add(run.runId);
-    if (run.idempotency) this.pendingStarts.set(startKey(run.workflowId, run.idempotency.key), { run: row, requestHash: run.idempotency.requestHash });
+    if (run.idempotency) {
+      this.forgetOldStarts();
+      this.recentStarts.set(startKey(run.workflowId, run.idempotency.key), { run: row, requestHash: run.idempotency.requestHash, committedAt: null });
+    }
     this.enqueue({ kind: "run", runId: run.runId, row, idempotency: run.idempotency });
     return row;
   }
 
   pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined {
-    return this.pendingStarts.get(startKey(workflowId, key));
+    this.forgetOldStarts();
+    return this.recentStarts.get(startKey(workflowId, key));
+  }
+
+  private forgetOldStarts(): void {
+    const before = Date.now() - RECENT_START_MS;
+    for (const [key, start] of this.recentStarts) {
+      // In insertion order: the first one that is not old ends the scan.
+      if (start.committedAt === null || start.committedAt >= before) break;
+      this.recentStarts.delete(key);
+    }
   }
 
   append(runId: string, body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number): void {
@@ -200,10 +220,13 @@ export class PgEventLog implements RunLog {
         }
       }
     }
-    if (this.pendingRuns.size > 0) {
-      for (const write of batch) if (write.kind === "run") this.pendingRuns.delete(write.runId);
+    const now = Date.now();
+    for (const write of batch) {
+      if (write.kind !== "run") continue;
+      this.pendingRuns.delete(write.runId);
+      const start = write.idempotency ? this.recentStarts.get(startKey(write.row.workflowId, write.idempotency.key)) : undefined;
+      if (start) start.committedAt = now;
     }
-    if (this.pendingStarts.size > 0 && this.pendingRuns.size === 0) this.pendingStarts = new Map();
     this.publish(committed);
     for (const [runId, cause] of failed) {
       if (cause instanceof FlowdError && cause.code === "LEASE_LOST") {
@@ -239,14 +262,7 @@ export class PgEventLog implements RunLog {
 
   async readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null> {
     if (this.pendingRuns.has(runId)) return null;
-    const size = Math.min(limit, PAGE_MAX_ROWS);
-    const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
-      name: "flowd-read-page",
-      text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
-      values: [runId, afterIndex, size],
-    });
-    if (rows.length === 0) return null;
-    const batch = new EventBatch(rows.map((row) => new CommittedEvent(runId, row.event_index, row.event, row.payload)));
-    return { batch, full: rows.length === size };
+    return readPgPage(this.pool, runId, afterIndex, limit);
   }
+
 }

@@ -1,9 +1,10 @@
 import type pg from "pg";
 import { Errors, FlowdError, errorMessage } from "../../errors.ts";
-import { CommittedEvent, EventBatch, type RunEventName } from "../../protocol/run-events.ts";
+import type { EventBatch } from "../../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../../protocol/run-status.ts";
 import type { RunFollower } from "../notifier.ts";
 import type { CommitNotice } from "./commit-listener.ts";
+import { readPgPage } from "./pg-page-read.ts";
 
 /** Events read per query while a follower catches up. */
 const READ_PAGE = 1000;
@@ -187,19 +188,13 @@ export class PgFollowers {
   /** Delivers what is stored after the follower's index: how that ended. */
   private async deliverStored(following: Following): Promise<"ended" | "stopped" | "caught-up"> {
     for (;;) {
-      const { rows } = await this.pool.query<{ event_index: number; event: RunEventName; payload: string }>({
-        name: "flowd-follow-read",
-        text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT $3",
-        values: [following.runId, following.delivered, READ_PAGE],
-      });
+      const page = await readPgPage(this.pool, following.runId, following.delivered, READ_PAGE);
       if (following.stopped) return "stopped";
-      if (rows.length > 0) {
-        const batch = new EventBatch(rows.map((row) => new CommittedEvent(following.runId, row.event_index, row.event, row.payload)));
-        following.delivered = batch.last.index;
-        following.follower.events(batch);
-        if (batch.endsRun) return "ended";
-      }
-      if (rows.length < READ_PAGE) return "caught-up";
+      if (!page) return "caught-up";
+      following.delivered = page.batch.last.index;
+      following.follower.events(page.batch);
+      if (page.batch.endsRun) return "ended";
+      if (!page.full) return "caught-up";
     }
   }
 

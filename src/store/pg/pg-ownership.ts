@@ -12,6 +12,12 @@ import { WAKE_CHANNEL } from "./commit-listener.ts";
 export class PgOwnership implements RunOwnership, Fencing {
   readonly shared = true;
   private readonly epochs = new Map<string, number>();
+  /** Claims under way, so that two at once for one run take one lease (not one each, the first then fenced out). */
+  private readonly claiming = new Map<string, Promise<boolean>>();
+  /** Runs given up once what was appended for them is committed (unless claimed again first). */
+  private readonly releasing = new Set<string>();
+  /** Resolves once everything appended so far is committed (the log's). */
+  flushed: () => Promise<void> = () => Promise.resolve();
   /** Runs this node was told a cancel was asked for (told once). */
   private readonly cancelsSeen = new Set<string>();
   private hooks: OwnershipHooks | null = null;
@@ -44,26 +50,45 @@ export class PgOwnership implements RunOwnership, Fencing {
     this.epochs.set(runId, 1);
   }
 
-  async claim(runId: string): Promise<boolean> {
-    if (this.epochs.has(runId)) return true;
-    const epoch = await this.leases.acquire(runId);
-    if (epoch === null) return false;
-    this.epochs.set(runId, epoch);
-    this.cancelsSeen.delete(runId);
-    this.onRegained(runId);
-    return true;
+  claim(runId: string): Promise<boolean> {
+    this.releasing.delete(runId);
+    if (this.epochs.has(runId)) return Promise.resolve(true);
+    let claim = this.claiming.get(runId);
+    if (!claim) {
+      claim = this.leases.acquire(runId).then(
+        (epoch) => {
+          this.claiming.delete(runId);
+          if (epoch === null) return false;
+          this.epochs.set(runId, epoch);
+          this.cancelsSeen.delete(runId);
+          this.onRegained(runId);
+          return true;
+        },
+        (error: unknown) => {
+          this.claiming.delete(runId);
+          throw error;
+        },
+      );
+      this.claiming.set(runId, claim);
+    }
+    return claim;
   }
 
   release(runId: string): void {
-    const epoch = this.epochs.get(runId);
-    if (epoch === undefined) return;
-    this.epochs.delete(runId);
-    this.cancelsSeen.delete(runId);
-    this.leases.release(runId, epoch).catch((error: unknown) => this.onError(error, "releasing a run's lease"));
+    if (!this.epochs.has(runId) || this.releasing.has(runId)) return;
+    // What was appended for it must commit under this node's lease first.
+    this.releasing.add(runId);
+    void this.flushed().then(() => {
+      const epoch = this.epochs.get(runId);
+      if (!this.releasing.delete(runId) || epoch === undefined) return;
+      this.epochs.delete(runId);
+      this.cancelsSeen.delete(runId);
+      this.leases.release(runId, epoch).catch((error: unknown) => this.onError(error, "releasing a run's lease"));
+    });
   }
 
   holds(runId: string): boolean {
-    return this.epochs.has(runId);
+    return this.epochs.has(runId) && !this.releasing.has(runId);
   }
 
   /** Another node (or this one) asked to look at the run again. */
@@ -124,8 +149,10 @@ export class PgOwnership implements RunOwnership, Fencing {
     clearInterval(this.renewTimer);
     clearInterval(this.scanTimer);
     if (!handOver) return;
+    await this.flushed();
     const held = [...this.epochs];
     this.epochs.clear();
+    this.releasing.clear();
     await Promise.all(held.map(([runId, epoch]) => this.leases.release(runId, epoch).catch((error: unknown) => this.onError(error, "handing a run over"))));
     await Promise.all(held.map(([runId]) => this.pool.query("SELECT pg_notify($1, $2)", [WAKE_CHANNEL, runId]).catch(() => {})));
   }

@@ -56,6 +56,7 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
     hooks.onLost(runId, error),
   );
   log = eventLog;
+  ownership.flushed = () => eventLog.flushed();
   let listening = true;
   const listener = new CommitListener(
     url,
