@@ -7,6 +7,7 @@
  *
  *   npm run bench              all of them
  *   npm run bench -- B2 B5     some of them
+ *   npm run bench -- --db postgres          the PostgreSQL ones (B1-pg, B3-pg, B6-pg, B14; see postgres.ts)
  *
  * FLOWD_SYNC=FULL npm run bench measures the power-loss-safe mode (the default is NORMAL, as the server's).
  * BENCH_SCALE=0.1 shrinks every workload (for a quick look; publish figures at scale 1).
@@ -36,6 +37,7 @@ import {
 } from "./lib/harness.ts";
 import { percentile } from "./lib/percentile.ts";
 import { handoffLatency, sleepingRuns } from "./lib/waits.ts";
+import { postgresBenches } from "./postgres.ts";
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const SYNC = (process.env.FLOWD_SYNC ?? "NORMAL").toUpperCase() === "FULL" ? "FULL" : "NORMAL";
@@ -444,10 +446,19 @@ const benches: Record<string, Bench> = {
 
 // A benchmark whose promise never settles would otherwise end the process silently.
 const keepAlive = setInterval(() => {}, 1 << 30);
-const selected = process.argv.slice(2).filter((a) => a in benches);
-console.error(`flowd benchmarks (scale ${SCALE}, synchronous=${SYNC}) on ${(await import("node:os")).cpus().length} cores`);
-for (const name of selected.length > 0 ? selected : Object.keys(benches)) {
-  await benches[name]!();
+const args = process.argv.slice(2);
+const dbAt = args.indexOf("--db");
+const onPostgres = dbAt >= 0 && /^postgres/i.test(args[dbAt + 1] ?? "");
+const postgres = onPostgres ? postgresBenches({ n, frame: FRAME, bytes: BYTES, seconds: 3 * SCALE }) : null;
+const suite: Record<string, Bench> = postgres ? postgres.benches : benches;
+const selected = args.filter((a) => a in suite);
+console.error(`flowd benchmarks (scale ${SCALE}, ${onPostgres ? "PostgreSQL" : `SQLite, synchronous=${SYNC}`}) on ${(await import("node:os")).cpus().length} cores`);
+try {
+  for (const name of selected.length > 0 ? selected : Object.keys(suite)) {
+    await suite[name]!();
+  }
+} finally {
+  await postgres?.stop();
 }
 clearInterval(keepAlive);
 // Child processes and sockets of finished benchmarks must not keep the report waiting.

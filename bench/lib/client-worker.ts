@@ -10,6 +10,7 @@ type Plan =
   | { kind: "start"; url: string; clients: number; workflow: string; data: Record<string, unknown>; warmup?: Record<string, unknown>; rounds?: number }
   | { kind: "follow"; url: string; clients: number; runId: string; fromIndex: number }
   | { kind: "latency"; url: string; data: Record<string, unknown> }
+  | { kind: "latency-across"; url: string; watchUrl: string; data: Record<string, unknown> }
   | { kind: "catchup"; url: string; runId: string; expect: number }
   | { kind: "idle"; url: string; connections: number }
   | { kind: "raw"; url: string; clients: number; expect: number }
@@ -91,6 +92,11 @@ function consume(socket: WebSocket, onFrame: (frame: Frame, at: number) => boole
 }
 
 const TERMINAL = new Set(["WorkflowCompleted", "WorkflowError", "WorkflowCancelled"]);
+
+/** The run id of a frame (the first one a start answers with). */
+function peekRunId(data: Buffer): unknown {
+  return (JSON.parse(data.toString()) as { run_id?: unknown }).run_id;
+}
 
 /**
  * Sends `request` and reads the socket's events: frames are peeked at until the first
@@ -198,6 +204,35 @@ async function main(): Promise<void> {
       socket.send(JSON.stringify({ action: "start-workflow", workflow_id: "paced", additional_data: plan.data }));
       await done;
       socket.terminate();
+      output({ count: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: percentile(latencies, 1) });
+      return;
+    }
+    case "latency-across": {
+      // Started on one node, watched on a client of another: what the second node hands on of the first one's commits.
+      const starter = await connect(plan.url);
+      const runId = await new Promise<string>((resolve) => {
+        const onMessage = (data: Buffer): void => {
+          const id = peekRunId(data);
+          if (typeof id !== "string") return;
+          starter.off("message", onMessage);
+          resolve(id);
+        };
+        starter.on("message", onMessage);
+        starter.send(JSON.stringify({ action: "start-workflow", workflow_id: "paced", additional_data: plan.data }));
+      });
+      const watcher = await connect(plan.watchUrl);
+      const latencies: number[] = [];
+      // What was emitted before the watcher reconnected comes as catch-up: only what it gets live counts.
+      let live = false;
+      const done = consume(watcher, (frame, at) => {
+        if (frame.event === "subscribed") live = true;
+        if (live && frame.event === "RunContent") latencies.push(at - (JSON.parse(frame.json().content as string) as { t: number }).t);
+        return TERMINAL.has(frame.event);
+      });
+      watcher.send(JSON.stringify({ action: "reconnect", run_id: runId, last_event_index: 0 }));
+      await done;
+      starter.terminate();
+      watcher.terminate();
       output({ count: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: percentile(latencies, 1) });
       return;
     }

@@ -1,38 +1,36 @@
 import type pg from "pg";
 import { Errors } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
-import { COMMIT_CHANNEL, commitNoticePayload } from "./commit-listener.ts";
+import { COMMIT_CHANNEL } from "./commit-listener.ts";
 import { EVENT_COLUMNS, planBatch, rememberEnvelopes, type PendingWrite, type RunEnvelopeRow, type RunUpdate } from "../batch-plan.ts";
-
-/** The most event rows one INSERT statement writes; a run's rows go in chunks of powers of two up to it. */
-export const PG_ROWS_PER_INSERT = 512;
 
 const ENVELOPE_COLUMNS = "run_id, attempt, workflow_id, workflow_name, session_id, status, last_event_index";
 
-/** The prepared multi-row INSERT of `size` event rows. */
-function eventInsert(size: number): pg.QueryConfig {
-  const values = Array.from({ length: size }, (_, i) => {
-    const at = i * EVENT_COLUMNS;
-    return `($${at + 1}, $${at + 2}, $${at + 3}, $${at + 4}, $${at + 5}, $${at + 6})`;
-  });
-  return { name: `flowd-events-${size}`, text: `INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) VALUES ${values.join(", ")}` };
-}
+/** All of a batch's event rows in one statement, a column array each: one round trip, however many rows. */
+const INSERT_EVENTS =
+  "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) " +
+  "SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])";
 
-const EVENT_INSERTS = new Map<number, pg.QueryConfig>();
-for (let size = 1; size <= PG_ROWS_PER_INSERT; size *= 2) EVENT_INSERTS.set(size, eventInsert(size));
-
+// With fencing, a node holds the runs it creates (epoch 1) from their first commit.
 const INSERT_RUN =
-  "INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at) " +
-  "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)";
+  "INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, owner_node, lease_until, lease_epoch) " +
+  "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10::text, $11::bigint, CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END)";
 // An expired key (the only kind a start finds and does not return) is taken over.
 const UPSERT_IDEMPOTENCY_KEY =
   "INSERT INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at) VALUES ($1, $2, $3, $4, $5) " +
   "ON CONFLICT (workflow_id, key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id, created_at = excluded.created_at";
 const INSERT_CHECKPOINT =
   "INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)";
+// Each run row update is fenced (with fencing: only where this node holds the run at its epoch),
+// and announces the commit on COMMIT_CHANNEL (sent by PostgreSQL at the commit, never for a rollback).
+const FENCED = "($FENCE_NODE::text IS NULL OR (runs.owner_node = $FENCE_NODE::text AND runs.lease_epoch = $FENCE_EPOCH::integer))";
+const NOTIFIED = `RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id)`;
 const ADVANCE_RUNS =
   "UPDATE runs SET last_event_index = moved.last_index, updated_at = $3 " +
-  "FROM unnest($1::text[], $2::integer[]) AS moved(run_id, last_index) WHERE runs.run_id = moved.run_id";
+  "FROM unnest($1::text[], $2::integer[], $5::integer[]) AS moved(run_id, last_index, epoch) WHERE runs.run_id = moved.run_id AND " +
+  FENCED.replaceAll("$FENCE_NODE", "$4").replaceAll("$FENCE_EPOCH::integer", "moved.epoch") +
+  " " +
+  NOTIFIED;
 const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, status = coalesce($4::text, status),
     started_at = coalesce(started_at, $5::bigint), finished_at = coalesce($6::bigint, finished_at),
     output = coalesce($7::jsonb, output), error = coalesce($8::text, error),
@@ -41,7 +39,7 @@ const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, stat
     wait_kind = CASE WHEN $11::integer = 1 THEN $12::text ELSE wait_kind END,
     wait_name = CASE WHEN $11::integer = 1 THEN $13::text ELSE wait_name END,
     wait_until = CASE WHEN $11::integer = 1 THEN $14::bigint ELSE wait_until END
-  WHERE run_id = $1`;
+  WHERE run_id = $1 AND ${FENCED.replaceAll("$FENCE_NODE", "$15").replaceAll("$FENCE_EPOCH", "$16")} ${NOTIFIED}`;
 
 function updateValues(update: RunUpdate): unknown[] {
   return [
@@ -71,14 +69,16 @@ export interface Fencing {
 
 /**
  * Group commit on PostgreSQL: the batch planned as on SQLite (batch-plan.ts), stored in
- * one transaction with multi-row INSERTs (a run's rows together, in prepared chunks) and
- * each touched run's row updated once, and each touched run announced on COMMIT_CHANNEL
- * (delivered by PostgreSQL at the commit, never for a batch rolled back). With fencing (many nodes), every touched run's row
- * is read and locked first: a run this node no longer holds at its epoch fails the batch
- * with LEASE_LOST before anything is written.
+ * one transaction: all its event rows in one INSERT of column arrays, each touched run's
+ * row updated once (the runs that only move forward in one UPDATE), and each touched run
+ * announced on COMMIT_CHANNEL by that UPDATE (delivered by PostgreSQL at the commit, never
+ * for a batch rolled back). With fencing (many nodes) the run row updates match only runs
+ * this node holds at its epoch; one that does not match (taken over after this node's
+ * lease lapsed) rolls the whole batch back with LEASE_LOST. The update locks the row until
+ * the commit, so a takeover waits for it, and sees it.
  */
 export class PgBatchWriter {
-  /** Active runs' envelopes as last committed (see BatchWriter); not used with fencing, where each batch reads them under lock. */
+  /** Active runs' envelopes as last committed (see BatchWriter); with fencing, those of runs this node holds. */
   private readonly envelopes = new Map<string, RunEnvelopeRow>();
 
   constructor(
@@ -92,23 +92,18 @@ export class PgBatchWriter {
     const client = await this.pool.connect();
     try {
       await client.query("BEGIN");
-      const stored = this.fencing ? await this.lockEnvelopes(client, batch, this.fencing) : await this.readEnvelopes(client, batch);
-      const cache = this.fencing ? new Map<string, RunEnvelopeRow>() : this.envelopes;
-      const plan = planBatch(batch, (runId) => cache.get(runId) ?? stored.get(runId), this.clock());
+      const stored = await this.readEnvelopes(client, batch);
+      const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? stored.get(runId), this.clock());
+      const fence = this.fencing;
       for (const { runId, row, additionalData, idempotency } of plan.newRuns) {
         await client.query({
           name: "flowd-insert-run",
           text: INSERT_RUN,
-          values: [runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt],
+          values: [
+            runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt,
+            fence?.nodeId ?? null, fence ? plan.now + fence.leaseMs : null,
+          ],
         });
-        // A node holds the runs it creates (epoch 1).
-        if (this.fencing) {
-          await client.query({
-            name: "flowd-own-new-run",
-            text: "UPDATE runs SET owner_node = $2, lease_until = $3, lease_epoch = 1 WHERE run_id = $1",
-            values: [runId, this.fencing.nodeId, plan.now + this.fencing.leaseMs],
-          });
-        }
         if (idempotency) {
           await client.query({
             name: "flowd-upsert-idempotency-key",
@@ -117,8 +112,46 @@ export class PgBatchWriter {
           });
         }
       }
-      // Every run's rows in as few statements as can carry them: a round trip costs more than
-      // PostgreSQL's B-tree pays for rows of many runs side by side.
+      // The run rows first: fenced, and locked until the commit, before anything else is written.
+      /** Runs whose row update matched (with fencing: held by this node at its epoch). */
+      const matched = new Set<string>();
+      const epochOf = (runId: string): number | null => (fence ? (fence.epochOf(runId) ?? -1) : null);
+      for (const { update } of plan.runs.values()) {
+        if (update.status === null && update.attempt === null) continue;
+        const { rows } = await client.query<{ run_id: string }>({
+          name: "flowd-update-run",
+          text: UPDATE_RUN,
+          values: [...updateValues(update), fence?.nodeId ?? null, epochOf(update.runId)],
+        });
+        for (const row of rows) matched.add(row.run_id);
+      }
+      // Most runs of a batch only move forward: all of them in one statement.
+      const advanced = [...plan.runs.values()].filter(({ update }) => update.status === null && update.attempt === null);
+      if (advanced.length > 0) {
+        const { rows } = await client.query<{ run_id: string }>({
+          name: "flowd-advance-runs",
+          text: ADVANCE_RUNS,
+          values: [
+            advanced.map(({ update }) => update.runId),
+            advanced.map(({ update }) => update.index),
+            plan.now,
+            fence?.nodeId ?? null,
+            advanced.map(({ update }) => epochOf(update.runId)),
+          ],
+        });
+        for (const row of rows) matched.add(row.run_id);
+      }
+      // A run this node no longer holds at its epoch (taken over after its lease lapsed): nothing of the batch is written.
+      for (const runId of plan.runs.keys()) {
+        if (matched.has(runId)) continue;
+        const { rows } = await client.query<{ owner_node: string | null; lease_epoch: number }>({
+          name: "flowd-lease-of",
+          text: "SELECT owner_node, lease_epoch FROM runs WHERE run_id = $1",
+          values: [runId],
+        });
+        this.envelopes.delete(runId);
+        throw Errors.leaseLost(runId, fence?.nodeId ?? "?", rows[0]?.owner_node ?? null, rows[0]?.lease_epoch ?? 0);
+      }
       await this.insertEvents(client, [...plan.runs.values()].flatMap((run) => run.rows));
       for (const { update, checkpoints, consumedSignals } of plan.runs.values()) {
         for (const checkpoint of checkpoints) {
@@ -129,26 +162,9 @@ export class PgBatchWriter {
         }
         // A finished run waits for nothing more: the signals it kept go with its end.
         if (update.finishedAt !== null) await client.query({ name: "flowd-drop-signals", text: "DELETE FROM signals WHERE run_id = $1", values: [update.runId] });
-        if (update.status !== null || update.attempt !== null) {
-          await client.query({ name: "flowd-update-run", text: UPDATE_RUN, values: updateValues(update) });
-        }
-      }
-      // Most runs of a batch only move forward: all of them in one statement.
-      const advanced = [...plan.runs.values()].filter(({ update }) => update.status === null && update.attempt === null);
-      if (advanced.length > 0) {
-        await client.query({
-          name: "flowd-advance-runs",
-          text: ADVANCE_RUNS,
-          values: [advanced.map(({ update }) => update.runId), advanced.map(({ update }) => update.index), plan.now],
-        });
-      }
-      // Announced to every node's CommitListener when, and only if, this commits.
-      if (plan.runs.size > 0) {
-        const notices = [...plan.runs.values()].map(({ update }) => commitNoticePayload(update.runId, update.index));
-        await client.query({ name: "flowd-notify-commits", text: "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice", values: [COMMIT_CHANNEL, notices] });
       }
       await client.query("COMMIT");
-      if (!this.fencing) rememberEnvelopes(plan, this.envelopes);
+      rememberEnvelopes(plan, this.envelopes);
       return plan.committed;
     } catch (error) {
       await client.query("ROLLBACK").catch(() => {});
@@ -156,6 +172,11 @@ export class PgBatchWriter {
     } finally {
       client.release();
     }
+  }
+
+  /** Forgets what it knows of a run's row: another node may have written it (this node takes it over again). */
+  forget(runId: string): void {
+    this.envelopes.delete(runId);
   }
 
   /** The rows of the batch's runs that are neither cached nor created by it, in one read. */
@@ -173,42 +194,11 @@ export class PgBatchWriter {
     return stored;
   }
 
-  /**
-   * The rows of the batch's runs not created by it, read and locked until the commit:
-   * another node's batch for the same run waits, and a run this node no longer holds at
-   * its epoch (taken over after its lease lapsed) fails the batch.
-   */
-  private async lockEnvelopes(client: pg.PoolClient, batch: readonly PendingWrite[], fencing: Fencing): Promise<Map<string, RunEnvelopeRow>> {
-    const created = new Set(batch.filter((write) => write.kind === "run").map((write) => write.runId));
-    const touched = [...new Set(batch.map((write) => write.runId))].filter((runId) => !created.has(runId));
-    const stored = new Map<string, RunEnvelopeRow>();
-    if (touched.length === 0) return stored;
-    const { rows } = await client.query<RunEnvelopeRow & { run_id: string; owner_node: string | null; lease_epoch: number }>({
-      name: "flowd-lock-envelopes",
-      // In run id order, so that two nodes locking the same runs cannot deadlock.
-      text: `SELECT ${ENVELOPE_COLUMNS}, owner_node, lease_epoch FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE`,
-      values: [touched],
-    });
-    for (const { run_id: runId, owner_node: owner, lease_epoch: epoch, ...envelope } of rows) {
-      if (owner !== fencing.nodeId || epoch !== fencing.epochOf(runId)) {
-        throw Errors.leaseLost(runId, fencing.nodeId, owner, epoch);
-      }
-      stored.set(runId, envelope);
-    }
-    return stored;
-  }
-
-  /** A run's event rows (EVENT_COLUMNS values each), in chunks of powers of two up to PG_ROWS_PER_INSERT. */
+  /** The batch's event rows (EVENT_COLUMNS values each), as column arrays in one statement. */
   private async insertEvents(client: pg.PoolClient, rows: readonly unknown[]): Promise<void> {
-    let from = 0;
-    let left = rows.length / EVENT_COLUMNS;
-    for (let size = PG_ROWS_PER_INSERT; size >= 1 && left > 0; size /= 2) {
-      while (left >= size) {
-        const to = from + size * EVENT_COLUMNS;
-        await client.query({ ...EVENT_INSERTS.get(size)!, values: rows.slice(from, to) as unknown[] });
-        from = to;
-        left -= size;
-      }
-    }
+    if (rows.length === 0) return;
+    const columns: unknown[][] = Array.from({ length: EVENT_COLUMNS }, () => []);
+    for (let i = 0; i < rows.length; i++) columns[i % EVENT_COLUMNS]!.push(rows[i]);
+    await client.query({ name: "flowd-insert-events", text: INSERT_EVENTS, values: columns });
   }
 }

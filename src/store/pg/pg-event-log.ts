@@ -98,6 +98,8 @@ export class PgEventLog implements RunLog {
   /** This node holds the run again (it took it over once more): its writes are accepted again. */
   regained(runId: string): void {
     this.lostRuns.delete(runId);
+    // Another node may have written it meanwhile.
+    this.writer.forget(runId);
   }
 
   private enqueue(write: PendingWrite): void {

@@ -23,6 +23,9 @@ export class PgOwnership implements RunOwnership, Fencing {
   private hooks: OwnershipHooks | null = null;
   private renewTimer: NodeJS.Timeout | undefined;
   private scanTimer: NodeJS.Timeout | undefined;
+  /** A scan set for the moment the next lease of another node lapses: a dead node's runs are taken at once, not at the next interval. */
+  private lapseTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   private renewing = false;
   private scanning = false;
 
@@ -137,6 +140,12 @@ export class PgOwnership implements RunOwnership, Fencing {
       for (const runId of await this.leases.orphans()) {
         if (!this.epochs.has(runId)) this.hooks.onOrphan(runId);
       }
+      const next = await this.leases.nextLapse();
+      clearTimeout(this.lapseTimer);
+      if (next !== null && !this.closed) {
+        // Just past it; a lease renewed meanwhile only makes this scan find nothing.
+        this.lapseTimer = setTimeout(() => void this.scan(), Math.max(0, next - Date.now()) + 20);
+      }
     } catch (error) {
       this.onError(error, "looking for runs whose node stopped");
     } finally {
@@ -146,8 +155,10 @@ export class PgOwnership implements RunOwnership, Fencing {
 
   /** Stops renewing; with `handOver`, gives every held run up at once for another node to take. */
   async close(handOver: boolean): Promise<void> {
+    this.closed = true;
     clearInterval(this.renewTimer);
     clearInterval(this.scanTimer);
+    clearTimeout(this.lapseTimer);
     if (!handOver) return;
     await this.flushed();
     const held = [...this.epochs];

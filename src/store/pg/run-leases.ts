@@ -60,6 +60,18 @@ export class RunLeases {
     });
   }
 
+  /** When the next lease of another node's unfinished run lapses (epoch ms), or null if none is held. */
+  async nextLapse(): Promise<number | null> {
+    const { rows } = await this.pool.query<{ next: string | null }>({
+      name: "flowd-next-lapse",
+      text: `SELECT min(lease_until) AS next FROM runs
+              WHERE status IN ('pending', 'running') AND owner_node IS NOT NULL AND owner_node <> $1 AND lease_until >= $2`,
+      values: [this.nodeId, this.clock()],
+    });
+    const next = rows[0]?.next;
+    return next === null || next === undefined ? null : Number(next);
+  }
+
   /** Unfinished runs whose lease has lapsed (their node died) or that no node holds, oldest first. */
   async orphans(limit = 100): Promise<string[]> {
     const { rows } = await this.pool.query<{ run_id: string }>({
