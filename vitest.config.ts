@@ -29,6 +29,7 @@ export default defineConfig({
   test: {
     setupFiles: ["test/helpers/setup.ts"],
     testTimeout: 30_000,
+    maxWorkers: 2,
     hookTimeout: 30_000,
     projects: [
       // Every file, on SQLite (the scale-out tests need many nodes: they are PostgreSQL's).

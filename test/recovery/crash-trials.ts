@@ -121,7 +121,9 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
       message: MESSAGE,
       additional_data: { delayMs, effectsFile },
     });
-    const started = await client.next();
+    const started = await client.next().catch((error: unknown) => {
+      throw new Error(`${context}: no answer to a start (${String(error)}); the node said:\n${first.output().slice(-4000)}`);
+    });
     watchers.push({ client, runId: started.run_id as string });
   }
   await sleep(killAfterMs);

@@ -46,7 +46,17 @@ export class RunLeases {
       values: [runIds, this.nodeId, this.clock() + this.leaseMs],
     });
     const held = new Map(rows.map((row) => [row.run_id, row.lease_epoch]));
-    const lost = runIds.filter((runId) => held.get(runId) !== epochs.get(runId));
+    let lost = runIds.filter((runId) => held.get(runId) !== epochs.get(runId));
+    if (lost.length > 0) {
+      // A run created in a batch not committed yet had no row to renew (and may have one
+      // now, held at its first epoch): only a run another node holds, or holds again, is lost.
+      const { rows: stored } = await this.pool.query<{ run_id: string; owner_node: string | null; lease_epoch: number }>({
+        name: "flowd-lease-holders",
+        text: "SELECT run_id, owner_node, lease_epoch FROM runs WHERE run_id = ANY($1::text[])",
+        values: [lost],
+      });
+      lost = stored.filter((row) => row.owner_node !== this.nodeId || row.lease_epoch !== epochs.get(row.run_id)).map((row) => row.run_id);
+    }
     const cancelRequested = rows.filter((row) => row.cancel_requested && epochs.get(row.run_id) === row.lease_epoch).map((row) => row.run_id);
     return { lost, cancelRequested };
   }
