@@ -33,6 +33,13 @@ export interface FeedOptions {
 export interface FeedHooks {
   /** First switch from catch-up to live delivery (the WebSocket sends `subscribed` here). */
   onLive?: () => void;
+  /**
+   * The last index the catch-up was announced up to (a reconnect's `catch_up` counts the
+   * events missed when the run was read): `onLive` comes right after it, even if more
+   * were committed while the catch-up was read, so that the client gets exactly what was
+   * announced before `subscribed` and everything later after it.
+   */
+  liveAfter?: number;
   /** The terminal event was written (or the run halted in this server, see EventLog.halt): the feed is over. */
   onEnd?: () => void;
 }
@@ -88,6 +95,16 @@ export class RunFeed {
 
   /** Writes a batch; false once the feed is over (the run ended) or the sink is backed up. */
   private deliver(batch: EventBatch): boolean {
+    const { liveAfter } = this.hooks;
+    if (!this.wentLive && liveAfter !== undefined && batch.last.index > liveAfter) {
+      const announced = batch.filter((event) => event.index <= liveAfter);
+      if (announced) {
+        this.sink.write(announced);
+        this.last = announced.last.index;
+      }
+      this.goneLive();
+      batch = batch.filter((event) => event.index > liveAfter)!;
+    }
     const keepGoing = this.sink.write(batch);
     this.last = batch.last.index;
     if (batch.endsRun) {
@@ -147,10 +164,13 @@ export class RunFeed {
       return;
     }
     this.stopLive = stop;
-    if (!this.wentLive) {
-      this.wentLive = true;
-      this.hooks.onLive?.();
-    }
+    this.goneLive();
+  }
+
+  private goneLive(): void {
+    if (this.wentLive) return;
+    this.wentLive = true;
+    this.hooks.onLive?.();
   }
 
   /** The run's terminal event was delivered, or came before the index this feed started from. */

@@ -274,7 +274,7 @@ export class WorkflowSocket implements OutboundOwner {
         message: `Sending ${missed} missed events, then live events.`,
       });
     }
-    this.follow(runId, after, () =>
+    this.follow(runId, after, run.lastEventIndex, () =>
       this.send({
         event: "subscribed",
         run_id: runId,
@@ -289,10 +289,10 @@ export class WorkflowSocket implements OutboundOwner {
    * Sends the run's events after `afterIndex` (catch-up, at the socket's pace), calls
    * `onLive` when it switches to live delivery, then streams live events to the end.
    */
-  private follow(runId: string, afterIndex: number, onLive?: () => void): void {
+  private follow(runId: string, afterIndex: number, liveAfter?: number, onLive?: () => void): void {
     this.following.get(runId)?.stop();
     const feed = new RunFeed(this.deps.eventLog, runId, afterIndex, this.sink, this.deps.feed, {
-      ...(onLive ? { onLive } : {}),
+      ...(onLive ? { onLive, liveAfter } : {}),
       onEnd: () => {
         if (this.following.get(runId) === feed) this.following.delete(runId);
       },
