@@ -21,6 +21,22 @@ export const START_EVENTS = [
 ] as const;
 
 /**
+ * Runs that wait (`waiting`, `paused`), each with its open waits (a wait's start stored as
+ * `<key>@wait`, its outcome not), oldest first; `andWhere` narrows the runs. The same SQL
+ * on SQLite and PostgreSQL.
+ */
+export function openWaitsSql(andWhere: string): string {
+  return `SELECT r.run_id, r.workflow_id, r.cancel_requested_at,
+                 substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
+            FROM runs r LEFT JOIN step_checkpoints c
+              ON c.run_id = r.run_id AND c.step_path LIKE '%${WAIT_SUFFIX}'
+             AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
+                               AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
+           WHERE r.status IN ('waiting', 'paused') ${andWhere}
+           ORDER BY r.run_id, c.event_index`;
+}
+
+/**
  * Waiting or paused runs with a step started in their latest attempt, not completed, and
  * not waiting itself: another branch was running when the process stopped. The same SQL
  * on SQLite and PostgreSQL.
@@ -61,18 +77,7 @@ export class ResumeStateReader implements ResumeReads {
           AND NOT EXISTS (SELECT 1 FROM step_checkpoints c WHERE c.run_id = ? AND c.step_path = e.step_path)
         ORDER BY e.event_index`,
     );
-    this.selectOpenWaits = db.sqlite
-      .prepare<[], [string, string, number | null, string | null, string | null]>(
-        `SELECT r.run_id, r.workflow_id, r.cancel_requested_at,
-                substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
-           FROM runs r LEFT JOIN step_checkpoints c
-             ON c.run_id = r.run_id AND c.step_path LIKE '%${WAIT_SUFFIX}'
-            AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
-                              AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
-          WHERE r.status IN ('waiting', 'paused')
-          ORDER BY r.run_id, c.event_index`,
-      )
-      .raw(true);
+    this.selectOpenWaits = db.sqlite.prepare<[], [string, string, number | null, string | null, string | null]>(openWaitsSql("")).raw(true);
     // A step started in this attempt, not completed, and not waiting itself: another branch of a
     // waiting run was running when the process stopped.
     this.selectInterruptedWhileWaiting = db.sqlite.prepare<[], [string]>(INTERRUPTED_WHILE_WAITING_SQL).raw(true);

@@ -152,7 +152,7 @@ describe("many nodes on one PostgreSQL database", () => {
     }
   }, 60_000);
 
-  it("cancel and signal sent to a node that does not hold the run take effect", async () => {
+  it("cancel, signal and continue sent to a node that does not hold the run take effect", async () => {
     const nodes = await startNodes("two_nodes", 2);
     const [a, b] = nodes as [ServerProcess, ServerProcess];
     try {
@@ -174,6 +174,21 @@ describe("many nodes on one PostgreSQL database", () => {
       expect(await onB.next()).toMatchObject({ event: "signal_accepted", delivered: true });
       const rest = await onA.untilTerminal(10_000);
       expect(rest.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: "approved by bea" });
+
+      // A paused run holds no node either: a person's continue sent to B goes on from where A paused it.
+      onA.send({ action: "start-workflow", workflow_id: "approval", message: "memo" });
+      const paused = (await onA.next()).run_id as string;
+      for (let frame = await onA.next(); frame.event !== "WorkflowPaused"; frame = await onA.next());
+      const answer = await fetch(`${b.url}/workflows/approval/runs/${paused}/continue`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ step_requirements: [{ step_id: "1", confirmed: true }], stream: false }),
+      });
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toMatchObject({ run_id: paused, status: "completed" });
+      const after = await onA.untilTerminal(10_000);
+      expect(after.map((frame) => frame.event)).toContain("StepContinued");
+      expect(after.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: "receipt for sent (Draft: memo)" });
       await onA.close();
       await onB.close();
     } finally {

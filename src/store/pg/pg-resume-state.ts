@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { asc, eq, inArray, getTableColumns } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
-import { INTERRUPTED_WHILE_WAITING_SQL, START_EVENTS, startKey, WAIT_SUFFIX } from "../resume-state.ts";
+import { INTERRUPTED_WHILE_WAITING_SQL, openWaitsSql, START_EVENTS, startKey } from "../resume-state.ts";
 import type { RunRow } from "../schema.ts";
 import type { ResumeReads, ResumeState, StoredCheckpoint, SuspendedRun } from "../store.ts";
 import { runs, stepCheckpoints } from "./schema.ts";
@@ -20,14 +20,7 @@ export class PgResumeStateReader implements ResumeReads {
 
   async suspendedRuns(runIds?: readonly string[]): Promise<SuspendedRun[]> {
     const { rows } = await this.pool.query<{ run_id: string; workflow_id: string; cancel_requested_at: string | null; wait_key: string | null; output: unknown }>(
-      `SELECT r.run_id, r.workflow_id, r.cancel_requested_at,
-              substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}) AS wait_key, c.output
-         FROM runs r LEFT JOIN step_checkpoints c
-           ON c.run_id = r.run_id AND c.step_path LIKE '%${WAIT_SUFFIX}'
-          AND NOT EXISTS (SELECT 1 FROM step_checkpoints d WHERE d.run_id = c.run_id
-                            AND d.step_path = substr(c.step_path, 1, length(c.step_path) - ${WAIT_SUFFIX.length}))
-        WHERE r.status IN ('waiting', 'paused') ${runIds ? "AND r.run_id = ANY($1::text[])" : ""}
-        ORDER BY r.run_id, c.event_index`,
+      openWaitsSql(runIds ? "AND r.run_id = ANY($1::text[])" : ""),
       runIds ? [runIds] : [],
     );
     const byRun = new Map<string, SuspendedRun>();
