@@ -204,6 +204,13 @@ export const Errors = {
   broken: (what: string) => new FlowdError("INTERNAL", `${what}. This is a bug or a broken installation: reinstall flowd, and report it if it stays.`),
 
   // The database
+  cannotReachPostgres: (url: string, cause: unknown) =>
+    new FlowdError(
+      "INVALID_CONFIG",
+      `Cannot use the PostgreSQL database at ${url}: ${errorMessage(cause)}. Check the URL given by --db or FLOWD_DB ` +
+        "(host, port, user, password, database name), that the server runs, and that the user may create tables in that database.",
+      { cause },
+    ),
   cannotOpenDatabase: (path: string, cause: unknown) =>
     new FlowdError(
       "INVALID_CONFIG",

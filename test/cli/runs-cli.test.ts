@@ -106,6 +106,17 @@ describe("flowd runs (read-only, on the file the server is writing)", () => {
     expect(missing.code).toBe(1);
     expect(missing.out).toContain("Cannot open database file");
   });
+
+  it("a PostgreSQL URL it cannot reach, for the CLI or a server, exits 1 naming the URL without its password", async () => {
+    const url = "postgres://flowd:s3cret@127.0.0.1:1/flowd";
+    for (const args of [["runs", "list", "--db", url], ["serve", "--port", "0", "--db", url]]) {
+      const result = await flowd(args);
+      expect(result.code, args[0]).toBe(1);
+      expect(result.out, args[0]).toContain("Cannot use the PostgreSQL database at postgres://flowd:…@127.0.0.1:1/flowd");
+      expect(result.out, args[0]).toContain("ECONNREFUSED");
+      expect(result.out, args[0]).not.toContain("s3cret");
+    }
+  });
 });
 
 describe("flowd runs (through the server)", () => {

@@ -15,15 +15,12 @@ import { PgFollowers } from "./pg-followers.ts";
 import { PgOwnership } from "./pg-ownership.ts";
 import { PgResumeStateReader } from "./pg-resume-state.ts";
 import { PgRunStore } from "./pg-run-store.ts";
+import { redactedUrl } from "./redacted-url.ts";
 import { RunLeases } from "./run-leases.ts";
 
 /** Connections per node: commits take one at a time, reads (catch-ups, run lookups) the rest. */
 const POOL_SIZE = 10;
 
-/** The URL as logs and messages show it: without its password. */
-export function redactedUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:…@");
-}
 
 /** This node's id among the nodes on one database: host, process, and a random part (a restarted process is a new node). */
 function newNodeId(): string {
@@ -75,7 +72,7 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
     await listener.start();
   } catch (error) {
     await pool.end().catch(() => {});
-    throw Errors.cannotOpenDatabase(redactedUrl(url), error);
+    throw Errors.cannotReachPostgres(redactedUrl(url), error);
   }
   // A run created here is this node's from its first commit.
   const createRun = eventLog.createRun.bind(eventLog);
@@ -110,7 +107,7 @@ export async function openPgReadOnly(url: string): Promise<ReadOnlyStore> {
     await pool.query("SELECT 1 FROM runs LIMIT 0");
   } catch (error) {
     await pool.end().catch(() => {});
-    throw Errors.cannotOpenDatabase(redactedUrl(url), error);
+    throw Errors.cannotReachPostgres(redactedUrl(url), error);
   }
   return {
     location: redactedUrl(url),
