@@ -273,6 +273,11 @@ export class Engine {
         if (!this.store.ownership.holds(runId)) await this.adopt(runId);
         return;
       }
+      if (run.cancelRequestedAt !== null) {
+        // A cancel sent to a node that could not take the run then: whoever takes it now ends it.
+        if (await this.store.ownership.claim(runId)) this.cancelWaiting(runId, "Cancelled by request");
+        return;
+      }
       await this.waiting.reload(runId);
       await this.waiting.deliverKept(runId);
     } catch (error) {
@@ -554,6 +559,15 @@ export class Engine {
 
   /** Executes a run again after a wait ended: it walks back to where it waited, on its stored outcomes. */
   private async goOn(runId: string): Promise<void> {
+    try {
+      await this.goOnNow(runId);
+    } catch (error) {
+      this.logger.error({ runId, err: error }, "a run's wait ended, but it could not go on; it goes on when it is taken again");
+      this.releaseWhenCommitted(runId);
+    }
+  }
+
+  private async goOnNow(runId: string): Promise<void> {
     // Its execution is still winding down (a Parallel branch): once it has ended.
     if (this.active.has(runId)) {
       this.goOnAfter.add(runId);

@@ -119,7 +119,12 @@ export class WaitingRuns {
   private async take(runId: string): Promise<boolean> {
     if (!this.ownership.shared) return true;
     if (!(await this.ownership.claim(runId))) return false;
-    if (!this.executor.isActive(runId)) await this.reload(runId);
+    try {
+      if (!this.executor.isActive(runId)) await this.reload(runId);
+    } catch (error) {
+      this.letGo(runId);
+      throw error;
+    }
     return true;
   }
 
@@ -226,7 +231,14 @@ export class WaitingRuns {
       throw Errors.runNotPaused(runId, run.status);
     }
     const [key, record] = open;
-    const resolution: StoredResolution = resolveAnswer(runId, record, answers);
+    let resolution: StoredResolution;
+    try {
+      resolution = resolveAnswer(runId, record, answers);
+    } catch (error) {
+      // A bad answer changes nothing: the run is given back as it was.
+      this.letGo(runId);
+      throw error;
+    }
     this.end(runId, key, { body: continuedEvent(record, resolution), outcome: resolution });
     this.logger.info({ runId, step: record.loc.step_path }, "paused run continued");
     return run;
@@ -247,7 +259,10 @@ export class WaitingRuns {
     }
     const open = this.board.signalWait(runId, name);
     if (!open) {
-      const signalId = await this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS);
+      const signalId = await this.runStore.keepSignal(runId, name, payload, MAX_KEPT_SIGNALS).catch((error: unknown) => {
+        this.letGo(runId);
+        throw error;
+      });
       this.keptCounts.set(runId, this.signalsKept(runId) + 1);
       // A wait for it that opened while it was being kept read the mailbox before: it ends with it now.
       const opened = this.board.signalWait(runId, name);

@@ -52,8 +52,8 @@ export class PgEventLog implements RunLog {
   private batchesTaken = 0;
   private batchesDone = 0;
   private readonly haltedRuns = new Map<string, FlowdError>();
-  /** Runs another node took over: this node's writes to them are dropped (its execution is being stopped). */
-  private readonly lostRuns = new Set<string>();
+  /** Runs another node took over, with why: this node's writes to them are dropped (its execution is being stopped). */
+  private readonly lostRuns = new Map<string, FlowdError>();
   private readonly stoppedByStorage = new Set<string>();
   storageFault: FlowdError | null = null;
   private sliceStartedAt: number | null = null;
@@ -98,6 +98,9 @@ export class PgEventLog implements RunLog {
   /** This node holds the run again (it took it over once more): its writes are accepted again. */
   regained(runId: string): void {
     this.lostRuns.delete(runId);
+    // Stopped here by a storage failure: taken again, it is resumed and writes again.
+    this.haltedRuns.delete(runId);
+    this.stoppedByStorage.delete(runId);
     // Another node may have written it meanwhile.
     this.writer.forget(runId);
   }
@@ -139,15 +142,15 @@ export class PgEventLog implements RunLog {
 
   async committed(runId: string): Promise<void> {
     await this.flushed();
-    const halted = this.haltedRuns.get(runId);
-    if (halted) throw halted;
+    const refused = this.haltedRuns.get(runId) ?? this.lostRuns.get(runId);
+    if (refused) throw refused;
   }
 
   committedSince(runId: string, since: number): Promise<void> {
     // The write was in batch since + 1.
     if (this.batchesDone <= since) return this.committed(runId);
-    const halted = this.haltedRuns.get(runId);
-    return halted ? Promise.reject(halted) : Promise.resolve();
+    const refused = this.haltedRuns.get(runId) ?? this.lostRuns.get(runId);
+    return refused ? Promise.reject(refused) : Promise.resolve();
   }
 
   get commitCount(): number {
@@ -183,7 +186,10 @@ export class PgEventLog implements RunLog {
       this.nextWaiters = [];
       this.batchesTaken += 1;
       const batch = taken.filter((write) => !this.haltedRuns.has(write.runId) && !this.lostRuns.has(write.runId));
-      const done = this.commitBatch(batch);
+      const done = this.commitBatch(batch).catch((error: unknown) => {
+        // Whatever failed after the commit (a hook), the loop goes on and no waiter hangs.
+        for (const runId of new Set(batch.map((write) => write.runId))) this.onAppendError(error, runId);
+      });
       this.inFlight = done;
       await done;
       this.batchesDone += 1;
@@ -233,7 +239,7 @@ export class PgEventLog implements RunLog {
     for (const [runId, cause] of failed) {
       if (cause instanceof FlowdError && cause.code === "LEASE_LOST") {
         // Another node executes it now: its followers here go on reading what that node writes.
-        this.lostRuns.add(runId);
+        this.lostRuns.set(runId, cause);
         this.onLost(runId, cause);
         continue;
       }

@@ -55,7 +55,20 @@ export interface FollowOptions {
 export class PgFollowers {
   private readonly byRun = new Map<string, Set<Following>>();
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** A follower threw (none should): reported, and the others go on. */
+    private readonly onFollowerError: (error: unknown, runId: string) => void = () => {},
+  ) {}
+
+  /** Calls a follower; what it throws is reported, never passed to the caller (a commit, a read loop). */
+  private call(following: Following, deliver: (follower: RunFollower) => void): void {
+    try {
+      deliver(following.follower);
+    } catch (error) {
+      this.onFollowerError(error, following.runId);
+    }
+  }
 
   /** Follows a run from after `afterIndex` (-1: from the start); returns the function that stops following. */
   follow(runId: string, afterIndex: number, follower: RunFollower, options: FollowOptions = {}): () => void {
@@ -98,7 +111,7 @@ export class PgFollowers {
       if (following.stopped) continue;
       if (!following.reading && following.delivered === first - 1) {
         following.delivered = batch.last.index;
-        following.follower.events(batch);
+        this.call(following, (follower) => follower.events(batch));
         if (batch.endsRun && !following.stopped) this.end(following, null);
       } else if (batch.last.index > following.delivered) {
         this.wake(following);
@@ -192,7 +205,7 @@ export class PgFollowers {
       if (following.stopped) return "stopped";
       if (!page) return "caught-up";
       following.delivered = page.batch.last.index;
-      following.follower.events(page.batch);
+      this.call(following, (follower) => follower.events(page.batch));
       if (page.batch.endsRun) return "ended";
       if (!page.full) return "caught-up";
     }
@@ -202,16 +215,16 @@ export class PgFollowers {
   private async pumpThenFail(following: Following, reason: FlowdError): Promise<void> {
     try {
       const stored = await this.deliverStored(following);
-      if (stored === "ended") following.follower.ended();
-      else if (stored === "caught-up") following.follower.failed(reason);
+      if (stored === "ended") this.call(following, (follower) => follower.ended());
+      else if (stored === "caught-up") this.call(following, (follower) => follower.failed(reason));
     } catch (error) {
-      if (!following.stopped) following.follower.failed(error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error))));
+      if (!following.stopped) this.call(following, (follower) => follower.failed(error instanceof FlowdError ? error : Errors.databaseUnreadable(new Error(errorMessage(error)))));
     }
   }
 
   private end(following: Following, error: FlowdError | null): void {
     this.stop(following);
-    if (error) following.follower.failed(error);
-    else following.follower.ended();
+    if (error) this.call(following, (follower) => follower.failed(error));
+    else this.call(following, (follower) => follower.ended());
   }
 }

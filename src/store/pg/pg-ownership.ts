@@ -104,10 +104,20 @@ export class PgOwnership implements RunOwnership, Fencing {
     this.pool.query("SELECT pg_notify($1, $2)", [WAKE_CHANNEL, runId]).catch((error: unknown) => this.onError(error, "announcing a run to the other nodes"));
   }
 
+  /** Renews this node's leases from now on (from the store's opening: recovery may take longer than a lease). */
+  startRenewing(): void {
+    this.renewTimer ??= setInterval(() => void this.renew(), Math.max(50, Math.floor(this.leaseMs / 3)));
+  }
+
+  /** The run was taken over by another node (a refused commit said so): this node no longer holds it. */
+  lost(runId: string): void {
+    this.epochs.delete(runId);
+    this.releasing.delete(runId);
+  }
+
   watch(hooks: OwnershipHooks): void {
     this.hooks = hooks;
-    const every = Math.max(50, Math.floor(this.leaseMs / 3));
-    this.renewTimer = setInterval(() => void this.renew(), every);
+    this.startRenewing();
     this.scanTimer = setInterval(() => void this.scan(), Math.max(50, Math.floor(this.leaseMs / 2)));
     void this.scan();
   }
@@ -116,8 +126,11 @@ export class PgOwnership implements RunOwnership, Fencing {
     if (this.renewing || this.epochs.size === 0) return;
     this.renewing = true;
     try {
-      const { lost, cancelRequested } = await this.leases.renew(this.epochs);
+      const renewed = new Map(this.epochs);
+      const { lost, cancelRequested } = await this.leases.renew(renewed);
       for (const runId of lost) {
+        // Released (or taken again) while the renewal ran: not lost.
+        if (this.epochs.get(runId) !== renewed.get(runId)) continue;
         this.epochs.delete(runId);
         this.hooks?.onLost(runId);
       }

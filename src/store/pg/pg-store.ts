@@ -48,10 +48,11 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
   const leases = new RunLeases(pool, newNodeId(), leaseMs);
   let log: PgEventLog | null = null;
   const ownership = new PgOwnership(pool, leases, (runId) => log?.regained(runId), (error, what) => hooks.onBackgroundError(error, what));
-  const followers = new PgFollowers(pool);
-  const eventLog = new PgEventLog(pool, new PgBatchWriter(pool, Date.now, ownership), followers, hooks.onAppendError, (runId, error) =>
-    hooks.onLost(runId, error),
-  );
+  const followers = new PgFollowers(pool, hooks.onListenerError);
+  const eventLog = new PgEventLog(pool, new PgBatchWriter(pool, Date.now, ownership), followers, hooks.onAppendError, (runId, error) => {
+    ownership.lost(runId);
+    hooks.onLost(runId, error);
+  });
   log = eventLog;
   ownership.flushed = () => eventLog.flushed();
   let listening = true;
@@ -74,6 +75,7 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
     await pool.end().catch(() => {});
     throw Errors.cannotReachPostgres(redactedUrl(url), error);
   }
+  ownership.startRenewing();
   // A run created here is this node's from its first commit.
   const createRun = eventLog.createRun.bind(eventLog);
   eventLog.createRun = (run: NewRun) => {
