@@ -72,7 +72,7 @@ function storageFailure(write: PendingWrite, cause: unknown): FlowdError {
 const MAX_COMMIT_DELAY_MS = 2;
 
 /** The pending-start map's key: a workflow id cannot contain a NUL. */
-const startKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
+export const idempotentStartKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
 
 /** What `follow` returns for a run it has nothing more to deliver of. */
 const NOTHING_TO_STOP = (): void => {};
@@ -157,7 +157,7 @@ export class EventLog implements RunLog {
     this.pendingRuns.add(run.runId);
     this.runQueued = true;
     this.turns.runCreated(performance.now());
-    if (idempotency) this.pendingStarts.set(startKey(run.workflowId, idempotency.key), { run: row, requestHash: idempotency.requestHash });
+    if (idempotency) this.pendingStarts.set(idempotentStartKey(run.workflowId, idempotency.key), { run: row, requestHash: idempotency.requestHash });
     this.enqueue({ kind: "run", runId: run.runId, row, idempotency });
     return row;
   }
@@ -167,7 +167,7 @@ export class EventLog implements RunLog {
    * knows the others), so that repeats of a start in the same moment get the one run.
    */
   pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined {
-    return this.pendingStarts.get(startKey(workflowId, key));
+    return this.pendingStarts.get(idempotentStartKey(workflowId, key));
   }
 
   /**

@@ -19,6 +19,9 @@ export interface StepTiming {
   started: string;
 }
 
+/** A run's step timings in the order they ended (`?`: the run id); the same SQL on SQLite and PostgreSQL. */
+export const STEP_TIMINGS_SQL = "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = ? ORDER BY event_index";
+
 /** Characters of payload after which a page read from the log ends (~512 KB; always at least one event). */
 export const PAGE_MAX_CHARS = 512 * 1024;
 /** Events read in a page's first step, before their size is known. */
@@ -43,9 +46,7 @@ export class EventReader {
         "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index > ? ORDER BY event_index LIMIT ?",
       )
       .raw(true);
-    this.selectTimings = sqlite.prepare<[string], StepTiming>(
-      "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = ? ORDER BY event_index",
-    );
+    this.selectTimings = sqlite.prepare<[string], StepTiming>(STEP_TIMINGS_SQL);
   }
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */

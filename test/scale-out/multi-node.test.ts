@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
-import { REPO_ROOT, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
+import { REPO_ROOT, runFlowd, startServerProcess, type ServerProcess } from "../../testkit/server-process.ts";
 import { indicesOf, isTerminal, TestClient, type Frame } from "../helpers/ws-client.ts";
 import { range, waitFor } from "../helpers/server.ts";
 
@@ -108,6 +108,11 @@ describe("many nodes on one PostgreSQL database", () => {
       );
       await pool.end();
       expect(rows[0]).toMatchObject({ n: rows[0]!.last + 1, distinct_n: rows[0]!.last + 1 });
+      // The CLI reads the same log from PostgreSQL.
+      const cli = runFlowd(["runs", "events", runId, "--json", "--db", nodesUrl("three_nodes")]);
+      expect(await cli.exited).toBe(0);
+      const printed = cli.output().trim().split("\n").map((line) => (JSON.parse(line) as { event_index: number }).event_index);
+      expect(printed).toEqual(range(rows[0]!.last + 1));
     } finally {
       await Promise.all(nodes.map((node) => node.stop()));
     }

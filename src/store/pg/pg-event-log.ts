@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { errorMessage, Errors, FlowdError } from "../../errors.ts";
 import { EventBatch, type CommittedEvent, type RunEventBody } from "../../protocol/run-events.ts";
-import { newRunRow } from "../event-log.ts";
+import { idempotentStartKey, newRunRow } from "../event-log.ts";
 import type { Checkpoint, PendingWrite } from "../batch-plan.ts";
 import type { LogPage } from "../event-reader.ts";
 import type { RunFollower } from "../notifier.ts";
@@ -23,8 +23,6 @@ function failedForWholeDatabase(error: unknown): boolean {
   if (typeof code !== "string") return true; // a socket error: no SQLSTATE
   return /^(08|53|57|58|XX)/.test(code);
 }
-
-const startKey = (workflowId: string, key: string): string => `${workflowId}\u0000${key}`;
 
 /** How long this node remembers an idempotent start after its commit (longer than any read of the key takes). */
 const RECENT_START_MS = 60_000;
@@ -71,7 +69,7 @@ export class PgEventLog implements RunLog {
     this.pendingRuns.add(run.runId);
     if (run.idempotency) {
       this.forgetOldStarts();
-      this.recentStarts.set(startKey(run.workflowId, run.idempotency.key), { run: row, requestHash: run.idempotency.requestHash, committedAt: null });
+      this.recentStarts.set(idempotentStartKey(run.workflowId, run.idempotency.key), { run: row, requestHash: run.idempotency.requestHash, committedAt: null });
     }
     this.enqueue({ kind: "run", runId: run.runId, row, idempotency: run.idempotency });
     return row;
@@ -79,7 +77,7 @@ export class PgEventLog implements RunLog {
 
   pendingStart(workflowId: string, key: string): { run: RunRow; requestHash: string } | undefined {
     this.forgetOldStarts();
-    return this.recentStarts.get(startKey(workflowId, key));
+    return this.recentStarts.get(idempotentStartKey(workflowId, key));
   }
 
   private forgetOldStarts(): void {
@@ -232,7 +230,7 @@ export class PgEventLog implements RunLog {
     for (const write of batch) {
       if (write.kind !== "run") continue;
       this.pendingRuns.delete(write.runId);
-      const start = write.idempotency ? this.recentStarts.get(startKey(write.row.workflowId, write.idempotency.key)) : undefined;
+      const start = write.idempotency ? this.recentStarts.get(idempotentStartKey(write.row.workflowId, write.idempotency.key)) : undefined;
       if (start) start.committedAt = now;
     }
     this.publish(committed);

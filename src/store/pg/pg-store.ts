@@ -3,8 +3,7 @@ import { hostname } from "node:os";
 import pg from "pg";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { Errors } from "../../errors.ts";
-import { CommittedEvent, type RunEventName } from "../../protocol/run-events.ts";
-import type { StepTiming } from "../event-reader.ts";
+import { STEP_TIMINGS_SQL, type StepTiming } from "../event-reader.ts";
 import type { StoreHooks } from "../sqlite-store.ts";
 import type { NewRun, ReadOnlyStore, Store } from "../store.ts";
 import { CommitListener } from "./commit-listener.ts";
@@ -14,9 +13,13 @@ import { PgEventLog } from "./pg-event-log.ts";
 import { PgFollowers } from "./pg-followers.ts";
 import { PgOwnership } from "./pg-ownership.ts";
 import { PgResumeStateReader } from "./pg-resume-state.ts";
+import { readPgPage } from "./pg-page-read.ts";
 import { PgRunStore } from "./pg-run-store.ts";
 import { redactedUrl } from "./redacted-url.ts";
 import { RunLeases } from "./run-leases.ts";
+
+/** Events per page when the CLI reads a run's log. */
+const READ_PAGE = 1000;
 
 /** Connections per node: commits take one at a time, reads (catch-ups, run lookups) the rest. */
 const POOL_SIZE = 10;
@@ -116,21 +119,16 @@ export async function openPgReadOnly(url: string): Promise<ReadOnlyStore> {
     runs,
     reads: {
       readAfter: async function* (runId, afterIndex) {
-        let after = afterIndex;
-        for (;;) {
-          const { rows } = await pool.query<{ event_index: number; event: RunEventName; payload: string }>(
-            "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index > $2 ORDER BY event_index LIMIT 1000",
-            [runId, after],
-          );
-          for (const row of rows) yield new CommittedEvent(runId, row.event_index, row.event, row.payload);
-          if (rows.length < 1000) return;
-          after = rows[rows.length - 1]!.event_index;
+        // The pages the server's catch-up reads, one after another.
+        for (let page = await readPgPage(pool, runId, afterIndex, READ_PAGE); page; page = await readPgPage(pool, runId, page.batch.last.index, READ_PAGE)) {
+          yield* page.batch.events;
+          if (!page.full) return;
         }
       },
       stepTimings: async (runId) =>
         (
           await pool.query<StepTiming>(
-            "SELECT step_path, step_name, outcome, duration_ms, started FROM step_timings WHERE run_id = $1 ORDER BY event_index",
+            STEP_TIMINGS_SQL.replace("?", "$1"),
             [runId],
           )
         ).rows,
