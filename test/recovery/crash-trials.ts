@@ -158,7 +158,10 @@ export async function crashTrial(seed: number, dir: string, expectedOutput: unkn
       }
       // Exactly one terminal event, last, and the same result as an uninterrupted run.
       const terminals = stored.filter((e) => TERMINAL.has(e.event));
-      expect(terminals.map((e) => e.event), context).toEqual(["WorkflowCompleted"]);
+      expect(
+        terminals.map((e) => e.event),
+        `${context}: ${terminals.map((e) => e.payload).join("\n")}\nthe node that finished it said:\n${second.output().slice(-6000)}`,
+      ).toEqual(["WorkflowCompleted"]);
       expect(stored.at(-1)?.event, context).toBe("WorkflowCompleted");
       expect(JSON.parse(stored.at(-1)?.payload ?? "{}").content, context).toEqual(expectedOutput);
       // The client, before and after the crash, has seen every index.

@@ -2,8 +2,12 @@ import { afterAll, beforeAll } from "vitest";
 import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 import { crashSuite, type StoredEvent, type TrialNodes } from "../recovery/crash-trials.ts";
 
-/** Lease of the trials' nodes: short, so that each trial's takeover comes quickly. */
-const LEASE_MS = 500;
+/**
+ * Lease of the trials' nodes: short, so that each trial's takeover comes quickly, yet long
+ * enough that the surviving node, slowed by the rest of the suite on two cores, keeps it
+ * (each time it lost and took a run again would count as one more crash resume).
+ */
+const LEASE_MS = 1000;
 
 /**
  * The seeded crash trials of test/recovery/ across two nodes on PostgreSQL: the node
