@@ -231,6 +231,18 @@ describe("GET /runs/{run_id}/events", () => {
     expect(rest.body).toMatchObject({ next_after: total - 1, has_more: false });
   });
 
+  it("stores and returns text as it was streamed: quotes, backslashes, tabs, line breaks, \\N and \\. lines, any Unicode", async () => {
+    const chunks = ['say "hi"\n', "back\\slash \\N \\t", "tab\there\r\n", "\\.\n", "\\.", "ünïcødé ✓ 🚀 \u2028 \u0001"];
+    const done = await postJson("/workflows/verbatim/runs", { stream: false, additional_data: { chunks } });
+    expect(done.status).toBe(200);
+    const id = done.body.run_id as string;
+    const page = await json(`/runs/${id}/events?limit=100`, { headers: { accept: "application/json" } });
+    const contents = (page.body.events as Json[]).filter((e) => e.event === "RunContent").map((e) => e.content);
+    expect(contents).toEqual(chunks);
+    const stored = await t.query<{ payload: string }>("SELECT payload FROM events WHERE run_id = ? AND event = 'RunContent' ORDER BY event_index", id);
+    expect(stored.map((row) => (JSON.parse(row.payload) as Json).content)).toEqual(chunks);
+  });
+
   it("rejects a Last-Event-ID that is not an index, and unknown runs", async () => {
     const bad = await json(`/runs/${runId}/events`, { headers: { "last-event-id": "abc" } });
     expect(bad).toMatchObject({ status: 422, body: { code: "INVALID_REQUEST" } });

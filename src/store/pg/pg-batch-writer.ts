@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
 import { Errors } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
 import { COMMIT_CHANNEL } from "./commit-listener.ts";
@@ -6,10 +7,20 @@ import { EVENT_COLUMNS, planBatch, rememberEnvelopes, type PendingWrite, type Ru
 
 const ENVELOPE_COLUMNS = "run_id, attempt, workflow_id, workflow_name, session_id, status, last_event_index";
 
-/** All of a batch's event rows in one statement, a column array each: one round trip, however many rows. */
-const INSERT_EVENTS =
-  "INSERT INTO events (run_id, event_index, event, step_path, payload, created_at) " +
-  "SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])";
+/**
+ * All of a batch's event rows in one COPY: PostgreSQL's bulk path, and the cheapest for
+ * this node too (one text, next to nothing to escape in a JSON frame).
+ */
+const COPY_EVENTS = "COPY events (run_id, event_index, event, step_path, payload, created_at) FROM STDIN";
+
+const COPY_ESCAPES: Record<string, string> = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+const NEEDS_COPY_ESCAPE = /[\\\t\n\r]/;
+
+/** A text field as COPY's text format reads it: backslash, tab, newline and carriage return escaped, null as \N. */
+function copyField(value: string | null): string {
+  if (value === null) return "\\N";
+  return NEEDS_COPY_ESCAPE.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : value;
+}
 
 // With fencing, a node holds the runs it creates (epoch 1) from their first commit.
 const INSERT_RUN =
@@ -194,11 +205,19 @@ export class PgBatchWriter {
     return stored;
   }
 
-  /** The batch's event rows (EVENT_COLUMNS values each), as column arrays in one statement. */
+  /** The batch's event rows (EVENT_COLUMNS values each), in one COPY. */
   private async insertEvents(client: pg.PoolClient, rows: readonly unknown[]): Promise<void> {
     if (rows.length === 0) return;
-    const columns: unknown[][] = Array.from({ length: EVENT_COLUMNS }, () => []);
-    for (let i = 0; i < rows.length; i++) columns[i % EVENT_COLUMNS]!.push(rows[i]);
-    await client.query({ name: "flowd-insert-events", text: INSERT_EVENTS, values: columns });
+    let text = "";
+    for (let i = 0; i < rows.length; i += EVENT_COLUMNS) {
+      const field = (column: number): string => copyField(rows[i + column] as string | null);
+      text += `${field(0)}\t${rows[i + 1] as number}\t${field(2)}\t${field(3)}\t${field(4)}\t${rows[i + 5] as number}\n`;
+    }
+    const copy = client.query(copyFrom(COPY_EVENTS));
+    await new Promise<void>((resolve, reject) => {
+      copy.once("finish", resolve);
+      copy.once("error", reject);
+      copy.end(text);
+    });
   }
 }

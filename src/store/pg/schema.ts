@@ -48,13 +48,16 @@ export const runs = pgTable(
   ],
 );
 
-/** The run event log: `(run_id, event_index)` is the key, indices are 0..N-1 per run (I1). */
+/**
+ * The run event log: `(run_id, event_index)` is the key, indices are 0..N-1 per run (I1).
+ * No foreign key to `runs`, unlike SQLite: PostgreSQL checks one with a query per
+ * inserted row, and the batch writer has already updated (and locked) each run row it
+ * inserts events for, in the same transaction (what deletes a run deletes its events too).
+ */
 export const events = pgTable(
   "events",
   {
-    runId: text("run_id")
-      .notNull()
-      .references(() => runs.runId, { onDelete: "cascade" }),
+    runId: text("run_id").notNull(),
     eventIndex: integer("event_index").notNull(),
     event: text("event").notNull(),
     stepPath: text("step_path"),

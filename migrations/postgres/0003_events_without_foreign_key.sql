@@ -1,0 +1,1 @@
+ALTER TABLE "events" DROP CONSTRAINT "events_run_id_runs_run_id_fk";
