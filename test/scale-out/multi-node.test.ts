@@ -157,6 +157,41 @@ describe("many nodes on one PostgreSQL database", () => {
     }
   }, 60_000);
 
+  it("a watcher on another node gets each event live as stored, whatever its size: small ones come with the commit notice, large ones are read", async () => {
+    const nodes = await startNodes("event_sizes", 2);
+    const [a, b] = nodes as [ServerProcess, ServerProcess];
+    try {
+      // Around the notice's limit (8000 bytes) in characters and in UTF-8 bytes, text that needs escaping, and many small ones.
+      const chunks = [
+        "small",
+        "x".repeat(6500),
+        "y".repeat(7990),
+        "✓".repeat(2300),
+        "✓".repeat(3000),
+        'say "hi"\n\ttab \\ back',
+        "z".repeat(40_000),
+        ...Array.from({ length: 30 }, (_, i) => `chunk ${i} ${"é".repeat(i * 40)}`),
+      ];
+      const { client: starter } = await TestClient.connect(a.wsUrl);
+      starter.send({ action: "start-workflow", workflow_id: "verbatim", additional_data: { chunks, delayMs: 20 } });
+      const runId = (await starter.next()).run_id as string;
+      const { client: watcher } = await TestClient.connect(b.wsUrl);
+      watcher.send({ action: "reconnect", run_id: runId, last_event_index: -1 });
+      const frames = (await watcher.untilTerminal(20_000)).filter((frame) => typeof frame.event_index === "number");
+      await starter.untilTerminal(20_000);
+      const pool = testPool(nodesUrl("event_sizes"));
+      const { rows } = await pool.query<{ payload: string }>("SELECT payload FROM events WHERE run_id = $1 ORDER BY event_index", [runId]);
+      await pool.end();
+      expect(indicesOf(frames)).toEqual(range(rows.length));
+      expect(frames).toEqual(rows.map((row) => JSON.parse(row.payload) as Frame));
+      expect(frames.filter((frame) => frame.event === "RunContent").map((frame) => frame.content)).toEqual(chunks);
+      await starter.close();
+      await watcher.close();
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+
   it("cancel, signal and continue sent to a node that does not hold the run take effect", async () => {
     const nodes = await startNodes("two_nodes", 2);
     const [a, b] = nodes as [ServerProcess, ServerProcess];

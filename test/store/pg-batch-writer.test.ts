@@ -7,7 +7,8 @@ import { openDb, type Db } from "../../src/store/db.ts";
 import { migratePostgres } from "../../src/store/pg/migrate.ts";
 import { PgBatchWriter, type Fencing } from "../../src/store/pg/pg-batch-writer.ts";
 import { RunLeases } from "../../src/store/pg/run-leases.ts";
-import { CommitListener, type CommitNotice } from "../../src/store/pg/commit-listener.ts";
+import { CommitListener, inlineEvents, type CommitNotice } from "../../src/store/pg/commit-listener.ts";
+import type { CommittedEvent } from "../../src/protocol/run-events.ts";
 import { newRunRow } from "../../src/store/event-log.ts";
 import { startPostgres, testPool, type TestPostgres } from "../../testkit/postgres.ts";
 import { tempDir } from "../helpers/server.ts";
@@ -170,21 +171,29 @@ describe("taking over an orphaned run", () => {
 });
 
 describe("commits announced to every node (LISTEN/NOTIFY)", () => {
-  it("a node hears another node's commit, per run with its last index, and nothing of a batch that failed", async () => {
+  it("a node hears another node's commit, per run with its last index and its events when they are small, and nothing of a batch that failed", async () => {
     const heard: CommitNotice[] = [];
     const listener = new CommitListener(dbUrl, (notice) => heard.push(notice));
     await listener.start();
     try {
       const writer = new PgBatchWriter(pool, clock);
-      await writer.commit([newRun("n1"), event("n1", { event: "WorkflowStarted", input: "hello" }), newRun("n2"), event("n2", { event: "WorkflowStarted", input: "hello" }), event("n1", { event: "StepStarted", ...loc })]);
+      const first = await writer.commit([newRun("n1"), event("n1", { event: "WorkflowStarted", input: "hello" }), newRun("n2"), event("n2", { event: "WorkflowStarted", input: "hello" }), event("n1", { event: "StepStarted", ...loc })]);
       await expect(writer.commit([event("n1", { event: "StepStarted", ...loc }), event("no-such-run", { event: "StepStarted", ...loc })])).rejects.toMatchObject({ code: "RUN_NOT_FOUND" });
-      await writer.commit([event("n2", { event: "StepStarted", ...loc })]);
+      const second = await writer.commit([event("n2", { event: "StepStarted", ...loc })]);
+      // Too large to come along (a notice holds at most 8000 bytes): read from the log instead.
+      await writer.commit([event("n2", { event: "RunContent", ...loc, content: "✓".repeat(2500) })]);
       await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(heard).toEqual([
+      expect(heard.map(({ runId, lastIndex }) => ({ runId, lastIndex }))).toEqual([
         { runId: "n1", lastIndex: 1 },
         { runId: "n2", lastIndex: 0 },
         { runId: "n2", lastIndex: 1 },
+        { runId: "n2", lastIndex: 2 },
       ]);
+      const frames = (events: CommittedEvent[] | null) => events?.map((e) => ({ runId: e.runId, index: e.index, event: e.event, frame: e.frame })) ?? null;
+      expect(frames(inlineEvents(heard[0]!))).toEqual(frames(first.filter((e) => e.runId === "n1")));
+      expect(frames(inlineEvents(heard[1]!))).toEqual(frames(first.filter((e) => e.runId === "n2")));
+      expect(frames(inlineEvents(heard[2]!))).toEqual(frames(second));
+      expect(inlineEvents(heard[3]!)).toBeNull();
     } finally {
       await listener.close();
     }

@@ -1,4 +1,6 @@
 import pg from "pg";
+import { CommittedEvent, type RunEventName } from "../../protocol/run-events.ts";
+import { EVENT_COLUMNS } from "../batch-plan.ts";
 
 /** The channel a commit is announced on: one NOTIFY per run per batch, sent by PostgreSQL when (and only if) the batch commits. */
 export const COMMIT_CHANNEL = "flowd_commits";
@@ -6,24 +8,61 @@ export const COMMIT_CHANNEL = "flowd_commits";
 /** The channel on which a node asks the others to look at a run again (a signal kept, a cancel asked, a run handed over): its id. */
 export const WAKE_CHANNEL = "flowd_wakes";
 
-/** What a node hears of another node's commit: the run, and the index of its last event in that batch. */
+/**
+ * What a node hears of another node's commit: the run, the index of its last event in
+ * that batch, and, when they were small enough to ride along, the events themselves.
+ */
 export interface CommitNotice {
   runId: string;
   lastIndex: number;
+  /** The batch's events of the run (`<event>\t<frame>` lines), or null: read them from the log. */
+  inline: string | null;
 }
 
-/** Parses a notification's payload (`<last index>:<run id>`), or null for one that is not flowd's. */
+/**
+ * Parses a notification's payload (`<last index>:<run id>`, then, if the events came
+ * along, a line per event), or null for one that is not flowd's.
+ */
 export function parseCommitNotice(payload: string | undefined): CommitNotice | null {
   if (!payload) return null;
   const colon = payload.indexOf(":");
   const lastIndex = Number(payload.slice(0, colon));
   if (colon < 1 || !Number.isInteger(lastIndex)) return null;
-  return { runId: payload.slice(colon + 1), lastIndex };
+  const newline = payload.indexOf("\n", colon);
+  if (newline < 0) return { runId: payload.slice(colon + 1), lastIndex, inline: null };
+  return { runId: payload.slice(colon + 1, newline), lastIndex, inline: payload.slice(newline + 1) };
 }
 
-/** The payload announcing that a run's events up to `lastIndex` are committed. */
-export function commitNoticePayload(runId: string, lastIndex: number): string {
-  return `${lastIndex}:${runId}`;
+/** A notice's events, as committed (the last one at `lastIndex`); null if it carries none. */
+export function inlineEvents(notice: CommitNotice): CommittedEvent[] | null {
+  if (notice.inline === null) return null;
+  const lines = notice.inline.split("\n");
+  const first = notice.lastIndex - lines.length + 1;
+  return lines.map((line, i) => {
+    const tab = line.indexOf("\t");
+    return new CommittedEvent(notice.runId, first + i, line.slice(0, tab) as RunEventName, line.slice(tab + 1));
+  });
+}
+
+/** Largest notice PostgreSQL sends is 8000 bytes; a run's events ride along only well under it. */
+const INLINE_NOTICE_BYTES = 7000;
+
+/**
+ * What follows a run's notice for events `rows` (EVENT_COLUMNS values each): a line per
+ * event (event name, tab, frame; a JSON frame holds no raw line break), or "" if they do
+ * not fit in `budget` bytes, which then shrinks by what they take.
+ */
+export function inlineTail(rows: readonly unknown[], budget: { bytes: number }): string {
+  let tail = "";
+  for (let i = 0; i < rows.length; i += EVENT_COLUMNS) {
+    tail += `\n${rows[i + 2] as string}\t${rows[i + 4] as string}`;
+    // A char takes at most 3 bytes in UTF-8: count exactly only when that bound is over.
+    if (tail.length > INLINE_NOTICE_BYTES || tail.length > budget.bytes) return "";
+  }
+  const bytes = tail.length * 3 <= Math.min(INLINE_NOTICE_BYTES, budget.bytes) ? tail.length * 3 : Buffer.byteLength(tail);
+  if (bytes > INLINE_NOTICE_BYTES || bytes > budget.bytes) return "";
+  budget.bytes -= bytes;
+  return tail;
 }
 
 /**

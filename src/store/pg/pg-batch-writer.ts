@@ -2,7 +2,7 @@ import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { Errors } from "../../errors.ts";
 import type { CommittedEvent } from "../../protocol/run-events.ts";
-import { COMMIT_CHANNEL } from "./commit-listener.ts";
+import { COMMIT_CHANNEL, inlineTail } from "./commit-listener.ts";
 import { EVENT_COLUMNS, planBatch, rememberEnvelopes, type PendingWrite, type RunEnvelopeRow, type RunUpdate } from "../batch-plan.ts";
 
 const ENVELOPE_COLUMNS = "run_id, attempt, workflow_id, workflow_name, session_id, status, last_event_index";
@@ -22,6 +22,9 @@ function copyField(value: string | null): string {
   return NEEDS_COPY_ESCAPE.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : value;
 }
 
+/** At most this much of a batch rides in its notices: a large batch is read by other nodes faster than sent twice. */
+const INLINE_BATCH_BYTES = 64 * 1024;
+
 // With fencing, a node holds the runs it creates (epoch 1) from their first commit.
 const INSERT_RUN =
   "INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, owner_node, lease_until, lease_epoch) " +
@@ -35,13 +38,14 @@ const INSERT_CHECKPOINT =
 // Each run row update is fenced (with fencing: only where this node holds the run at its epoch),
 // and announces the commit on COMMIT_CHANNEL (sent by PostgreSQL at the commit, never for a rollback).
 const FENCED = "($FENCE_NODE::text IS NULL OR (runs.owner_node = $FENCE_NODE::text AND runs.lease_epoch = $FENCE_EPOCH::integer))";
-const NOTIFIED = `RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id)`;
+// The notice carries the run's events when they are small (see inlineTail): other nodes then need not read them.
+const NOTIFIED = `RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id || $TAIL)`;
 const ADVANCE_RUNS =
   "UPDATE runs SET last_event_index = moved.last_index, updated_at = $3 " +
-  "FROM unnest($1::text[], $2::integer[], $5::integer[]) AS moved(run_id, last_index, epoch) WHERE runs.run_id = moved.run_id AND " +
+  "FROM unnest($1::text[], $2::integer[], $5::integer[], $6::text[]) AS moved(run_id, last_index, epoch, tail) WHERE runs.run_id = moved.run_id AND " +
   FENCED.replaceAll("$FENCE_NODE", "$4").replaceAll("$FENCE_EPOCH::integer", "moved.epoch") +
   " " +
-  NOTIFIED;
+  NOTIFIED.replace("$TAIL", "moved.tail");
 const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, status = coalesce($4::text, status),
     started_at = coalesce(started_at, $5::bigint), finished_at = coalesce($6::bigint, finished_at),
     output = coalesce($7::jsonb, output), error = coalesce($8::text, error),
@@ -50,7 +54,7 @@ const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, stat
     wait_kind = CASE WHEN $11::integer = 1 THEN $12::text ELSE wait_kind END,
     wait_name = CASE WHEN $11::integer = 1 THEN $13::text ELSE wait_name END,
     wait_until = CASE WHEN $11::integer = 1 THEN $14::bigint ELSE wait_until END
-  WHERE run_id = $1 AND ${FENCED.replaceAll("$FENCE_NODE", "$15").replaceAll("$FENCE_EPOCH", "$16")} ${NOTIFIED}`;
+  WHERE run_id = $1 AND ${FENCED.replaceAll("$FENCE_NODE", "$15").replaceAll("$FENCE_EPOCH", "$16")} ${NOTIFIED.replace("$TAIL", "$17::text")}`;
 
 function updateValues(update: RunUpdate): unknown[] {
   return [
@@ -127,12 +131,13 @@ export class PgBatchWriter {
       /** Runs whose row update matched (with fencing: held by this node at its epoch). */
       const matched = new Set<string>();
       const epochOf = (runId: string): number | null => (fence ? (fence.epochOf(runId) ?? -1) : null);
-      for (const { update } of plan.runs.values()) {
+      const inlineBudget = { bytes: INLINE_BATCH_BYTES };
+      for (const { update, rows: events } of plan.runs.values()) {
         if (update.status === null && update.attempt === null) continue;
         const { rows } = await client.query<{ run_id: string }>({
           name: "flowd-update-run",
           text: UPDATE_RUN,
-          values: [...updateValues(update), fence?.nodeId ?? null, epochOf(update.runId)],
+          values: [...updateValues(update), fence?.nodeId ?? null, epochOf(update.runId), inlineTail(events, inlineBudget)],
         });
         for (const row of rows) matched.add(row.run_id);
       }
@@ -148,6 +153,7 @@ export class PgBatchWriter {
             plan.now,
             fence?.nodeId ?? null,
             advanced.map(({ update }) => epochOf(update.runId)),
+            advanced.map(({ rows: events }) => inlineTail(events, inlineBudget)),
           ],
         });
         for (const row of rows) matched.add(row.run_id);

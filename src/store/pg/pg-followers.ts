@@ -1,9 +1,9 @@
 import type pg from "pg";
 import { Errors, FlowdError, errorMessage } from "../../errors.ts";
-import type { EventBatch } from "../../protocol/run-events.ts";
+import { EventBatch } from "../../protocol/run-events.ts";
 import { isFinished, type RunStatus } from "../../protocol/run-status.ts";
 import type { RunFollower } from "../notifier.ts";
-import type { CommitNotice } from "./commit-listener.ts";
+import { inlineEvents, type CommitNotice } from "./commit-listener.ts";
 import { readPgPage } from "./pg-page-read.ts";
 
 /** Events read per query while a follower catches up. */
@@ -49,6 +49,10 @@ export interface FollowOptions {
  *    read loop reads again before it rests.
  * 5. Notices sent while this node's LISTEN connection was down are lost: `reread()` makes
  *    every follower read again once it is back.
+ * 6. Events handed over without a read (this node's own commits, or those that came along
+ *    with a notice) are exactly a committed range of the run; they go only to a follower
+ *    not reading and exactly up to their first index, so the watermark argument of (2)
+ *    holds for them as for a read.
  * So every committed event is read by some read that starts after it commits, and none
  * twice.
  */
@@ -92,10 +96,23 @@ export class PgFollowers {
     return () => this.stop(following);
   }
 
-  /** A commit of the run's events up to `lastIndex`, announced by any node (CommitListener). */
+  /**
+   * A commit of the run's events up to `lastIndex`, announced by any node (CommitListener).
+   * Events that came along with the notice are handed to followers exactly up to them
+   * (as this node's own commits are); the others read what they miss.
+   */
   onCommit(notice: CommitNotice): void {
-    for (const following of this.byRun.get(notice.runId) ?? []) {
-      if (notice.lastIndex > following.delivered) this.wake(following);
+    const set = this.byRun.get(notice.runId);
+    if (!set) return;
+    let batch: EventBatch | null | undefined;
+    for (const following of [...set]) {
+      if (following.stopped || notice.lastIndex <= following.delivered) continue;
+      if (batch === undefined) {
+        const events = inlineEvents(notice);
+        batch = events ? new EventBatch(events) : null;
+      }
+      if (batch && !following.reading && following.delivered === batch.events[0]!.index - 1) this.deliverCommitted(following, batch);
+      else this.wake(following);
     }
   }
 
@@ -110,13 +127,18 @@ export class PgFollowers {
     for (const following of [...set]) {
       if (following.stopped) continue;
       if (!following.reading && following.delivered === first - 1) {
-        following.delivered = batch.last.index;
-        this.call(following, (follower) => follower.events(batch));
-        if (batch.endsRun && !following.stopped) this.end(following, null);
+        this.deliverCommitted(following, batch);
       } else if (batch.last.index > following.delivered) {
         this.wake(following);
       }
     }
+  }
+
+  /** Hands a follower a committed batch that starts right after its watermark. */
+  private deliverCommitted(following: Following, batch: EventBatch): void {
+    following.delivered = batch.last.index;
+    this.call(following, (follower) => follower.events(batch));
+    if (batch.endsRun && !following.stopped) this.end(following, null);
   }
 
   /** Whether anyone follows the run on this node. */
