@@ -458,7 +458,7 @@ export class Engine {
     const outputs: Record<string, unknown> = {};
     const restored = new Map<string, unknown>();
     let started = new Set<string>();
-    /** The log's commit count when the run's latest checkpoint not yet known to be committed was emitted. */
+    /** The log's append mark of the run's latest checkpoint not yet known to be committed. */
     let lastCheckpointAt: number | null = null;
     const ctx: RunContext = {
       runId: run.runId,
@@ -479,7 +479,7 @@ export class Engine {
         }
         this.eventLog.append(run.runId, body, checkpoint, consumesSignal);
         // The latest one: commits are in order, so once it is committed every earlier one is.
-        if (checkpoint) lastCheckpointAt = this.eventLog.commitCount;
+        if (checkpoint) lastCheckpointAt = this.eventLog.appendMark;
         if (consumesSignal !== undefined) this.waiting.claim(consumesSignal);
       },
       hasStarted: (key: string) => started.has(key),

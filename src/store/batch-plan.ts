@@ -232,6 +232,12 @@ export function planBatch(batch: readonly PendingWrite[], envelopeOf: (runId: st
     }
     const { envelope, update } = run;
     if (isFinished(update.status ?? envelope.status)) {
+      // A cancel is idempotent: one that raced the run's end (another node's wake, a second request) adds nothing.
+      if (body.event === "WorkflowCancelled") {
+        // Nor does it touch the run's row (no longer this node's to write, on PostgreSQL).
+        if (run.rows.length === 0) runs.delete(runId);
+        continue;
+      }
       throw Errors.runFinished(runId, update.status ?? envelope.status, "it takes no more events");
     }
     const index = update.index + 1;

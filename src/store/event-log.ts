@@ -125,7 +125,7 @@ export class EventLog implements RunLog {
   /** Commits a deferred batch once its oldest write has waited MAX_COMMIT_DELAY_MS, if no append did first. */
   private commitTimer: NodeJS.Timeout | null = null;
   private commitWaiters: (() => void)[] = [];
-  /** Batches committed (or failed for good) so far: see `committedSince`. */
+  /** Batches committed (or failed for good) so far: see `appendMark`. */
   private commits = 0;
   /** Paces producers that never await I/O; their slices end with a commit. */
   private readonly turns = new ProducerTurns({
@@ -333,7 +333,7 @@ export class EventLog implements RunLog {
   }
 
   /**
-   * Like `committed`, for what `runId` appended while `commitCount` was `since`: resolved
+   * Like `committed`, for what `runId` appended while `appendMark` was `since`: resolved
    * at once if a commit has happened since (that write was in it), without waiting for
    * the writes queued after it.
    */
@@ -343,8 +343,8 @@ export class EventLog implements RunLog {
     return halted ? Promise.reject(halted) : Promise.resolve();
   }
 
-  /** How many batches have been committed (or failed for good) so far. */
-  get commitCount(): number {
+  /** How many batches have been committed (or failed for good) so far: an append made now goes into the next. */
+  get appendMark(): number {
     return this.commits;
   }
 

@@ -44,12 +44,12 @@ export interface RunLog {
   yieldTurn(producer: string): Promise<void> | null;
   /** Resolves once every event appended so far is committed (and delivered). */
   flushed(): Promise<void>;
-  /** Resolves once everything appended so far is committed; rejects with the reason if `runId` halted instead. */
+  /** Resolves once everything `runId` appended so far is committed; rejects with the reason if it halted instead. */
   committed(runId: string): Promise<void>;
-  /** Like `committed`, for what `runId` appended while `commitCount` was `since`. */
-  committedSince(runId: string, since: number): Promise<void>;
-  /** Batches committed (or failed for good) so far. */
-  readonly commitCount: number;
+  /** Like `committed`, for what `runId` appended up to the append that `mark` (an `appendMark`) names. */
+  committedSince(runId: string, mark: number): Promise<void>;
+  /** Read right after an append: a mark that names it, for `committedSince`. */
+  readonly appendMark: number;
   /** Events queued and not yet committed. */
   readonly pendingCount: number;
   /** Says that an unfinished run gets no more events from this process; its followers are told why. */

@@ -185,6 +185,20 @@ describe("the event log", () => {
     expect(storedIndices(reader, "r")).toEqual([0, 1]);
   });
 
+  it("a cancel that comes once the run has ended, in the same batch or a later one, adds nothing and sinks nothing", async () => {
+    newRun("c");
+    log.append("c", { event: "WorkflowStarted", input: "x" });
+    log.append("c", { event: "WorkflowCancelled", reason: "first" });
+    log.append("c", { event: "WorkflowCancelled", reason: "raced the first" });
+    log.flushNow();
+    append("c", { event: "WorkflowCancelled", reason: "late" });
+    expect(appendErrors).toEqual([]);
+    const stored = reader.prepare<[string], { event: string; payload: string }>("SELECT event, payload FROM events WHERE run_id = ? ORDER BY event_index").all("c");
+    expect(stored.map((row) => row.event)).toEqual(["WorkflowStarted", "WorkflowCancelled"]);
+    expect(JSON.parse(stored[1]!.payload)).toMatchObject({ reason: "first" });
+    expect(await runs.get("c")).toMatchObject({ status: "cancelled", lastEventIndex: 1 });
+  });
+
   it("refuses events for an unknown run without writing anything", () => {
     append("ghost", { event: "WorkflowStarted", input: "" });
     expect(appendErrors).toEqual([expect.objectContaining({ code: "RUN_NOT_FOUND" })]);

@@ -25,54 +25,54 @@ function copyField(value: string | null): string {
 /** At most this much of a batch rides in its notices: a large batch is read by other nodes faster than sent twice. */
 const INLINE_BATCH_BYTES = 64 * 1024;
 
-// With fencing, a node holds the runs it creates (epoch 1) from their first commit.
-const INSERT_RUN =
+// All of a batch's new runs in one statement. With fencing, a node holds the runs it creates (epoch 1) from their first commit.
+const INSERT_RUNS =
   "INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, owner_node, lease_until, lease_epoch) " +
-  "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10::text, $11::bigint, CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END)";
+  "SELECT run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data::jsonb, created_at, updated_at, $10::text, $11::bigint, CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END " +
+  "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[]) " +
+  "AS r(run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)";
 // An expired key (the only kind a start finds and does not return) is taken over.
 const UPSERT_IDEMPOTENCY_KEY =
   "INSERT INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at) VALUES ($1, $2, $3, $4, $5) " +
   "ON CONFLICT (workflow_id, key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id, created_at = excluded.created_at";
-const INSERT_CHECKPOINT =
-  "INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)";
-// Each run row update is fenced (with fencing: only where this node holds the run at its epoch),
-// and announces the commit on COMMIT_CHANNEL (sent by PostgreSQL at the commit, never for a rollback).
-const FENCED = "($FENCE_NODE::text IS NULL OR (runs.owner_node = $FENCE_NODE::text AND runs.lease_epoch = $FENCE_EPOCH::integer))";
-// The notice carries the run's events when they are small (see inlineTail): other nodes then need not read them.
-const NOTIFIED = `RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id || $TAIL)`;
-const ADVANCE_RUNS =
-  "UPDATE runs SET last_event_index = moved.last_index, updated_at = $3 " +
-  "FROM unnest($1::text[], $2::integer[], $5::integer[], $6::text[]) AS moved(run_id, last_index, epoch, tail) WHERE runs.run_id = moved.run_id AND " +
-  FENCED.replaceAll("$FENCE_NODE", "$4").replaceAll("$FENCE_EPOCH::integer", "moved.epoch") +
-  " " +
-  NOTIFIED.replace("$TAIL", "moved.tail");
-const UPDATE_RUN = `UPDATE runs SET last_event_index = $2, updated_at = $3, status = coalesce($4::text, status),
-    started_at = coalesce(started_at, $5::bigint), finished_at = coalesce($6::bigint, finished_at),
-    output = coalesce($7::jsonb, output), error = coalesce($8::text, error),
-    attempt = coalesce($9::integer, attempt), crash_resumes = crash_resumes + $10::integer,
-    paused_at = CASE WHEN $9::integer IS NULL THEN paused_at ELSE NULL END,
-    wait_kind = CASE WHEN $11::integer = 1 THEN $12::text ELSE wait_kind END,
-    wait_name = CASE WHEN $11::integer = 1 THEN $13::text ELSE wait_name END,
-    wait_until = CASE WHEN $11::integer = 1 THEN $14::bigint ELSE wait_until END
-  WHERE run_id = $1 AND ${FENCED.replaceAll("$FENCE_NODE", "$15").replaceAll("$FENCE_EPOCH", "$16")} ${NOTIFIED.replace("$TAIL", "$17::text")}`;
+const INSERT_CHECKPOINTS =
+  "INSERT INTO step_checkpoints (run_id, step_path, step_name, output, attempt, event_index, created_at) " +
+  "SELECT run_id, step_path, step_name, output::jsonb, attempt, event_index, $7 " +
+  "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::integer[]) AS c(run_id, step_path, step_name, output, attempt, event_index)";
+const DELETE_SIGNALS = "DELETE FROM signals USING unnest($1::integer[], $2::text[]) AS s(signal_id, run_id) WHERE signals.signal_id = s.signal_id AND signals.run_id = s.run_id";
+// A finished run waits for nothing more: the signals it kept go with its end.
+const DROP_SIGNALS = "DELETE FROM signals WHERE run_id = ANY($1::text[])";
+/**
+ * Every run row a batch touches, in one statement: each moved to its last index, with what
+ * its events changed (status, times, output, wait). Fenced (with fencing: only where this
+ * node holds the run at its epoch), and each announced on COMMIT_CHANNEL (sent by
+ * PostgreSQL at the commit, never for a rollback), with its events when they are small
+ * (see inlineTail): other nodes then need not read them.
+ */
+const UPDATE_RUNS = `UPDATE runs SET last_event_index = u.last_index, updated_at = u.updated_at,
+    status = coalesce(u.status, runs.status),
+    started_at = coalesce(runs.started_at, u.started_at), finished_at = coalesce(u.finished_at, runs.finished_at),
+    output = coalesce(u.output::jsonb, runs.output), error = coalesce(u.error, runs.error),
+    attempt = coalesce(u.attempt, runs.attempt), crash_resumes = runs.crash_resumes + u.crash_increment,
+    paused_at = CASE WHEN u.attempt IS NULL THEN runs.paused_at ELSE NULL END,
+    wait_kind = CASE WHEN u.wait_set = 1 THEN u.wait_kind ELSE runs.wait_kind END,
+    wait_name = CASE WHEN u.wait_set = 1 THEN u.wait_name ELSE runs.wait_name END,
+    wait_until = CASE WHEN u.wait_set = 1 THEN u.wait_until ELSE runs.wait_until END
+  FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+      $9::integer[], $10::integer[], $11::integer[], $12::text[], $13::text[], $14::bigint[], $15::integer[], $16::text[])
+    AS u(run_id, last_index, updated_at, status, started_at, finished_at, output, error,
+      attempt, crash_increment, wait_set, wait_kind, wait_name, wait_until, epoch, tail)
+  WHERE runs.run_id = u.run_id AND ($17::text IS NULL OR (runs.owner_node = $17::text AND runs.lease_epoch = u.epoch))
+  RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id || u.tail)`;
 
-function updateValues(update: RunUpdate): unknown[] {
-  return [
-    update.runId,
-    update.index,
-    update.now,
-    update.status,
-    update.startedAt,
-    update.finishedAt,
-    update.output,
-    update.error,
-    update.attempt,
-    update.crashIncrement,
-    update.waitSet,
-    update.waitKind,
-    update.waitName,
-    update.waitUntil,
-  ];
+/** The values of UPDATE_RUNS's first 14 columns, a column array each. */
+function updateColumns(updates: readonly RunUpdate[]): unknown[][] {
+  const columns: unknown[][] = Array.from({ length: 14 }, () => []);
+  for (const u of updates) {
+    const row = [u.runId, u.index, u.now, u.status, u.startedAt, u.finishedAt, u.output, u.error, u.attempt, u.crashIncrement, u.waitSet, u.waitKind, u.waitName, u.waitUntil];
+    row.forEach((value, i) => columns[i]!.push(value));
+  }
+  return columns;
 }
 
 /** Appends fenced by run leases (see RunLeases): this node's id, and the epoch it holds each run at. */
@@ -110,50 +110,49 @@ export class PgBatchWriter {
       const stored = await this.readEnvelopes(client, batch);
       const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? stored.get(runId), this.clock());
       const fence = this.fencing;
-      for (const { runId, row, additionalData, idempotency } of plan.newRuns) {
+      if (plan.newRuns.length > 0) {
+        const runs = plan.newRuns;
         await client.query({
-          name: "flowd-insert-run",
-          text: INSERT_RUN,
+          name: "flowd-insert-runs",
+          text: INSERT_RUNS,
           values: [
-            runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt,
-            fence?.nodeId ?? null, fence ? plan.now + fence.leaseMs : null,
+            runs.map((r) => r.runId),
+            runs.map((r) => r.row.workflowId),
+            runs.map((r) => r.row.workflowName),
+            runs.map((r) => r.row.sessionId),
+            runs.map((r) => r.row.userId),
+            runs.map((r) => r.row.input),
+            runs.map((r) => r.additionalData),
+            runs.map((r) => r.row.createdAt),
+            runs.map((r) => r.row.updatedAt),
+            fence?.nodeId ?? null,
+            fence ? plan.now + fence.leaseMs : null,
           ],
         });
-        if (idempotency) {
-          await client.query({
-            name: "flowd-upsert-idempotency-key",
-            text: UPSERT_IDEMPOTENCY_KEY,
-            values: [row.workflowId, idempotency.key, idempotency.requestHash, runId, row.createdAt],
-          });
-        }
+      }
+      for (const { runId, row, idempotency } of plan.newRuns) {
+        if (!idempotency) continue;
+        await client.query({
+          name: "flowd-upsert-idempotency-key",
+          text: UPSERT_IDEMPOTENCY_KEY,
+          values: [row.workflowId, idempotency.key, idempotency.requestHash, runId, row.createdAt],
+        });
       }
       // The run rows first: fenced, and locked until the commit, before anything else is written.
-      /** Runs whose row update matched (with fencing: held by this node at its epoch). */
-      const matched = new Set<string>();
       const epochOf = (runId: string): number | null => (fence ? (fence.epochOf(runId) ?? -1) : null);
       const inlineBudget = { bytes: INLINE_BATCH_BYTES };
-      for (const { update, rows: events } of plan.runs.values()) {
-        if (update.status === null && update.attempt === null) continue;
+      const touched = [...plan.runs.values()];
+      /** Runs whose row update matched (with fencing: held by this node at its epoch). */
+      const matched = new Set<string>();
+      if (touched.length > 0) {
         const { rows } = await client.query<{ run_id: string }>({
-          name: "flowd-update-run",
-          text: UPDATE_RUN,
-          values: [...updateValues(update), fence?.nodeId ?? null, epochOf(update.runId), inlineTail(events, inlineBudget)],
-        });
-        for (const row of rows) matched.add(row.run_id);
-      }
-      // Most runs of a batch only move forward: all of them in one statement.
-      const advanced = [...plan.runs.values()].filter(({ update }) => update.status === null && update.attempt === null);
-      if (advanced.length > 0) {
-        const { rows } = await client.query<{ run_id: string }>({
-          name: "flowd-advance-runs",
-          text: ADVANCE_RUNS,
+          name: "flowd-update-runs",
+          text: UPDATE_RUNS,
           values: [
-            advanced.map(({ update }) => update.runId),
-            advanced.map(({ update }) => update.index),
-            plan.now,
+            ...updateColumns(touched.map((run) => run.update)),
+            touched.map((run) => epochOf(run.update.runId)),
+            touched.map((run) => inlineTail(run.rows, inlineBudget)),
             fence?.nodeId ?? null,
-            advanced.map(({ update }) => epochOf(update.runId)),
-            advanced.map(({ rows: events }) => inlineTail(events, inlineBudget)),
           ],
         });
         for (const row of rows) matched.add(row.run_id);
@@ -169,17 +168,18 @@ export class PgBatchWriter {
         this.envelopes.delete(runId);
         throw Errors.leaseLost(runId, fence?.nodeId ?? "?", rows[0]?.owner_node ?? null, rows[0]?.lease_epoch ?? 0);
       }
-      await this.insertEvents(client, [...plan.runs.values()].flatMap((run) => run.rows));
-      for (const { update, checkpoints, consumedSignals } of plan.runs.values()) {
-        for (const checkpoint of checkpoints) {
-          await client.query({ name: "flowd-insert-checkpoint", text: INSERT_CHECKPOINT, values: [...checkpoint, plan.now] });
-        }
-        for (const signalId of consumedSignals) {
-          await client.query({ name: "flowd-delete-signal", text: "DELETE FROM signals WHERE signal_id = $1 AND run_id = $2", values: [signalId, update.runId] });
-        }
-        // A finished run waits for nothing more: the signals it kept go with its end.
-        if (update.finishedAt !== null) await client.query({ name: "flowd-drop-signals", text: "DELETE FROM signals WHERE run_id = $1", values: [update.runId] });
+      await this.insertEvents(client, touched.flatMap((run) => run.rows));
+      const checkpoints = touched.flatMap((run) => run.checkpoints);
+      if (checkpoints.length > 0) {
+        const columns: unknown[][] = Array.from({ length: 6 }, (_, i) => checkpoints.map((checkpoint) => checkpoint[i]));
+        await client.query({ name: "flowd-insert-checkpoints", text: INSERT_CHECKPOINTS, values: [...columns, plan.now] });
       }
+      const consumed = touched.flatMap((run) => run.consumedSignals.map((signalId) => [signalId, run.update.runId] as const));
+      if (consumed.length > 0) {
+        await client.query({ name: "flowd-delete-signals", text: DELETE_SIGNALS, values: [consumed.map(([id]) => id), consumed.map(([, runId]) => runId)] });
+      }
+      const finished = touched.filter((run) => run.update.finishedAt !== null).map((run) => run.update.runId);
+      if (finished.length > 0) await client.query({ name: "flowd-drop-signals", text: DROP_SIGNALS, values: [finished] });
       await client.query("COMMIT");
       rememberEnvelopes(plan, this.envelopes);
       return plan.committed;

@@ -15,6 +15,26 @@ import { readPgPage } from "./pg-page-read.ts";
 const MAX_PENDING = 4000;
 /** How long producers that never await I/O run before they let the event loop serve sockets and commits. */
 const PRODUCER_SLICE_MS = 1;
+/**
+ * Batches committing at once, each on a connection of its own. A run is in at most one
+ * of them, so each run's events still commit in order; a run that is not in the batch
+ * under way (a run just started) need not wait for it.
+ */
+const COMMIT_LANES = 2;
+
+/** A write waiting for its batch, numbered in the order it was appended. */
+interface Queued {
+  write: PendingWrite;
+  seq: number;
+}
+
+/** The writes of a run that are appended and not all done (committed, or failed for good). */
+interface RunProgress {
+  /** The number of its latest write. */
+  appended: number;
+  /** The number of its latest write that is done: its writes are done in order. */
+  done: number;
+}
 
 /** PostgreSQL's answers that say the database itself refuses (connection lost, shutting down, out of resources). */
 function failedForWholeDatabase(error: unknown): boolean {
@@ -30,12 +50,13 @@ const RECENT_START_MS = 60_000;
 /**
  * The run event log on PostgreSQL: the same contract as EventLog on SQLite (group commit,
  * one append path, committed before anyone is told), with commits that take a round trip.
- * One batch is in flight at a time; what is appended meanwhile forms the next. Followers
+ * Up to COMMIT_LANES batches are in flight at a time, never two with the same run; what is
+ * appended meanwhile forms the next. Followers
  * read committed ranges (PgFollowers); this node's own commits are handed to them at
  * once, other nodes' arrive by NOTIFY.
  */
 export class PgEventLog implements RunLog {
-  private pending: PendingWrite[] = [];
+  private pending: Queued[] = [];
   private pendingRuns = new Set<string>();
   /**
    * Idempotent starts of this node not yet committed, and those committed in the last
@@ -43,12 +64,15 @@ export class PgEventLog implements RunLog {
    * finds it here (on SQLite the read and the commit cannot interleave).
    */
   private readonly recentStarts = new Map<string, { run: RunRow; requestHash: string; committedAt: number | null }>();
-  /** Waiters for the batch not yet taken, and for the batch in flight. */
-  private nextWaiters: (() => void)[] = [];
-  private inFlight: Promise<void> | null = null;
+  /** The number of the latest write appended. */
+  private appendedSeq = 0;
+  private readonly progress = new Map<string, RunProgress>();
+  /** Runs in a batch in flight, and the first write number of each such batch. */
+  private readonly runsInFlight = new Set<string>();
+  private readonly batchesInFlight = new Set<{ firstSeq: number }>();
+  /** Checked after each batch: resolved once their condition holds. */
+  private waiters: { ready: () => boolean; resolve: () => void }[] = [];
   private scheduled = false;
-  private batchesTaken = 0;
-  private batchesDone = 0;
   private readonly haltedRuns = new Map<string, FlowdError>();
   /** Runs another node took over, with why: this node's writes to them are dropped (its execution is being stopped). */
   private readonly lostRuns = new Map<string, FlowdError>();
@@ -104,16 +128,20 @@ export class PgEventLog implements RunLog {
   }
 
   private enqueue(write: PendingWrite): void {
-    this.pending.push(write);
+    const seq = ++this.appendedSeq;
+    this.pending.push({ write, seq });
+    const progress = this.progress.get(write.runId);
+    if (progress) progress.appended = seq;
+    else this.progress.set(write.runId, { appended: seq, done: seq - 1 });
     this.schedule();
   }
 
   private schedule(): void {
-    if (this.scheduled || this.inFlight) return;
+    if (this.scheduled || this.batchesInFlight.size >= COMMIT_LANES) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      void this.commitLoop();
+      this.startBatches();
     });
   }
 
@@ -133,26 +161,37 @@ export class PgEventLog implements RunLog {
     );
   }
 
-  flushed(): Promise<void> {
-    if (this.pending.length > 0) return new Promise((resolve) => this.nextWaiters.push(resolve));
-    return this.inFlight ?? Promise.resolve();
+  /** Resolves once `ready()` holds, checked now and after each batch. */
+  private until(ready: () => boolean): Promise<void> {
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ ready, resolve }));
   }
 
-  async committed(runId: string): Promise<void> {
-    await this.flushed();
+  /** Whether every write numbered up to `seq` is done. */
+  private doneThrough(seq: number): boolean {
+    if ((this.pending[0]?.seq ?? Infinity) <= seq) return false;
+    for (const batch of this.batchesInFlight) if (batch.firstSeq <= seq) return false;
+    return true;
+  }
+
+  flushed(): Promise<void> {
+    const seq = this.appendedSeq;
+    return this.until(() => this.doneThrough(seq));
+  }
+
+  committed(runId: string): Promise<void> {
+    return this.committedSince(runId, this.progress.get(runId)?.appended ?? 0);
+  }
+
+  async committedSince(runId: string, mark: number): Promise<void> {
+    await this.until(() => (this.progress.get(runId)?.done ?? Infinity) >= mark);
     const refused = this.haltedRuns.get(runId) ?? this.lostRuns.get(runId);
     if (refused) throw refused;
   }
 
-  committedSince(runId: string, since: number): Promise<void> {
-    // The write was in batch since + 1.
-    if (this.batchesDone <= since) return this.committed(runId);
-    const refused = this.haltedRuns.get(runId) ?? this.lostRuns.get(runId);
-    return refused ? Promise.reject(refused) : Promise.resolve();
-  }
-
-  get commitCount(): number {
-    return this.batchesTaken;
+  /** The number of the latest write: read right after an append, it names that append (see committedSince). */
+  get appendMark(): number {
+    return this.appendedSeq;
   }
 
   get pendingCount(): number {
@@ -175,25 +214,46 @@ export class PgEventLog implements RunLog {
     return true;
   }
 
-  /** Commits batch after batch until nothing is queued; one batch in flight at a time, in order. */
-  private async commitLoop(): Promise<void> {
-    while (this.pending.length > 0) {
-      const taken = this.pending;
-      const waiters = this.nextWaiters;
-      this.pending = [];
-      this.nextWaiters = [];
-      this.batchesTaken += 1;
-      const batch = taken.filter((write) => !this.haltedRuns.has(write.runId) && !this.lostRuns.has(write.runId));
-      const done = this.commitBatch(batch).catch((error: unknown) => {
-        // Whatever failed after the commit (a hook), the loop goes on and no waiter hangs.
-        for (const runId of new Set(batch.map((write) => write.runId))) this.onAppendError(error, runId);
-      });
-      this.inFlight = done;
-      await done;
-      this.batchesDone += 1;
-      this.inFlight = null;
-      for (const resolve of waiters) resolve();
+  /** Starts batches while a lane is free and writes of runs not in flight are queued. */
+  private startBatches(): void {
+    while (this.batchesInFlight.size < COMMIT_LANES) {
+      const taken: Queued[] = [];
+      const rest: Queued[] = [];
+      for (const queued of this.pending) (this.runsInFlight.has(queued.write.runId) ? rest : taken).push(queued);
+      if (taken.length === 0) return;
+      this.pending = rest;
+      void this.commitTaken(taken);
     }
+  }
+
+  /** Commits one batch, marks its writes done (failed ones too), and starts what waited for its lane or its runs. */
+  private async commitTaken(taken: Queued[]): Promise<void> {
+    const inFlight = { firstSeq: taken[0]!.seq };
+    this.batchesInFlight.add(inFlight);
+    const runs = new Set(taken.map((queued) => queued.write.runId));
+    for (const runId of runs) this.runsInFlight.add(runId);
+    const batch = taken.map((queued) => queued.write).filter((write) => !this.haltedRuns.has(write.runId) && !this.lostRuns.has(write.runId));
+    try {
+      await this.commitBatch(batch);
+    } catch (error) {
+      // Whatever failed after the commit (a hook), the log goes on and no waiter hangs.
+      for (const runId of new Set(batch.map((write) => write.runId))) this.onAppendError(error, runId);
+    }
+    this.batchesInFlight.delete(inFlight);
+    for (const { write, seq } of taken) {
+      const progress = this.progress.get(write.runId);
+      if (!progress) continue;
+      progress.done = seq;
+      if (progress.done >= progress.appended) this.progress.delete(write.runId);
+    }
+    for (const runId of runs) this.runsInFlight.delete(runId);
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) {
+      if (waiter.ready()) waiter.resolve();
+      else this.waiters.push(waiter);
+    }
+    this.startBatches();
   }
 
   private async commitBatch(batch: PendingWrite[]): Promise<void> {
