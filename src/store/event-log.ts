@@ -428,7 +428,13 @@ export class EventLog implements RunLog {
         return NOTHING_TO_STOP;
       }
       const run = this.writer.storedEnvelope(runId);
-      if (!run) throw Errors.runNotFound(runId);
+      if (!run) {
+        // A run whose creation failed after its id went out: its follower learns why, not "not found".
+        const notCreated = this.haltedRuns.get(runId);
+        if (!notCreated) throw Errors.runNotFound(runId);
+        follower.failed(notCreated);
+        return NOTHING_TO_STOP;
+      }
       // The terminal event was at or before afterIndex: nothing will ever follow.
       if (isFinished(run.status)) {
         follower.ended();

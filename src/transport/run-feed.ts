@@ -153,11 +153,18 @@ export class RunFeed {
     }
     // Caught up with what was committed: follow() reads what came since the last page
     // and hands over to live delivery with nothing lost or repeated (I3, see RunLog.follow).
-    const stop = this.log.follow(this.runId, this.last, {
-      events: (batch) => this.onLive(batch),
-      ended: () => this.onEnded(),
-      failed: (error) => this.onFailure(error),
-    });
+    let stop: () => void;
+    try {
+      stop = this.log.follow(this.runId, this.last, {
+        events: (batch) => this.onLive(batch),
+        ended: () => this.onEnded(),
+        failed: (error) => this.onFailure(error),
+      });
+    } catch (error) {
+      // The run is gone (or cannot be read): the subscriber is told, nothing is left unhandled.
+      this.onFailure(error instanceof FlowdError ? error : Errors.databaseUnreadable(error));
+      return;
+    }
     // Over already (the run had ended, or halted here), or backed up by the backlog follow() handed over.
     if (this.closed || this.paused) {
       stop();

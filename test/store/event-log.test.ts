@@ -368,12 +368,13 @@ describe("the event log", () => {
 
   it("while nobody follows any run live, commits every 2 ms rather than every turn", async () => {
     newRun("unwatched");
+    const firstAppend = performance.now();
     log.append("unwatched", { event: "WorkflowStarted", input: "" });
     await new Promise((resolve) => setImmediate(resolve));
     log.append("unwatched", { event: "WorkflowStarted", input: "" });
     await new Promise((resolve) => setImmediate(resolve));
-    // Two turns later, still one batch waiting for more.
-    expect(log.pendingCount).toBe(2);
+    // Two turns later, still one batch waiting for more (unless this busy machine took the 2 ms over those turns).
+    if (performance.now() - firstAppend < 2) expect(log.pendingCount).toBe(2);
     // No further append comes: the batch still commits within the bound.
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(log.pendingCount).toBe(0);
