@@ -23,7 +23,7 @@ function copyField(value: string | null): string {
 }
 
 /** At most this much of a batch rides in its notices: a large batch is read by other nodes faster than sent twice. */
-const INLINE_BATCH_BYTES = 64 * 1024;
+const INLINE_BATCH_BYTES = 16 * 1024;
 
 // All of a batch's new runs in one statement. With fencing, a node holds the runs it creates (epoch 1) from their first commit.
 const INSERT_RUNS =
@@ -141,7 +141,9 @@ export class PgBatchWriter {
       // The run rows first: fenced, and locked until the commit, before anything else is written.
       const epochOf = (runId: string): number | null => (fence ? (fence.epochOf(runId) ?? -1) : null);
       const inlineBudget = { bytes: INLINE_BATCH_BYTES };
-      const touched = [...plan.runs.values()];
+      // In run id order, as lease renewals list them: statements that lock the same rows in the same order do not deadlock
+      // (PostgreSQL would break one after deadlock_timeout and the batch would be retried run by run).
+      const touched = [...plan.runs.values()].sort((a, b) => (a.update.runId < b.update.runId ? -1 : a.update.runId > b.update.runId ? 1 : 0));
       /** Runs whose row update matched (with fencing: held by this node at its epoch). */
       const matched = new Set<string>();
       if (touched.length > 0) {

@@ -41,7 +41,8 @@ function failedForWholeDatabase(error: unknown): boolean {
   if (error instanceof FlowdError) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code !== "string") return true; // a socket error: no SQLSTATE
-  return /^(08|53|57|58|XX)/.test(code);
+  // 54000 included: a full NOTIFY queue refuses every commit, whichever run it holds.
+  return /^(08|53|54|57|58|XX)/.test(code);
 }
 
 /** How long this node remembers an idempotent start after its commit (longer than any read of the key takes). */
@@ -78,6 +79,8 @@ export class PgEventLog implements RunLog {
   private readonly lostRuns = new Map<string, FlowdError>();
   private readonly stoppedByStorage = new Set<string>();
   storageFault: FlowdError | null = null;
+  /** The first write number of the batch that reported `storageFault`: only a later batch's success clears it (lanes commit side by side). */
+  private storageFaultSeq = 0;
   private sliceStartedAt: number | null = null;
 
   constructor(
@@ -234,7 +237,7 @@ export class PgEventLog implements RunLog {
     for (const runId of runs) this.runsInFlight.add(runId);
     const batch = taken.map((queued) => queued.write).filter((write) => !this.haltedRuns.has(write.runId) && !this.lostRuns.has(write.runId));
     try {
-      await this.commitBatch(batch);
+      await this.commitBatch(batch, inFlight.firstSeq);
     } catch (error) {
       // Whatever failed after the commit (a hook), the log goes on and no waiter hangs.
       for (const runId of new Set(batch.map((write) => write.runId))) this.onAppendError(error, runId);
@@ -256,19 +259,20 @@ export class PgEventLog implements RunLog {
     this.startBatches();
   }
 
-  private async commitBatch(batch: PendingWrite[]): Promise<void> {
+  private async commitBatch(batch: PendingWrite[], firstSeq: number): Promise<void> {
     if (batch.length === 0) return;
     const failed = new Map<string, unknown>();
     let committed: CommittedEvent[] = [];
     let wholeDatabase = false;
     try {
       committed = await this.writer.commit(batch);
-      this.storageFault = null;
+      if (firstSeq > this.storageFaultSeq) this.storageFault = null;
     } catch (batchError) {
       wholeDatabase = failedForWholeDatabase(batchError);
       if (wholeDatabase) {
         for (const write of batch) if (!failed.has(write.runId)) failed.set(write.runId, batchError);
         this.storageFault = Errors.databaseRefusedCommit(batchError);
+        this.storageFaultSeq = Math.max(this.storageFaultSeq, firstSeq);
       } else {
         // One run's bad write (or lost lease) must not sink the others: each run's writes on their own.
         const byRun = new Map<string, PendingWrite[]>();

@@ -37,7 +37,8 @@ export class RunLeases {
    */
   async renew(epochs: ReadonlyMap<string, number>): Promise<{ lost: string[]; cancelRequested: string[] }> {
     if (epochs.size === 0) return { lost: [], cancelRequested: [] };
-    const runIds = [...epochs.keys()];
+    // In run id order, as a batch lists the run rows it updates (see PgBatchWriter).
+    const runIds = [...epochs.keys()].sort();
     const { rows } = await this.pool.query<{ run_id: string; lease_epoch: number; cancel_requested: boolean }>({
       name: "flowd-renew-leases",
       text: `UPDATE runs SET lease_until = $3

@@ -52,7 +52,8 @@ export const runs = pgTable(
  * The run event log: `(run_id, event_index)` is the key, indices are 0..N-1 per run (I1).
  * No foreign key to `runs`, unlike SQLite: PostgreSQL checks one with a query per
  * inserted row, and the batch writer has already updated (and locked) each run row it
- * inserts events for, in the same transaction (what deletes a run deletes its events too).
+ * inserts events for, in the same transaction. Nothing cascades: whatever deletes a run
+ * must delete its events itself.
  */
 export const events = pgTable(
   "events",
