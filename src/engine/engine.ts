@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { stringify as stableStringify } from "safe-stable-stringify";
 import type { Logger } from "pino";
 import type { ModelProvider } from "../agents/model-provider.ts";
@@ -7,7 +8,7 @@ import type { RunEventBody } from "../protocol/run-events.ts";
 import type { RequirementAnswer } from "../protocol/hitl.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../protocol/run-status.ts";
 import { startKey, START_EVENTS, WAIT_SUFFIX } from "../store/resume-state.ts";
-import type { Checkpoint, ResumeReads, ResumeState, RunLog, RunRecords, RunRow, Store } from "../store/store.ts";
+import type { Checkpoint, IdempotentStart, ResumeReads, ResumeState, RunLog, RunRecords, RunRow, Store } from "../store/store.ts";
 import { timeOrderedId } from "../store/time-ordered-id.ts";
 import type { WorkflowDefinition } from "../workflows/definition.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
@@ -28,6 +29,9 @@ function requestHash(request: StartRunRequest): string {
     .update(stableStringify([request.message, request.additionalData ?? null]) ?? "")
     .digest("base64url");
 }
+
+/** How long a start waits for the run another node took its idempotency key for to be stored. */
+const RESERVED_RUN_WAIT_MS = 5000;
 
 /** What a client gives to start a run. */
 export interface StartRunRequest {
@@ -137,8 +141,15 @@ export class Engine {
     if (this.active.size >= this.options.maxActiveRuns) {
       throw Errors.tooManyRuns(this.active.size);
     }
+    const runId = timeOrderedId();
+    // Other nodes start runs too (PostgreSQL): the key is taken before the run's id goes out.
+    // (On SQLite nothing may be awaited between the look-ups above and createRun below.)
+    if (idempotency && this.store.ownership.shared) {
+      const earlier = await this.reserveKey(workflow.id, idempotency, runId);
+      if (earlier) return earlier;
+    }
     const run = this.eventLog.createRun({
-      runId: timeOrderedId(),
+      runId,
       workflowId: workflow.id,
       workflowName: workflow.name,
       sessionId: request.sessionId ?? timeOrderedId(),
@@ -150,6 +161,26 @@ export class Engine {
     this.launch(workflow, run, null);
     this.logger.info({ runId: run.runId, workflowId: workflow.id }, "run started");
     return run;
+  }
+
+  /**
+   * Takes the key for `runId`: null once taken, else the run another start took it for (on
+   * any node). That run's row may not be committed yet: it is waited for, and if it never
+   * comes (its node died first), the key is taken over.
+   */
+  private async reserveKey(workflowId: string, idempotency: IdempotentStart, runId: string): Promise<RunRow | null> {
+    const reservation = { workflowId, ...idempotency, runId, now: Date.now(), notBefore: Date.now() - this.options.idempotencyTtlMs };
+    const holder = await this.runStore.reserveIdempotencyKey(reservation);
+    if (!holder) return null;
+    if (holder.requestHash !== idempotency.requestHash) throw Errors.idempotencyKeyReused(idempotency.key, workflowId, holder.runId);
+    for (const started = Date.now(); Date.now() - started < RESERVED_RUN_WAIT_MS; await sleep(10)) {
+      const run = await this.runStore.get(holder.runId);
+      if (run) return run;
+    }
+    this.logger.warn({ runId: holder.runId, workflowId }, "an idempotency key's run was never stored (its node stopped first): a new run takes the key");
+    if (!(await this.runStore.reserveIdempotencyKey({ ...reservation, takeFrom: holder.runId }))) return null;
+    // Another start took it over first: its run is the one.
+    return this.reserveKey(workflowId, idempotency, runId);
   }
 
   /**

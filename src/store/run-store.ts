@@ -39,6 +39,11 @@ export class RunStore implements RunRecords {
   }
 
   /** The run a start with this key created at or after `notBefore` (epoch ms), with what that start asked for. */
+  /** One process writes a SQLite file: the key is stored with the run's row (EventLog), and read before (idempotentStart). */
+  async reserveIdempotencyKey(): Promise<null> {
+    return null;
+  }
+
   async idempotentStart(workflowId: string, key: string, notBefore: number): Promise<{ run: RunRow; requestHash: string } | undefined> {
     return this.db.orm
       .select({ run: runs, requestHash: idempotencyKeys.requestHash })

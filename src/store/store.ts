@@ -93,10 +93,30 @@ export interface RunReads {
   list(filter?: RunFilter): Promise<RunRow[]>;
 }
 
+/** An idempotency key to take for a run about to be created (see RunRecords.reserveIdempotencyKey). */
+export interface KeyReservation {
+  workflowId: string;
+  key: string;
+  requestHash: string;
+  runId: string;
+  now: number;
+  /** A key taken before this (epoch ms) has expired and is taken over. */
+  notBefore: number;
+  /** A run whose hold on the key is taken over too: its row never came (its node died before committing it). */
+  takeFrom?: string | undefined;
+}
+
 /** Run rows as the server changes them besides events: cancel requests, pauses, kept signals. */
 export interface RunRecords extends RunReads {
   /** The run a start with this key created at or after `notBefore` (epoch ms), with what that start asked for. */
   idempotentStart(workflowId: string, key: string, notBefore: number): Promise<{ run: RunRow; requestHash: string } | undefined>;
+  /**
+   * Takes an idempotency key for the run `reservation.runId` before its id goes out, where
+   * several nodes start runs (PostgreSQL): null once it holds the key, else the start that
+   * holds it (whose run row may not be committed yet). Where one process writes the
+   * database (SQLite) the key is stored with the run's row, and this holds nothing.
+   */
+  reserveIdempotencyKey(reservation: KeyReservation): Promise<{ runId: string; requestHash: string } | null>;
   /** Marks a run that a graceful shutdown stopped between steps: its resume is not a crash. */
   markPaused(runId: string): Promise<void>;
   /** Marks a run suspended again on waits its earlier execution opened. */

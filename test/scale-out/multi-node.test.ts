@@ -192,6 +192,34 @@ describe("many nodes on one PostgreSQL database", () => {
     }
   }, 60_000);
 
+  it("the same idempotency key sent to two nodes at once starts one run, and both callers get it; another request with it is refused on either node", async () => {
+    const nodes = await startNodes("shared_keys", 2);
+    const [a, b] = nodes as [ServerProcess, ServerProcess];
+    const start = async (node: ServerProcess, key: string, message = "same"): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const response = await fetch(`${node.url}/workflows/ticker/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": key },
+        body: JSON.stringify({ message, background: true, additional_data: { count: 3 } }),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    try {
+      for (let i = 0; i < 15; i++) {
+        const [onA, onB] = await Promise.all([start(a, `key-${i}`), start(b, `key-${i}`)]);
+        expect([onA.status, onB.status]).toEqual([202, 202]);
+        expect(onB.body.run_id, `key-${i}`).toBe(onA.body.run_id);
+      }
+      const pool = testPool(nodesUrl("shared_keys"));
+      const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM runs");
+      await pool.end();
+      expect(rows[0]!.n).toBe(15);
+      const reused = await start(b, "key-0", "something else");
+      expect(reused).toMatchObject({ status: 409, body: { code: "IDEMPOTENCY_KEY_REUSED" } });
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+
   it("cancel, signal and continue sent to a node that does not hold the run take effect", async () => {
     const nodes = await startNodes("two_nodes", 2);
     const [a, b] = nodes as [ServerProcess, ServerProcess];

@@ -1,8 +1,8 @@
-import { and, count, desc, eq, gte, getTableColumns, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, gte, getTableColumns, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { Errors } from "../../errors.ts";
 import type { RunRow } from "../schema.ts";
-import type { RunFilter, RunRecords, StoredSignal, WaitColumns } from "../store.ts";
+import type { KeyReservation, RunFilter, RunRecords, StoredSignal, WaitColumns } from "../store.ts";
 import { idempotencyKeys, runs, signals } from "./schema.ts";
 
 // The columns both databases have: the lease columns are PostgreSQL's own, and RunOwnership's business.
@@ -38,6 +38,23 @@ export class PgRunStore implements RunRecords {
       .innerJoin(runs, eq(runs.runId, idempotencyKeys.runId))
       .where(and(eq(idempotencyKeys.workflowId, workflowId), eq(idempotencyKeys.key, key), gte(idempotencyKeys.createdAt, notBefore)));
     return row;
+  }
+
+  async reserveIdempotencyKey(reservation: KeyReservation): Promise<{ runId: string; requestHash: string } | null> {
+    const { workflowId, key, requestHash, runId, now, notBefore, takeFrom } = reservation;
+    const taken = await this.orm.execute<{ run_id: string }>(sql`
+      INSERT INTO idempotency_keys (workflow_id, key, request_hash, run_id, created_at)
+      VALUES (${workflowId}, ${key}, ${requestHash}, ${runId}, ${now})
+      ON CONFLICT (workflow_id, key) DO UPDATE SET request_hash = excluded.request_hash, run_id = excluded.run_id, created_at = excluded.created_at
+        WHERE idempotency_keys.created_at < ${notBefore} OR idempotency_keys.run_id = ${takeFrom ?? null}
+      RETURNING run_id`);
+    if (taken.rows[0]?.run_id === runId) return null;
+    const [holder] = await this.orm
+      .select({ runId: idempotencyKeys.runId, requestHash: idempotencyKeys.requestHash })
+      .from(idempotencyKeys)
+      .where(and(eq(idempotencyKeys.workflowId, workflowId), eq(idempotencyKeys.key, key)));
+    // Let go of meanwhile (it expired between the two statements): try again.
+    return holder ?? this.reserveIdempotencyKey(reservation);
   }
 
   async markPaused(runId: string): Promise<void> {

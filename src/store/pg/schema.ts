@@ -85,16 +85,18 @@ export const stepCheckpoints = pgTable(
   (t) => [primaryKey({ columns: [t.runId, t.stepPath] })],
 );
 
-/** Idempotency keys of starts (see the SQLite schema). */
+/**
+ * Idempotency keys of starts (see the SQLite schema). No foreign key to `runs`: with many
+ * nodes a start takes its key before its run's row is committed (see
+ * RunRecords.reserveIdempotencyKey).
+ */
 export const idempotencyKeys = pgTable(
   "idempotency_keys",
   {
     workflowId: text("workflow_id").notNull(),
     key: text("key").notNull(),
     requestHash: text("request_hash").notNull(),
-    runId: text("run_id")
-      .notNull()
-      .references(() => runs.runId, { onDelete: "cascade" }),
+    runId: text("run_id").notNull(),
     createdAt: millis("created_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.workflowId, t.key] })],
