@@ -274,8 +274,22 @@ export class Engine {
       if (!(await this.store.ownership.claim(runId))) return;
       const run = await this.runStore.get(runId);
       if (this.active.has(runId)) return;
-      if (!run || isFinished(run.status) || SUSPENDED_STATUSES.has(run.status)) {
+      if (!run || isFinished(run.status)) {
         this.store.ownership.release(runId);
+        return;
+      }
+      if (SUSPENDED_STATUSES.has(run.status)) {
+        // Its node stopped while a branch ran beside its wait: a crash to resume from, as at a restart.
+        if (run.cancelRequestedAt === null && this.workflows.has(run.workflowId) && (await this.resumeState.interruptedWhileWaiting()).has(runId)) {
+          const outcome = await this.recoverRun(run);
+          this.logger.info({ runId, outcome }, "took over a run whose node stopped while a branch of it ran beside a wait");
+          if (outcome !== "resumed" && outcome !== "restarted") this.releaseWhenCommitted(runId);
+          return;
+        }
+        // Else it only waits (its node stopped while ending a wait): the waits are kept here, and whoever ends one takes it.
+        await this.waiting.reload(runId);
+        if (run.cancelRequestedAt !== null) this.cancelWaiting(runId, "Cancelled by request");
+        else this.store.ownership.release(runId);
         return;
       }
       const outcome = await this.recoverRun(run);

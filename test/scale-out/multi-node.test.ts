@@ -220,6 +220,37 @@ describe("many nodes on one PostgreSQL database", () => {
     }
   }, 60_000);
 
+  it("a run killed with its node while a Parallel branch ran beside its wait is taken over and resumed by another node", async () => {
+    const nodes = await startNodes("busy_beside_wait", 2);
+    const [a, b] = nodes as [ServerProcess, ServerProcess];
+    const runJson = async (node: ServerProcess, runId: string): Promise<Record<string, unknown>> =>
+      (await (await fetch(`${node.url}/runs/${runId}`)).json()) as Record<string, unknown>;
+    try {
+      const started = await fetch(`${a.url}/workflows/parallel-busy/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message: "m", background: true, additional_data: { sleepMs: 4000 } }),
+      });
+      const runId = String(((await started.json()) as Record<string, unknown>).run_id);
+      await waitFor("the run to wait", async () => ((await runJson(a, runId)).status === "waiting" ? true : undefined));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      a.child.kill("SIGKILL");
+      await a.exited;
+      const done = await waitFor("the run to complete on B", async () => {
+        const run = await runJson(b, runId);
+        return run.status === "completed" ? run : undefined;
+      }, 20_000);
+      expect(done.content).toEqual({ sleepy: "rested", busy: "worked" });
+      const events = await watchToEnd(() => [b], runId, 0);
+      expect(indicesOf(events)).toEqual(range(events.length));
+      expect(events.find((e) => e.event === "WorkflowResumed")).toMatchObject({ after_crash: true });
+      expect(events.filter((e) => e.event === "WaitCompleted")).toHaveLength(1);
+      expect(b.output()).toContain("took over a run whose node stopped while a branch of it ran beside a wait");
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+    }
+  }, 60_000);
+
   it("cancel, signal and continue sent to a node that does not hold the run take effect", async () => {
     const nodes = await startNodes("two_nodes", 2);
     const [a, b] = nodes as [ServerProcess, ServerProcess];
@@ -239,7 +270,8 @@ describe("many nodes on one PostgreSQL database", () => {
       const waiting = (await onA.next()).run_id as string;
       for (let frame = await onA.next(); frame.event !== "WaitStarted"; frame = await onA.next());
       onB.send({ action: "signal-workflow", run_id: waiting, name: "approved", payload: { by: "bea" } });
-      expect(await onB.next()).toMatchObject({ event: "signal_accepted", delivered: true });
+      // Delivered at once, or kept until A has let the run go a moment later: either way the wait ends with it.
+      expect(await onB.next()).toMatchObject({ event: "signal_accepted", run_id: waiting });
       const rest = await onA.untilTerminal(10_000);
       expect(rest.at(-1)).toMatchObject({ event: "WorkflowCompleted", content: "approved by bea" });
 

@@ -76,19 +76,24 @@ export class RunLeases {
     const { rows } = await this.pool.query<{ next: string | null }>({
       name: "flowd-next-lapse",
       text: `SELECT min(lease_until) AS next FROM runs
-              WHERE status IN ('pending', 'running') AND owner_node IS NOT NULL AND owner_node <> $1 AND lease_until >= $2`,
+              WHERE status NOT IN ('completed', 'error', 'cancelled') AND owner_node IS NOT NULL AND owner_node <> $1 AND lease_until >= $2`,
       values: [this.nodeId, this.clock()],
     });
     const next = rows[0]?.next;
     return next === null || next === undefined ? null : Number(next);
   }
 
-  /** Unfinished runs whose lease has lapsed (their node died) or that no node holds, oldest first. */
+  /**
+   * Unfinished runs whose lease has lapsed (their node died) or that no node holds, oldest
+   * first. A run that waits holds no node, unless its node was executing a branch of it
+   * beside the wait (or ending one of its waits): held and lapsed, it is an orphan too.
+   */
   async orphans(limit = 100): Promise<string[]> {
     const { rows } = await this.pool.query<{ run_id: string }>({
       name: "flowd-orphan-runs",
       text: `SELECT run_id FROM runs
-              WHERE status IN ('pending', 'running') AND (owner_node IS NULL OR lease_until < $1)
+              WHERE (status IN ('pending', 'running') AND (owner_node IS NULL OR lease_until < $1))
+                 OR (status IN ('waiting', 'paused') AND owner_node IS NOT NULL AND lease_until < $1)
               ORDER BY created_at LIMIT $2`,
       values: [this.clock(), limit],
     });
