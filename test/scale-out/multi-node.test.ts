@@ -251,6 +251,42 @@ describe("many nodes on one PostgreSQL database", () => {
     }
   }, 60_000);
 
+  it("a node stopped with SIGTERM hands its runs over at once: another node goes on with them long before their lease would lapse", async () => {
+    const url = await postgres.createDatabase("handover");
+    // A lease far longer than the test waits: only a handover lets B take the run in time.
+    const env = { FLOWD_LEASE_MS: "60000" };
+    const a = await startServerProcess(["--workflows", FIXTURES, "--db", url], { env });
+    const b = await startServerProcess(["--workflows", FIXTURES, "--db", url], { env });
+    try {
+      const { client: starter } = await TestClient.connect(a.wsUrl);
+      starter.send({ action: "start-workflow", workflow_id: "ticker", additional_data: { count: 100_000, delayMs: 10 } });
+      const runId = (await starter.next()).run_id as string;
+      await starter.take(20);
+      const stoppedAt = Date.now();
+      expect(await a.stop()).toBe(0);
+      const seenOnA = indicesOf(starter.received.filter((frame) => typeof frame.event_index === "number"));
+      const { client: watcher } = await TestClient.connect(b.wsUrl);
+      watcher.send({ action: "reconnect", run_id: runId, last_event_index: Math.max(...seenOnA) });
+      const onB: Frame[] = [];
+      while (onB.filter((frame) => frame.event === "RunContent").length < 5 || !onB.some((frame) => frame.event === "WorkflowResumed")) {
+        const frame = await watcher.next(15_000);
+        if (typeof frame.event_index === "number") onB.push(frame);
+      }
+      expect(Date.now() - stoppedAt).toBeLessThan(20_000);
+      const indices = [...seenOnA, ...indicesOf(onB)];
+      expect(indices).toEqual(range(indices.length));
+      const events = onB;
+      // Stopped by the shutdown, not crashed: resumed as a paused run is.
+      expect(events.find((e) => e.event === "WorkflowResumed")).toMatchObject({ after_crash: false });
+      expect(b.output()).toContain("took over a run");
+      watcher.send({ action: "cancel-workflow", run_id: runId });
+      expect((await watcher.untilTerminal(15_000)).at(-1)?.event).toBe("WorkflowCancelled");
+      await watcher.close();
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  }, 60_000);
+
   it("cancel, signal and continue sent to a node that does not hold the run take effect", async () => {
     const nodes = await startNodes("two_nodes", 2);
     const [a, b] = nodes as [ServerProcess, ServerProcess];
