@@ -147,6 +147,8 @@ export class Engine {
     if (idempotency && this.store.ownership.shared) {
       const earlier = await this.reserveKey(workflow.id, idempotency, runId);
       if (earlier) return earlier;
+      // A repeat of this start after the shutdown waits for the run, then takes the key over.
+      if (this.draining) throw Errors.shuttingDown();
     }
     const run = this.eventLog.createRun({
       runId,
