@@ -65,14 +65,14 @@ const UPDATE_RUNS = `UPDATE runs SET last_event_index = u.last_index, updated_at
   WHERE runs.run_id = u.run_id AND ($17::text IS NULL OR (runs.owner_node = $17::text AND runs.lease_epoch = u.epoch))
   RETURNING runs.run_id, pg_notify('${COMMIT_CHANNEL}', runs.last_event_index || ':' || runs.run_id || u.tail)`;
 
-/** The values of UPDATE_RUNS's first 14 columns, a column array each. */
-function updateColumns(updates: readonly RunUpdate[]): unknown[][] {
-  const columns: unknown[][] = Array.from({ length: 14 }, () => []);
-  for (const u of updates) {
-    const row = [u.runId, u.index, u.now, u.status, u.startedAt, u.finishedAt, u.output, u.error, u.attempt, u.crashIncrement, u.waitSet, u.waitKind, u.waitName, u.waitUntil];
-    row.forEach((value, i) => columns[i]!.push(value));
-  }
-  return columns;
+/** Rows of `width` values as `width` column arrays: the parameters of a statement that reads them with unnest. */
+function columnsOf(rows: readonly (readonly unknown[])[], width: number): unknown[][] {
+  return Array.from({ length: width }, (_, i) => rows.map((row) => row[i]));
+}
+
+/** A run update as a row of UPDATE_RUNS's first 14 columns. */
+function updateRow(u: RunUpdate): unknown[] {
+  return [u.runId, u.index, u.now, u.status, u.startedAt, u.finishedAt, u.output, u.error, u.attempt, u.crashIncrement, u.waitSet, u.waitKind, u.waitName, u.waitUntil];
 }
 
 /** Appends fenced by run leases (see RunLeases): this node's id, and the epoch it holds each run at. */
@@ -116,21 +116,18 @@ export class PgBatchWriter {
           name: "flowd-insert-runs",
           text: INSERT_RUNS,
           values: [
-            runs.map((r) => r.runId),
-            runs.map((r) => r.row.workflowId),
-            runs.map((r) => r.row.workflowName),
-            runs.map((r) => r.row.sessionId),
-            runs.map((r) => r.row.userId),
-            runs.map((r) => r.row.input),
-            runs.map((r) => r.additionalData),
-            runs.map((r) => r.row.createdAt),
-            runs.map((r) => r.row.updatedAt),
+            ...columnsOf(
+              runs.map(({ runId, row, additionalData }) => [runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt]),
+              9,
+            ),
             fence?.nodeId ?? null,
             fence ? plan.now + fence.leaseMs : null,
           ],
         });
       }
-      for (const { runId, row, idempotency } of plan.newRuns) {
+      // With fencing (many nodes), a start took its key before its run's id went out (Engine.reserveKey):
+      // writing it again could undo a takeover of a key whose run came too late.
+      for (const { runId, row, idempotency } of fence ? [] : plan.newRuns) {
         if (!idempotency) continue;
         await client.query({
           name: "flowd-upsert-idempotency-key",
@@ -151,7 +148,7 @@ export class PgBatchWriter {
           name: "flowd-update-runs",
           text: UPDATE_RUNS,
           values: [
-            ...updateColumns(touched.map((run) => run.update)),
+            ...columnsOf(touched.map((run) => updateRow(run.update)), 14),
             touched.map((run) => epochOf(run.update.runId)),
             touched.map((run) => inlineTail(run.rows, inlineBudget)),
             fence?.nodeId ?? null,
@@ -173,8 +170,7 @@ export class PgBatchWriter {
       await this.insertEvents(client, touched.flatMap((run) => run.rows));
       const checkpoints = touched.flatMap((run) => run.checkpoints);
       if (checkpoints.length > 0) {
-        const columns: unknown[][] = Array.from({ length: 6 }, (_, i) => checkpoints.map((checkpoint) => checkpoint[i]));
-        await client.query({ name: "flowd-insert-checkpoints", text: INSERT_CHECKPOINTS, values: [...columns, plan.now] });
+        await client.query({ name: "flowd-insert-checkpoints", text: INSERT_CHECKPOINTS, values: [...columnsOf(checkpoints, 6), plan.now] });
       }
       const consumed = touched.flatMap((run) => run.consumedSignals.map((signalId) => [signalId, run.update.runId] as const));
       if (consumed.length > 0) {

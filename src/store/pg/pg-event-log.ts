@@ -52,9 +52,8 @@ const RECENT_START_MS = 60_000;
  * The run event log on PostgreSQL: the same contract as EventLog on SQLite (group commit,
  * one append path, committed before anyone is told), with commits that take a round trip.
  * Up to COMMIT_LANES batches are in flight at a time, never two with the same run; what is
- * appended meanwhile forms the next. Followers
- * read committed ranges (PgFollowers); this node's own commits are handed to them at
- * once, other nodes' arrive by NOTIFY.
+ * appended meanwhile forms the next. Followers read committed ranges (PgFollowers); this
+ * node's own commits are handed to them at once, other nodes' arrive by NOTIFY.
  */
 export class PgEventLog implements RunLog {
   private pending: Queued[] = [];
