@@ -53,6 +53,10 @@ export interface FollowOptions {
  *    with a notice) are exactly a committed range of the run; they go only to a follower
  *    not reading and exactly up to their first index, so the watermark argument of (2)
  *    holds for them as for a read.
+ * 7. A run created on this node and not committed yet has nothing stored, and only this
+ *    node can commit its events (no other node knows the run before its first commit,
+ *    which makes this node its holder): its followers start without a read and get its
+ *    commits as in (6), or this node's failure to commit it (`fail`).
  * So every committed event is read by some read that starts after it commits, and none
  * twice.
  */
@@ -92,7 +96,8 @@ export class PgFollowers {
       this.byRun.set(runId, set);
     }
     set.add(following);
-    void this.pump(following, true);
+    // (7) Nothing of a run not committed yet is stored to read.
+    if (!following.created) void this.pump(following, true);
     return () => this.stop(following);
   }
 
