@@ -138,6 +138,17 @@ describe("appends fenced by run leases (many nodes on one database)", () => {
 
     // Node A wakes up and appends: refused, nothing written.
     await expect(writerA.commit([event("f1", { event: "StepCompleted", ...loc, content: "late", duration_ms: 1 })])).rejects.toMatchObject({ code: "LEASE_LOST" });
+    // A large batch (its events go by COPY) is refused too, and so is a batch that also holds a run node A still holds: whole.
+    epochsA.set("f2", 1);
+    await writerA.commit([newRun("f2"), event("f2", { event: "WorkflowStarted", input: "hello" })]);
+    const late = Array.from({ length: 300 }, (_, i) => event("f1", { event: "RunContent", ...loc, content: `late ${i}` }));
+    await expect(writerA.commit(late)).rejects.toMatchObject({ code: "LEASE_LOST", message: expect.stringContaining("node node-b took it over") });
+    await expect(writerA.commit([event("f2", { event: "StepStarted", ...loc }), event("f1", { event: "StepStarted", ...loc })])).rejects.toMatchObject({ code: "LEASE_LOST" });
+    const { rows: f2 } = await pool.query<{ last_event_index: number; events: number }>(
+      "SELECT last_event_index, (SELECT count(*)::int FROM events WHERE run_id = 'f2') AS events FROM runs WHERE run_id = 'f2'",
+    );
+    expect(f2).toEqual([{ last_event_index: 0, events: 1 }]);
+    epochsA.delete("f2");
     expect((await leasesA.renew(epochsA)).lost).toEqual(["f1"]);
     await writerB.commit([event("f1", { event: "StepStarted", ...loc }), event("f1", { event: "WorkflowCompleted", content: "done", duration_ms: 9 })]);
     const { rows } = await pool.query<{ event_index: number; event: string }>("SELECT event_index, event FROM events WHERE run_id = 'f1' ORDER BY event_index");
