@@ -294,6 +294,18 @@ export const Errors = {
       "SERVER_UNREACHABLE",
       `Gave up following run ${runId} after ${attempts} failed attempts to reach ${url} (${reason}). Run the command again with --after ${last} to continue.`,
     ),
+  // flowd/client talking to a server
+  clientCannotReach: (url: string, cause: unknown) =>
+    new FlowdError(
+      "SERVER_UNREACHABLE",
+      `Cannot reach the flowd server at ${url} (${errorMessage((cause as { cause?: unknown }).cause ?? cause)}). Is it running? Check the url given to createClient.`,
+      { cause },
+    ),
+  gaveUpWatching: (runId: string, attempts: number, url: string, reason: string, last: number) =>
+    new FlowdError(
+      "SERVER_UNREACHABLE",
+      `Gave up watching run ${runId} after ${attempts} failed attempts to reach ${url} (${reason}). Call watch("${runId}", { after: ${last} }) to go on from where it stopped.`,
+    ),
   /** An error a server sent back, as a FlowdError again. */
   fromServer: (code: unknown, message: string) => new FlowdError(isErrorCode(code) ? code : "INTERNAL", message),
 } as const;

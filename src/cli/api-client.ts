@@ -1,23 +1,10 @@
 import type { ClientConfig } from "../config.ts";
-import { Errors, FlowdError } from "../errors.ts";
+import { Errors } from "../errors.ts";
+import { responseError } from "../client/client.ts";
 
 /** Headers every request to the server carries. */
 export function authHeaders(config: ClientConfig): Record<string, string> {
   return config.securityKey ? { authorization: `Bearer ${config.securityKey}` } : {};
-}
-
-/** The server's `{detail, code}` error as a FlowdError. */
-export async function responseError(response: Response): Promise<FlowdError> {
-  let detail = `HTTP ${response.status}`;
-  let code: unknown = null;
-  try {
-    const body = (await response.json()) as { detail?: unknown; code?: unknown };
-    if (typeof body.detail === "string") detail = body.detail;
-    code = body.code;
-  } catch {
-    // Not JSON: the status line says enough.
-  }
-  return Errors.fromServer(code, detail);
 }
 
 /** Calls the server's HTTP API and returns its JSON answer; errors come back as FlowdError. */

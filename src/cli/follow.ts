@@ -3,7 +3,8 @@ import type { ClientConfig } from "../config.ts";
 import { errorMessage, Errors, FlowdError } from "../errors.ts";
 import { isTerminalEvent } from "../protocol/run-events.ts";
 import { SseParser } from "../protocol/sse.ts";
-import { authHeaders, responseError } from "./api-client.ts";
+import { responseError } from "../client/client.ts";
+import { authHeaders } from "./api-client.ts";
 import { duration } from "./format.ts";
 
 /** How `flowd runs events --follow` follows a run. */

@@ -38,6 +38,10 @@ export const ListRunsQuery = z.object({
 });
 export type ListRunsQuery = z.infer<typeof ListRunsQuery>;
 
+/** `GET /runs`: every workflow's runs, or one's. */
+export const ListAllRunsQuery = ListRunsQuery.extend({ workflow_id: Id.optional() });
+export type ListAllRunsQuery = z.infer<typeof ListAllRunsQuery>;
+
 /** `GET /runs/{run_id}/events` */
 export const EventsQuery = z.object({
   after: integerFromText(z.number().int().min(-1)).optional(),
@@ -54,6 +58,8 @@ export const ContinueRunBody = z.object({
   session_id: Id.optional(),
   user_id: Id.optional(),
   stream: Flag.default(true),
+  /** Answer at once (202, the run as it stands) instead of streaming or waiting for it. */
+  background: Flag.default(false),
 });
 export type ContinueRunBody = z.infer<typeof ContinueRunBody>;
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
 import { parseStepRequirements } from "../../protocol/hitl.ts";
-import { ContinueRunBody, EventsQuery, ListRunsQuery, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
+import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
@@ -152,6 +152,10 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     const body = parseInput(ContinueRunBody, request.body, "continue request");
     const answers = parseStepRequirements(run.runId, body.step_requirements);
     const before = await deps.engine.continueRun(run.runId, answers);
+    if (body.background) {
+      await deps.eventLog.committed(run.runId);
+      return reply.status(202).send(toRunJson(await findRun(deps, run.runId)));
+    }
     if (body.stream) return sse(deps, reply, run.runId, before.lastEventIndex);
     await untilFinished(deps, reply, run.runId, before.lastEventIndex);
     return toRunJson(await findRun(deps, run.runId));
@@ -161,6 +165,18 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     const params = parseInput(SignalParams, request.params, "signal request");
     const { run, delivered } = await deps.engine.signal(params.runId, params.name, request.body ?? null);
     return reply.status(202).send({ run_id: run.runId, name: params.name, delivered, message: delivered ? "The run's wait for this signal ended." : "Kept for the run's next wait for this signal." });
+  });
+
+  app.get("/runs", async (request) => {
+    const query = parseInput(ListAllRunsQuery, request.query, "run list query");
+    const runs = await deps.runStore.list({
+      ...(query.workflow_id ? { workflowId: query.workflow_id } : {}),
+      ...(query.session_id ? { sessionId: query.session_id } : {}),
+      ...(query.status ? { status: query.status } : {}),
+      limit: query.limit,
+      offset: query.offset,
+    });
+    return runs.map(toRunJson);
   });
 
   app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(await findRun(deps, request.params.runId)));
