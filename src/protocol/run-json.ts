@@ -1,4 +1,5 @@
-import type { RunStatus } from "./run-status.ts";
+import { z } from "zod";
+import { RUN_STATUSES, type RunStatus } from "./run-status.ts";
 
 /** The fields of a run row that the API shows. */
 export interface RunFields {
@@ -25,28 +26,32 @@ export interface RunFields {
 }
 
 /** A run as the HTTP API and `flowd runs … --json` show it (times in epoch milliseconds). */
-export interface RunJson {
-  run_id: string;
-  workflow_id: string;
-  workflow_name: string;
-  session_id: string;
-  user_id: string | null;
-  status: RunStatus;
-  input: string;
-  additional_data: unknown;
-  content: unknown;
-  error: string | null;
-  event_count: number;
-  last_event_index: number;
-  attempt: number;
-  cancel_requested_at: number | null;
-  /** What a `waiting` or `paused` run waits for (`kind`: timer, signal, confirmation, user_input, route_choice, tool_confirmation, error_decision), and until when (epoch ms, or null); null otherwise. */
-  waiting_for: { kind: string; name: string | null; until: number | null } | null;
-  created_at: number;
-  updated_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-}
+export const RunJson = z
+  .object({
+    run_id: z.string(),
+    workflow_id: z.string(),
+    workflow_name: z.string(),
+    session_id: z.string(),
+    user_id: z.string().nullable(),
+    status: z.enum(RUN_STATUSES),
+    input: z.string(),
+    additional_data: z.unknown().describe("What the start carried in additional_data, or null."),
+    content: z.unknown().describe("The run's output once it completed, or null."),
+    error: z.string().nullable(),
+    event_count: z.number().int(),
+    last_event_index: z.number().int(),
+    attempt: z.number().int().describe("1, and one more for each resume after a restart or crash."),
+    cancel_requested_at: z.number().nullable(),
+    waiting_for: z
+      .object({ kind: z.string(), name: z.string().nullable(), until: z.number().nullable() })
+      .nullable()
+      .describe("What a waiting or paused run waits for (kind: timer, signal, confirmation, user_input, route_choice, tool_confirmation, error_decision) and until when (epoch ms, or null); null otherwise."),
+    created_at: z.number(),
+    updated_at: z.number(),
+    started_at: z.number().nullable(),
+    finished_at: z.number().nullable(),
+  });
+export type RunJson = z.infer<typeof RunJson>;
 
 /** Maps a run row to its API shape. */
 export function toRunJson(run: RunFields): RunJson {

@@ -6,6 +6,8 @@ import { Errors, FlowdError } from "../../errors.ts";
 import { nestsDeeperThan } from "../../protocol/json-depth.ts";
 import type { TransportDeps, TransportShared } from "../deps.ts";
 import { rawErrorResponse } from "./raw-error.ts";
+import { checkDescribed, ROUTES } from "./api-description.ts";
+import { registerDocsRoutes } from "./docs-routes.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 
@@ -107,9 +109,12 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     maxAge: 600,
   });
 
+  // Routes every request may reach without a key: health, and pages and documents that hold no data.
+  const open = new Set(ROUTES.filter((route) => route.open).map((route) => route.path));
+  open.add("/docs/:file");
   app.addHook("onRequest", async (request, reply) => {
     // CORS preflights carry no credentials, by the browser's rules; what they precede does.
-    if (!deps.auth.required || request.routeOptions.url === "/health" || request.method === "OPTIONS") return;
+    if (!deps.auth.required || open.has(request.routeOptions.url ?? "") || request.method === "OPTIONS") return;
     // The scheme is case-insensitive (RFC 9110); the token is not.
     const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? "");
     const token = bearer ? bearer[1]! : null;
@@ -139,6 +144,13 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     }),
   );
 
+  // Every route must be in /openapi.json: a server with one that is not refuses to start.
+  const registered: { method: string; url: string }[] = [];
+  app.addHook("onRoute", (route) => {
+    for (const method of [route.method].flat()) registered.push({ method, url: route.url });
+  });
+  app.addHook("onReady", async () => checkDescribed(registered));
+
   app.get("/health", async (_request, reply) => {
     const counters = {
       active_runs: deps.engine.activeRunCount,
@@ -152,5 +164,6 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   });
   registerWorkflowRoutes(app, deps);
   registerRunRoutes(app, deps);
+  registerDocsRoutes(app);
   return app;
 }

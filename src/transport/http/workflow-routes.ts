@@ -1,17 +1,9 @@
 import type { FastifyInstance } from "fastify";
 import type { WorkflowDefinition, WorkflowNode } from "../../workflows/definition.ts";
+import type { WorkflowNodeJson } from "../../protocol/http-responses.ts";
 import type { HttpDeps } from "./app.ts";
 
-/** A node of a workflow, as `GET /workflows/{id}` shows it. */
-interface NodeJson {
-  name: string;
-  type: WorkflowNode["kind"];
-  steps?: NodeJson[];
-  else_steps?: NodeJson[];
-  max_iterations?: number;
-}
-
-function nodeJson(node: WorkflowNode): NodeJson {
+function nodeJson(node: WorkflowNode): WorkflowNodeJson {
   switch (node.kind) {
     case "step":
       return { name: node.name, type: node.kind };
