@@ -1,5 +1,6 @@
 import { Errors, FlowdError } from "../errors.ts";
-import { isTerminalEvent, type RunEventBody } from "../protocol/run-events.ts";
+import type { RunEventBody } from "../protocol/run-events.ts";
+import { isTerminalEvent } from "../protocol/terminal-events.ts";
 
 /** The fields every stored run event carries beside its body (DESIGN §3). */
 export interface EventEnvelope {

@@ -1,5 +1,6 @@
 import type { StepRequirement, UserInputField, ExecutorRequirement } from "./hitl.ts";
 import { encodeSseEvent } from "./sse.ts";
+import { isTerminalEvent } from "./terminal-events.ts";
 import { encodeTextFrames } from "./ws-frame.ts";
 
 /**
@@ -170,18 +171,6 @@ export type RunEventBody =
 /** The name of a run event. */
 export type RunEventName = RunEventBody["event"];
 
-/** Events that end a run; exactly one per run. */
-export const TERMINAL_EVENTS: ReadonlySet<RunEventName> = new Set([
-  "WorkflowCompleted",
-  "WorkflowError",
-  "WorkflowCancelled",
-]);
-
-/** True for WorkflowCompleted, WorkflowError and WorkflowCancelled. */
-export function isTerminalEvent(name: string): boolean {
-  return TERMINAL_EVENTS.has(name as RunEventName);
-}
-
 /** A committed event as the log hands it out: the frame is serialized once and sent as-is. */
 export class CommittedEvent {
   constructor(
@@ -234,3 +223,5 @@ export class EventBatch {
     return kept.length > 0 ? new EventBatch(kept) : null;
   }
 }
+
+export { TERMINAL_EVENTS, isTerminalEvent } from "./terminal-events.ts";

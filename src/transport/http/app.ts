@@ -8,6 +8,7 @@ import type { TransportDeps, TransportShared } from "../deps.ts";
 import { rawErrorResponse } from "./raw-error.ts";
 import { checkDescribed, ROUTES } from "./api-description.ts";
 import { registerDocsRoutes } from "./docs-routes.ts";
+import { registerInspectorRoutes } from "./inspector-routes.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
 
@@ -111,7 +112,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
 
   // Routes every request may reach without a key: health, and pages and documents that hold no data.
   const open = new Set(ROUTES.filter((route) => route.open).map((route) => route.path));
-  open.add("/docs/:file");
+  open.add("/docs/:file").add("/assets/:file");
   app.addHook("onRequest", async (request, reply) => {
     // CORS preflights carry no credentials, by the browser's rules; what they precede does.
     if (!deps.auth.required || open.has(request.routeOptions.url ?? "") || request.method === "OPTIONS") return;
@@ -165,5 +166,6 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   registerWorkflowRoutes(app, deps);
   registerRunRoutes(app, deps);
   registerDocsRoutes(app);
+  registerInspectorRoutes(app);
   return app;
 }
