@@ -301,6 +301,13 @@ export const Errors = {
       `Cannot reach the flowd server at ${url} (${errorMessage((cause as { cause?: unknown }).cause ?? cause)}). Is it running? Check the url given to createClient.`,
       { cause },
     ),
+  clientNeedsToken: (url: string) =>
+    new FlowdError("AUTH_REQUIRED", `The flowd server at ${url} requires a key or token: pass \`token\` to createClient (its FLOWD_SECURITY_KEY).`),
+  closedByPolicy: (reason: string) =>
+    new FlowdError(
+      /auth|key|token/i.test(reason) ? "AUTH_FAILED" : "INVALID_MESSAGE",
+      `The server closed the watch's connection for breaking its rules (${reason || "no reason given"}). Check the token given to createClient.`,
+    ),
   gaveUpWatching: (runId: string, attempts: number, url: string, reason: string, last: number) =>
     new FlowdError(
       "SERVER_UNREACHABLE",

@@ -1,7 +1,7 @@
 import { Errors, type FlowdError } from "../errors.ts";
 import type { RunJson } from "../protocol/run-json.ts";
 import type { RunStatus } from "../protocol/run-status.ts";
-import { RunWatch, type ReconnectOptions, type WebSocketConstructor, type WebSocketLike } from "./run-watch.ts";
+import { RunWatch, type EventPage, type ReconnectOptions, type WebSocketConstructor, type WebSocketLike } from "./run-watch.ts";
 
 /** How to reach a flowd server. */
 export interface ClientOptions {
@@ -70,6 +70,9 @@ export interface FlowdClient {
   };
 }
 
+/** Events per page of a watch's catch-up (the most the server gives). */
+const EVENT_PAGE = 10_000;
+
 /** Loads the `ws` package where there is no global WebSocket (Node 20); browsers never get here. */
 async function defaultWebSocket(): Promise<WebSocketConstructor> {
   const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -126,6 +129,7 @@ export function createClient(options: ClientOptions): FlowdClient {
         token: options.token,
         reconnect: options.reconnect ?? {},
         openSocket: async (url) => new (await (WebSocket ??= defaultWebSocket()))(url),
+        readPage: (runId, after) => call<EventPage>("GET", `${runPath(runId)}/events?after=${after}&limit=${EVENT_PAGE}`),
       }),
     cancel: async (runId) => call<RunJson>("POST", `${await ofWorkflow(runId)}/cancel`),
     continue: async (runId, stepRequirements) =>

@@ -39,9 +39,19 @@ export interface ReconnectOptions {
   maxAttempts?: number;
 }
 
+/** A page of a run's stored events after an index (`GET /runs/{run_id}/events`, JSON). */
+export interface EventPage {
+  events: RunEvent[];
+  has_more: boolean;
+  /** The run has its terminal event. */
+  finished: boolean;
+}
+
 export interface WatchConnection {
   wsUrl: string;
   token: string | undefined;
+  /** Reads stored events after an index: the catch-up before the socket, a response per page rather than a message per event. */
+  readPage: (runId: string, after: number) => Promise<EventPage>;
   /** A new socket to `url`, not yet open: its handlers are set before anything can arrive. */
   openSocket: (url: string) => Promise<WebSocketLike>;
   reconnect: ReconnectOptions;
@@ -49,8 +59,6 @@ export interface WatchConnection {
 
 /** Events buffered for a consumer that is behind before the watch stops reading (it resumes from the log later). */
 const HIGH_WATER = 10_000;
-/** Buffered events under which a watch stopped by HIGH_WATER reads again. */
-const LOW_WATER = 1_000;
 
 /** A superseded range: the partial events of an interrupted step or a failed attempt, replaced by what follows. */
 export interface SupersededRange {
@@ -60,6 +68,9 @@ export interface SupersededRange {
   by: "WorkflowResumed" | "StepRetrying";
   at: number;
 }
+
+/** Refusals after which a watch comes back later: the server is unreachable, stopping or full. */
+const COME_BACK_ERRORS = new Set(["SERVER_UNREACHABLE", "SHUTTING_DOWN", "TOO_MANY_RUNS", "STORAGE_FAILED"]);
 
 /** Close codes after which the server asks clients to come back: 1012 service restart, 1013 try again later. */
 const COME_BACK_CODES = new Set([1012, 1013]);
@@ -78,7 +89,7 @@ export class RunWatch implements AsyncIterable<RunEvent> {
   /** How many times the watch connected again after losing its connection. */
   reconnects = 0;
 
-  private readonly queue: RunEvent[] = [];
+  private queue: RunEvent[] = [];
   /** The index of the last event received (queued or handed out). */
   private lastReceived: number;
   private socket: WebSocketLike | null = null;
@@ -89,6 +100,8 @@ export class RunWatch implements AsyncIterable<RunEvent> {
   private pausedForConsumer = false;
   private failedAttempts = 0;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** A connection is being made (catch-up, then the socket): another must not start beside it. */
+  private connecting = false;
 
   constructor(
     readonly runId: string,
@@ -112,17 +125,29 @@ export class RunWatch implements AsyncIterable<RunEvent> {
     this.wake();
   }
 
+  /** The events one at a time. */
   async *[Symbol.asyncIterator](): AsyncIterator<RunEvent> {
+    for await (const batch of this.batches()) {
+      for (const event of batch) {
+        this.lastIndex = event.event_index;
+        yield event;
+      }
+    }
+  }
+
+  /** The events in batches of what arrived together (a page, a commit): cheaper per event for a consumer that takes many. */
+  async *batches(): AsyncGenerator<RunEvent[]> {
     try {
       for (;;) {
-        const event = this.queue.shift();
-        if (event) {
-          this.lastIndex = event.event_index;
-          if (this.pausedForConsumer && this.queue.length <= LOW_WATER) {
+        if (this.queue.length > 0) {
+          const batch = this.queue;
+          this.queue = [];
+          this.lastIndex = batch[batch.length - 1]!.event_index;
+          if (this.pausedForConsumer) {
             this.pausedForConsumer = false;
             void this.connect();
           }
-          yield event;
+          yield batch;
           continue;
         }
         if (this.failure) throw this.failure;
@@ -164,31 +189,76 @@ export class RunWatch implements AsyncIterable<RunEvent> {
   }
 
   private async connect(): Promise<void> {
-    if (this.finished || this.socket) return;
-    let socket: WebSocketLike;
+    if (this.finished || this.socket || this.connecting) return;
+    this.connecting = true;
     try {
-      socket = await this.connection.openSocket(this.connection.wsUrl);
-    } catch (error) {
-      this.retryLater(`cannot connect: ${(error as Error).message}`);
-      return;
-    }
-    if (this.finished) {
-      socket.close(1000, "done");
-      return;
-    }
-    this.socket = socket;
-    socket.onmessage = (message) => this.onFrame(socket, message.data);
-    socket.onerror = () => {};
-    socket.onclose = (event) => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      if (event.code === 1008) {
-        this.fail(new FlowdError("AUTH_FAILED", `The server closed the connection: ${event.reason || "policy violation"}. Check the token given to createClient.`));
+      if (!(await this.catchUp())) return;
+      const socket = await this.connection.openSocket(this.connection.wsUrl);
+      if (this.finished) {
+        // Closed before it opened: ws reports that as an error, which must not go unhandled.
+        socket.onerror = () => {};
+        socket.close(1000, "done");
         return;
       }
-      // 1012 and 1013 ask for a prompt return; anything else is a lost connection.
-      this.retryLater(`connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`, COME_BACK_CODES.has(event.code));
-    };
+      this.socket = socket;
+      socket.onmessage = (message) => this.onFrame(socket, message.data);
+      socket.onerror = () => {};
+      socket.onclose = (event) => {
+        if (this.socket !== socket) return;
+        this.socket = null;
+        if (event.code === 1008) {
+          this.fail(Errors.closedByPolicy(event.reason));
+          return;
+        }
+        // 1012 and 1013 ask for a prompt return; anything else is a lost connection.
+        this.retryLater(`connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`, COME_BACK_CODES.has(event.code));
+      };
+    } catch (error) {
+      this.retryLater(`cannot connect: ${(error as Error).message}`);
+    } finally {
+      this.connecting = false;
+    }
+  }
+
+  /**
+   * What is stored after the last index received, in pages over HTTP, before the socket
+   * takes over for what comes live. Whether to go on to the socket.
+   */
+  private async catchUp(): Promise<boolean> {
+    for (;;) {
+      let page: EventPage;
+      try {
+        page = await this.connection.readPage(this.runId, this.lastReceived);
+      } catch (error) {
+        const refusal = error instanceof FlowdError ? error : null;
+        // Unreachable, stopping or full: come back later. Anything else (no such run, no key) is the answer.
+        if (refusal && !COME_BACK_ERRORS.has(refusal.code)) this.fail(refusal);
+        else this.retryLater(`cannot read the run's events: ${(error as Error).message}`);
+        return false;
+      }
+      if (this.finished) return false;
+      for (const event of page.events) {
+        if (!this.receive(event)) {
+          this.retryLater(`event ${event.event_index} came after ${this.lastReceived}`, true);
+          return false;
+        }
+      }
+      this.wake();
+      if (this.finished) return false;
+      if (this.queue.length >= HIGH_WATER) {
+        this.pausedForConsumer = true;
+        return false;
+      }
+      if (!page.has_more) {
+        // A finished run with nothing after the index: nothing will come (a socket would replay it from the start).
+        if (page.finished) {
+          this.ended = true;
+          this.wake();
+          return false;
+        }
+        return true;
+      }
+    }
   }
 
   private send(socket: WebSocketLike, action: Record<string, unknown>): void {
@@ -210,7 +280,7 @@ export class RunWatch implements AsyncIterable<RunEvent> {
       case "connected":
         if (frame.requires_auth === true) {
           if (this.connection.token === undefined) {
-            this.fail(new FlowdError("AUTH_REQUIRED", "The server requires a key or token: pass `token` to createClient."));
+            this.fail(Errors.clientNeedsToken(this.connection.wsUrl));
             return;
           }
           this.send(socket, { action: "authenticate", token: this.connection.token });
@@ -229,7 +299,7 @@ export class RunWatch implements AsyncIterable<RunEvent> {
         if (frame.run_id !== undefined && frame.run_id !== this.runId) return;
         const error = Errors.fromServer(frame.code, String(frame.error));
         // The server is stopping or full: come back later. Anything else is the answer.
-        if (error.code === "SHUTTING_DOWN" || error.code === "TOO_MANY_RUNS" || error.code === "SERVER_UNREACHABLE") {
+        if (COME_BACK_ERRORS.has(error.code)) {
           this.stopSocket();
           this.retryLater(error.message);
         } else {
@@ -237,35 +307,49 @@ export class RunWatch implements AsyncIterable<RunEvent> {
         }
         return;
       }
+      case "replay":
+        // A run that finished after the catch-up: replayed from the start. Nothing new in it ends the watch here.
+        if (frame.run_id === this.runId && typeof frame.total_events === "number" && frame.total_events - 1 <= this.lastReceived) {
+          this.ended = true;
+          this.stopSocket();
+          this.wake();
+          return;
+        }
+        if (frame.run_id === this.runId) this.failedAttempts = 0;
+        return;
       case "catch_up":
       case "subscribed":
-      case "replay":
         if (frame.run_id === this.runId) this.failedAttempts = 0;
         return;
     }
     if (typeof frame.event_index !== "number" || frame.run_id !== this.runId) return;
-    const index = frame.event_index;
-    // A replay of a finished run starts from index 0: what was received already is skipped.
-    if (index <= this.lastReceived) return;
-    if (index !== this.lastReceived + 1) {
+    if (!this.receive(frame as unknown as RunEvent)) {
       // Never sent by a flowd server; ask again from what is known rather than hand out a gap.
       this.stopSocket();
-      this.retryLater(`event ${index} came after ${this.lastReceived}`, true);
+      this.retryLater(`event ${frame.event_index} came after ${this.lastReceived}`, true);
       return;
     }
-    const event = frame as unknown as RunEvent;
+    if (!this.ended && this.queue.length >= HIGH_WATER) {
+      // The consumer is behind: stop reading, and ask the log for the rest once it has caught up.
+      this.pausedForConsumer = true;
+      this.stopSocket();
+    }
+    this.wake();
+  }
+
+  /** Queues the run's next event; an index received already (a replay) is skipped. False for one that would leave a gap. */
+  private receive(event: RunEvent): boolean {
+    const index = event.event_index;
+    if (index <= this.lastReceived) return true;
+    if (index !== this.lastReceived + 1) return false;
     this.lastReceived = index;
     this.noteSupersession(event);
     this.queue.push(event);
     if (isTerminalEvent(event.event)) {
       this.ended = true;
       this.stopSocket();
-    } else if (this.queue.length >= HIGH_WATER) {
-      // The consumer is behind: stop reading, and ask the log for the rest once it has caught up.
-      this.pausedForConsumer = true;
-      this.stopSocket();
     }
-    this.wake();
+    return true;
   }
 
   private noteSupersession(event: RunEvent): void {

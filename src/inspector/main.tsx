@@ -10,7 +10,12 @@ const TOKEN_KEY = "flowd-token";
 
 function route(): { page: "runs" } | { page: "run"; runId: string } {
   const match = /^#\/runs\/(.+)$/.exec(location.hash);
-  return match ? { page: "run", runId: decodeURIComponent(match[1]!) } : { page: "runs" };
+  if (!match) return { page: "runs" };
+  try {
+    return { page: "run", runId: decodeURIComponent(match[1]!) };
+  } catch {
+    return { page: "run", runId: match[1]! };
+  }
 }
 
 function clientFor(token: string | null): FlowdClient {

@@ -27,6 +27,18 @@ export interface StreamView {
   agent: { name: string; model: string } | null;
   pieces: TextPiece[];
   status: "streaming" | "completed" | "error";
+  /** The pieces as runs of text all superseded or all current (see RunModel.segmentsOf). */
+  segments: Segment[];
+  /** How many superseded ranges `segments` took into account. */
+  segmentsFor: number;
+}
+
+/** Consecutive pieces of a stream that are all superseded, or all current. */
+export interface Segment {
+  superseded: boolean;
+  text: string;
+  /** The index of its first piece. */
+  first: number;
 }
 
 export interface ToolCallView {
@@ -126,16 +138,20 @@ export class RunModel {
         this.updateStep(event.step_path, event.step_name, { status: "completed", durationMs: event.duration_ms }, event.event_index);
         return;
       case "RunStarted":
-        this.streams.set(event.agent_run_id, { key: event.agent_run_id, stepPath: event.step_path, stepName: event.step_name, agent: { name: event.agent_name, model: event.model }, pieces: [], status: "streaming" });
+        this.streams.set(event.agent_run_id, { key: event.agent_run_id, stepPath: event.step_path, stepName: event.step_name, agent: { name: event.agent_name, model: event.model }, pieces: [], status: "streaming", segments: [], segmentsFor: this.superseded.length });
         return;
       case "RunContent": {
         const key = event.agent_run_id ?? `step:${event.step_path}`;
         let stream = this.streams.get(key);
         if (!stream) {
-          stream = { key, stepPath: event.step_path, stepName: event.step_name, agent: null, pieces: [], status: "streaming" };
+          stream = { key, stepPath: event.step_path, stepName: event.step_name, agent: null, pieces: [], status: "streaming", segments: [], segmentsFor: this.superseded.length };
           this.streams.set(key, stream);
         }
         stream.pieces.push({ index: event.event_index, text: event.content });
+        // A new piece is current (ranges name earlier events): it joins the last segment, or starts one.
+        const last = stream.segments.at(-1);
+        if (last && !last.superseded) last.text += event.content;
+        else stream.segments.push({ superseded: false, text: event.content, first: event.event_index });
         return;
       }
       case "RunCompleted":
@@ -183,6 +199,22 @@ export class RunModel {
 
   private supersede(from: number | null, to: number | null, by: SupersededView["by"], at: number): void {
     if (from !== null && to !== null) this.superseded.push({ from, to, by, at });
+  }
+
+  /** A stream's text in segments, recomputed only when a superseded range came since: a few DOM nodes, however many pieces. */
+  segmentsOf(stream: StreamView): Segment[] {
+    if (stream.segmentsFor !== this.superseded.length) {
+      const segments: Segment[] = [];
+      for (const piece of stream.pieces) {
+        const superseded = this.isSuperseded(piece.index);
+        const last = segments.at(-1);
+        if (last && last.superseded === superseded) last.text += piece.text;
+        else segments.push({ superseded, text: piece.text, first: piece.index });
+      }
+      stream.segments = segments;
+      stream.segmentsFor = this.superseded.length;
+    }
+    return stream.segments;
   }
 
   /** A stream's text without what was superseded: what the run's output is made of. */

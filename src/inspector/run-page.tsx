@@ -5,13 +5,40 @@ import { EventTable } from "./event-table.tsx";
 import { RunModel, type StreamView } from "./run-model.ts";
 
 const FINISHED = new Set(["completed", "error", "cancelled"]);
+/** How often the page renders what arrived. */
+const RENDER_EVERY_MS = 100;
 
 function duration(ms: number | null): string {
   if (ms === null) return "";
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
+/** Text longer than this shows its end only, until asked for all of it: a page holding megabytes of text stops being responsive. */
+const SHOWN_CHARACTERS = 20_000;
+
 function Stream({ model, stream }: { model: RunModel; stream: StreamView }) {
+  const [all, setAll] = useState(false);
+  const segments = model.segmentsOf(stream);
+  const total = segments.reduce((sum, segment) => sum + segment.text.length, 0);
+  let skip = all ? 0 : Math.max(0, total - SHOWN_CHARACTERS);
+  const shown = [];
+  for (const segment of segments) {
+    if (skip >= segment.text.length) {
+      skip -= segment.text.length;
+      continue;
+    }
+    const text = skip > 0 ? segment.text.slice(skip) : segment.text;
+    skip = 0;
+    shown.push(
+      segment.superseded ? (
+        <del key={segment.first} class="superseded" title="Superseded: a later attempt replaced this partial output">
+          {text}
+        </del>
+      ) : (
+        <span key={segment.first}>{text}</span>
+      ),
+    );
+  }
   return (
     <article class="stream" data-step={stream.stepPath} data-stream={stream.key}>
       <h4>
@@ -24,17 +51,15 @@ function Stream({ model, stream }: { model: RunModel; stream: StreamView }) {
         ) : null}
         <small class={`badge ${stream.status}`}>{stream.status}</small>
       </h4>
-      <pre class="stream-text">
-        {stream.pieces.map((piece) =>
-          model.isSuperseded(piece.index) ? (
-            <del key={piece.index} class="superseded" title="Superseded: a later attempt replaced this partial output">
-              {piece.text}
-            </del>
-          ) : (
-            <span key={piece.index}>{piece.text}</span>
-          ),
-        )}
-      </pre>
+      {total > SHOWN_CHARACTERS && !all ? (
+        <p class="muted">
+          The last {SHOWN_CHARACTERS.toLocaleString()} of {total.toLocaleString()} characters.{" "}
+          <button class="secondary" onClick={() => setAll(true)}>
+            Show all
+          </button>
+        </p>
+      ) : null}
+      <pre class="stream-text">{shown}</pre>
     </article>
   );
 }
@@ -51,19 +76,21 @@ export function RunPage({ client, runId }: { client: FlowdClient; runId: string 
 
   useEffect(() => {
     const watch = client.watch(runId);
-    let frame = 0;
-    // Rendered at most once a frame, however many events arrive in it.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let renderedAt = 0;
+    // Rendered at most every RENDER_EVERY_MS, however many events arrive meanwhile: live to the eye, cheap on the main thread.
     const render = (): void => {
-      if (frame) return;
-      frame = requestAnimationFrame(() => {
-        frame = 0;
+      if (timer !== undefined) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        renderedAt = performance.now();
         setVersion(model.version);
-      });
+      }, Math.max(0, RENDER_EVERY_MS - (performance.now() - renderedAt)));
     };
     void (async () => {
       try {
-        for await (const event of watch) {
-          model.apply(event);
+        for await (const batch of watch.batches()) {
+          for (const event of batch) model.apply(event);
           render();
         }
       } catch (error) {
@@ -72,7 +99,7 @@ export function RunPage({ client, runId }: { client: FlowdClient; runId: string 
     })();
     return () => {
       watch.close();
-      cancelAnimationFrame(frame);
+      clearTimeout(timer);
     };
   }, [client, runId, model]);
 
@@ -80,16 +107,20 @@ export function RunPage({ client, runId }: { client: FlowdClient; runId: string 
   const stateKey = `${model.terminal?.event ?? ""}:${model.pause?.event_index ?? ""}:${[...model.steps.values()].filter((step) => step.status === "waiting").length}`;
   useEffect(() => {
     let stopped = false;
+    let timer: ReturnType<typeof setInterval> | undefined;
     const refresh = async (): Promise<void> => {
       try {
         const fresh = await client.runs.get(runId);
-        if (!stopped) setRun(fresh);
+        if (stopped) return;
+        setRun(fresh);
+        // A finished run changes no more.
+        if (FINISHED.has(fresh.status)) clearInterval(timer);
       } catch (error) {
         if (!stopped && error instanceof FlowdError && error.code === "RUN_NOT_FOUND") setProblem(`${error.code}: ${error.message}`);
       }
     };
+    timer = setInterval(() => void refresh(), 1000);
     void refresh();
-    const timer = setInterval(() => void refresh(), 1000);
     return () => {
       stopped = true;
       clearInterval(timer);
@@ -141,7 +172,7 @@ export function RunPage({ client, runId }: { client: FlowdClient; runId: string 
           Input: <q>{run.input}</q>
         </p>
       ) : null}
-      {model.pause && run?.status === "paused" ? <ContinueForm pause={model.pause} onAnswer={(requirements) => act("Continue", () => client.continue(runId, requirements))} /> : null}
+      {model.pause && run?.status === "paused" ? <ContinueForm key={model.pause.event_index} pause={model.pause} onAnswer={(requirements) => act("Continue", () => client.continue(runId, requirements))} /> : null}
       {waitsForSignal || run?.status === "waiting" ? (
         <section class="panel signal-form">
           <h3>Send a signal</h3>

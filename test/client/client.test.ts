@@ -42,8 +42,9 @@ describe("flowd/client against a real server", () => {
     if (started.event !== "WorkflowStarted") throw new Error(`first event ${started.event}`);
     expect(started.input).toBe("hello");
 
-    // After an index: only what follows it.
+    // After an index: only what follows it; after the last, nothing, and the watch ends.
     expect(indices(await collect(client.watch(run.run_id, { after: 6 })))).toEqual([7, 8]);
+    expect(await collect(client.watch(run.run_id, { after: 8 }))).toEqual([]);
 
     expect(await client.runs.get(run.run_id)).toMatchObject({ status: "completed", event_count: 9 });
     const listed = await client.runs.list({ workflowId: "ticker", status: "completed" });
@@ -76,6 +77,42 @@ describe("flowd/client against a real server", () => {
     const long = await client.start("ticker", "", { additionalData: { count: 1000, delayMs: 10 } });
     await client.cancel(long.run_id);
     expect((await collect(client.watch(long.run_id))).at(-1)?.event).toBe("WorkflowCancelled");
+  });
+
+  it("a consumer far behind: the watch stops reading and resumes from the log, every index once; batches and close() mid-way", async () => {
+    const client = createClient({ url: t.url });
+    const run = await client.start("ticker", "", { additionalData: { count: 35_000, burst: 500 } });
+    await waitFor("the run to end", async () => ((await client.runs.get(run.run_id)).status === "completed" ? true : undefined), 30_000);
+    // Slow: a pause every 1,000 events, so that the watch has far more to hand out than is taken.
+    const slow = await collect(client.watch(run.run_id), async (event) => {
+      if (event.event_index % 1000 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    });
+    expect(indices(slow)).toEqual(range(35_004));
+    const batched: number[] = [];
+    for await (const batch of client.watch(run.run_id, { after: 100 }).batches()) batched.push(...indices(batch));
+    expect(batched).toEqual(range(35_004).slice(101));
+    // Closed while its first connection is being made, and by a break: it ends, and nothing is left open or thrown.
+    const closedEarly = client.watch(run.run_id);
+    closedEarly.close();
+    expect(await collect(closedEarly)).toEqual([]);
+    const broken = client.watch(run.run_id);
+    for await (const event of broken) if (event.event_index === 5) break;
+    expect(broken.lastIndex).toBe(5);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  });
+
+  it("authenticates its socket with the token, and says so when there is none", async () => {
+    const locked = await startServer({ securityKey: "client-key-0123456789" });
+    try {
+      const client = createClient({ url: locked.url, token: "client-key-0123456789" });
+      const run = await client.start("ticker", "", { additionalData: { count: 200, delayMs: 5 } });
+      // From index 0 while it runs: the catch-up over HTTP, then the socket, which must authenticate.
+      expect(indices(await collect(client.watch(run.run_id)))).toEqual(range(204));
+      await expect(collect(createClient({ url: locked.url }).watch(run.run_id))).rejects.toMatchObject({ code: "AUTH_REQUIRED" });
+      await expect(createClient({ url: locked.url, token: "wrong-key-0000000000" }).runs.get(run.run_id)).rejects.toMatchObject({ code: "AUTH_FAILED" });
+    } finally {
+      await locked.close();
+    }
   });
 
   it("resumes after a dropped TCP connection: every index once, in order", async () => {

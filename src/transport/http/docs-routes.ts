@@ -4,13 +4,14 @@ import { dirname, join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { MIGRATIONS_DIR } from "../../store/db.ts";
 import { openApiDocument } from "./api-description.ts";
+import { NOT_FRAMED } from "./inspector-routes.ts";
 
 /** The files of Swagger UI that /docs serves (from the swagger-ui-dist package: nothing from a CDN). */
-const SWAGGER_FILES: Record<string, string> = {
-  "swagger-ui.css": "text/css; charset=utf-8",
-  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-  "favicon-32x32.png": "image/png",
-};
+const SWAGGER_FILES = new Map<string, string>([
+  ["swagger-ui.css", "text/css; charset=utf-8"],
+  ["swagger-ui-bundle.js", "text/javascript; charset=utf-8"],
+  ["favicon-32x32.png", "image/png"],
+]);
 
 const DOCS_PAGE = `<!doctype html>
 <html lang="en">
@@ -37,10 +38,10 @@ export function registerDocsRoutes(app: FastifyInstance): void {
 
   const swaggerDir = dirname(createRequire(import.meta.url).resolve("swagger-ui-dist/package.json"));
   const files = new Map<string, Buffer>();
-  app.get("/docs", async (_request, reply) => reply.type("text/html; charset=utf-8").send(DOCS_PAGE));
+  app.get("/docs", async (_request, reply) => reply.type("text/html; charset=utf-8").headers(NOT_FRAMED).send(DOCS_PAGE));
   app.get<{ Params: { file: string } }>("/docs/:file", async (request, reply) => {
     const { file } = request.params;
-    const type = SWAGGER_FILES[file];
+    const type = SWAGGER_FILES.get(file);
     if (!type) return reply.callNotFound();
     let content = files.get(file);
     if (!content) {

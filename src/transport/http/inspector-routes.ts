@@ -8,11 +8,14 @@ import { sendError } from "./app.ts";
 /** Where `npm run build` puts the inspector's bundle (src/inspector, bundled by esbuild). */
 const INSPECTOR_DIR = join(dirname(MIGRATIONS_DIR), "dist", "inspector");
 
-const ASSETS: Record<string, string> = {
-  "inspector.js": "text/javascript; charset=utf-8",
-  "inspector.css": "text/css; charset=utf-8",
-  "inspector.js.map": "application/json",
-};
+const ASSETS = new Map<string, string>([
+  ["inspector.js", "text/javascript; charset=utf-8"],
+  ["inspector.css", "text/css; charset=utf-8"],
+  ["inspector.js.map", "application/json"],
+]);
+
+/** Headers that keep a page out of other sites' frames. */
+export const NOT_FRAMED = { "content-security-policy": "frame-ancestors 'none'", "x-frame-options": "DENY" };
 
 const PAGE = `<!doctype html>
 <html lang="en">
@@ -33,10 +36,11 @@ const PAGE = `<!doctype html>
 /** The web inspector at `/`: a page and its bundle, which hold no data (the page asks the API, with the key if one is set). */
 export function registerInspectorRoutes(app: FastifyInstance): void {
   const files = new Map<string, Buffer>();
-  app.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").header("cache-control", "no-cache").send(PAGE));
+  // Never inside another site's frame: its buttons start and cancel runs (clickjacking).
+  app.get("/", async (_request, reply) => reply.type("text/html; charset=utf-8").header("cache-control", "no-cache").headers(NOT_FRAMED).send(PAGE));
   app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => {
     const { file } = request.params;
-    const type = ASSETS[file];
+    const type = ASSETS.get(file);
     if (!type) return reply.callNotFound();
     let content = files.get(file);
     if (!content) {
