@@ -7,7 +7,8 @@ const ROW_HEIGHT = 24;
 const OVERSCAN = 20;
 
 function summary(event: Record<string, unknown>): string {
-  const { event: _, event_index: __, run_id: ___, workflow_id: ____, workflow_name: _____, session_id: ______, created_at: _______, ...fields } = event;
+  // The envelope and the step's location are in the row already, or the same on every row.
+  const { event: _, event_index: __, run_id: ___, workflow_id: ____, workflow_name: _____, session_id: ______, created_at: _______, step_name: _s, step_index: _i, step_path: _p, agent_run_id: _a, ...fields } = event;
   const text = JSON.stringify(fields);
   return text.length > 300 ? `${text.slice(0, 300)}…` : text;
 }
