@@ -80,7 +80,7 @@ describe.skipIf(!CHROMIUM_PATH)(`the web inspector in Chromium${CHROMIUM_PATH ? 
     await page.close();
   });
 
-  it("continues a paused run from its form, and cancels a running one", async () => {
+  it("continues a paused run from its form, signals a waiting one, and cancels a running one", async () => {
     const client = createClient({ url: t.url });
     const paused = await client.start("approval", "draft this");
     const page = await open(`${t.url}/#/runs/${paused.run_id}`);
@@ -88,6 +88,15 @@ describe.skipIf(!CHROMIUM_PATH)(`the web inspector in Chromium${CHROMIUM_PATH ? 
     await page.click('.continue-form button[data-answer="yes"]');
     await page.waitForSelector('[data-status="completed"]', { timeout: 10_000 });
     expect((await client.runs.get(paused.run_id)).content).toBe("receipt for sent (Draft: draft this)");
+
+    const waiting = await client.start("signalled");
+    await page.goto(`${t.url}/#/runs/${waiting.run_id}`);
+    await page.waitForSelector(".signal-form", { timeout: 10_000 });
+    expect(await page.inputValue(".signal-form input[name=signal]")).toBe("approved");
+    await page.fill(".signal-form textarea[name=payload]", '{"by": "ada"}');
+    await page.click(".signal-form button[type=submit]");
+    await page.waitForSelector('[data-status="completed"]', { timeout: 10_000 });
+    expect((await client.runs.get(waiting.run_id)).content).toBe("approved by ada");
 
     const long = await client.start("ticker", "", { additionalData: { count: 10_000, delayMs: 20 } });
     await page.goto(`${t.url}/#/runs/${long.run_id}`);
