@@ -23,6 +23,8 @@ export function EventTable({ model, version }: { model: RunModel; version: numbe
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(480);
   const following = useRef(true);
+  /** Where the table last scrolled itself to (following the end): a scroll event at or below it is not the reader's. */
+  const autoTop = useRef(0);
 
   useEffect(() => {
     const element = box.current;
@@ -37,6 +39,7 @@ export function EventTable({ model, version }: { model: RunModel; version: numbe
     const element = box.current;
     if (element && following.current) {
       element.scrollTop = element.scrollHeight;
+      autoTop.current = element.scrollTop;
       setScrollTop(element.scrollTop);
     }
   }, [version]);
@@ -70,7 +73,9 @@ export function EventTable({ model, version }: { model: RunModel; version: numbe
       data-rows={total}
       onScroll={(e) => {
         const element = e.currentTarget;
-        following.current = element.scrollTop + element.clientHeight >= element.scrollHeight - ROW_HEIGHT;
+        // Its own scroll's event can come after more rows were added: only a scroll up is the reader leaving the end.
+        const atEnd = element.scrollTop + element.clientHeight >= element.scrollHeight - ROW_HEIGHT;
+        following.current = atEnd || (following.current && element.scrollTop >= autoTop.current - ROW_HEIGHT);
         setScrollTop(element.scrollTop);
       }}
     >
