@@ -23,6 +23,7 @@ const BOTH_DATABASES = [
   "test/agents/agent-step.test.ts",
   "test/agents/tool-confirmation.test.ts",
   "test/recovery/durable-calls.test.ts",
+  "test/transport/retention.test.ts",
 ];
 
 export default defineConfig({

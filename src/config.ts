@@ -60,6 +60,8 @@ export interface FlowdConfig {
   readonly allowedOrigins: readonly string[];
   /** How long a start's idempotency key returns the run it started. */
   readonly idempotencyTtlMs: number;
+  /** How long a finished run's events are kept (FLOWD_RETENTION); null keeps them for ever. A workflow's own `retention` wins. */
+  readonly retentionMs: number | null;
   /** PostgreSQL (many nodes): how long a node's hold on a run lasts without renewal; another node takes the run over after it. */
   readonly leaseMs: number;
 }
@@ -94,6 +96,8 @@ export interface ConfigFlags {
   allowedOrigins?: string | readonly string[] | undefined;
   idempotencyTtl?: string | undefined;
   leaseMs?: number | string | undefined;
+  /** FLOWD_RETENTION: how long finished runs' events are kept, e.g. "30d"; unset keeps them for ever. */
+  retention?: string | undefined;
 }
 
 /** Defaults, as documented in README and DESIGN §7. */
@@ -153,12 +157,19 @@ function numberSetting(
 const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** A duration such as `90s`, `30m`, `24h` or `7d`, in milliseconds. */
-function duration(name: string, raw: string): number {
+/** What a duration looks like, for error messages. */
+export const DURATION_FORMAT = "a duration such as 90s, 30m, 24h or 7d (a whole number and one of ms, s, m, h, d)";
+
+/** A duration (`90s`, `30m`, `24h`, `7d`, `500ms`) in milliseconds, or null if it is not one (or not above zero). */
+export function parseDuration(raw: string): number | null {
   const match = /^\s*(\d+)\s*(ms|s|m|h|d)\s*$/.exec(raw);
   const ms = match ? Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS] : NaN;
-  if (!Number.isSafeInteger(ms) || ms <= 0) {
-    throw Errors.invalidConfig(`${name} must be a duration such as 90s, 30m, 24h or 7d (a whole number and one of ms, s, m, h, d); got "${raw}".`);
-  }
+  return Number.isSafeInteger(ms) && ms > 0 ? ms : null;
+}
+
+function duration(name: string, raw: string): number {
+  const ms = parseDuration(raw);
+  if (ms === null) throw Errors.invalidConfig(`${name} must be ${DURATION_FORMAT}; got "${raw}".`);
   return ms;
 }
 
@@ -207,6 +218,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
   }
   const dbPath = flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath;
   const lease = flags.leaseMs ?? nonEmpty(env.FLOWD_LEASE_MS);
+  const retention = flags.retention ?? nonEmpty(env.FLOWD_RETENTION);
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
@@ -248,6 +260,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     allowedOrigins: Object.freeze(parseOrigins(listSetting(flags.allowedOrigins, env.FLOWD_ALLOWED_ORIGINS))),
     leaseMs: lease === undefined ? DEFAULTS.leaseMs : wholeNumber("FLOWD_LEASE_MS", lease, 100, 600_000),
     idempotencyTtlMs: duration("FLOWD_IDEMPOTENCY_TTL", flags.idempotencyTtl ?? nonEmpty(env.FLOWD_IDEMPOTENCY_TTL) ?? DEFAULTS.idempotencyTtl),
+    retentionMs: retention === undefined ? null : duration("FLOWD_RETENTION", retention),
   });
 }
 

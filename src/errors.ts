@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   RUN_NOT_FOUND: 404,
   RUN_FINISHED: 409,
   RUN_NOT_PAUSED: 409,
+  RUN_EXPIRED: 410,
+  RUN_NOT_FINISHED: 409,
   INVALID_REQUIREMENT: 422,
   INVALID_SIGNAL: 422,
   TOO_MANY_SIGNALS: 429,
@@ -149,6 +151,14 @@ export const Errors = {
     new FlowdError("WORKFLOW_NOT_FOUND", `Workflow ${id} not found. Available workflows: ${known}.`),
   runNotFound: (runId: string, where?: string) =>
     new FlowdError("RUN_NOT_FOUND", where === undefined ? `Run ${runId} not found` : `Run ${runId} not found in ${where}.`),
+  runExpired: (runId: string, prunedAt: number | null) =>
+    new FlowdError(
+      "RUN_EXPIRED",
+      `Run ${runId}'s events are no longer kept: retention (or a prune) removed them${prunedAt === null ? "" : ` on ${new Date(prunedAt).toISOString()}`}. ` +
+        `Its summary (status, times, output) is still at GET /runs/${runId}.`,
+    ),
+  runNotFinished: (runId: string, status: string, what: string) =>
+    new FlowdError("RUN_NOT_FINISHED", `Run ${runId} is ${status}: only a finished run (completed, error or cancelled) can be ${what}. Cancel it first, or wait for it to end.`),
   runOfOtherWorkflow: (runId: string, workflowId: string, actual: string) =>
     new FlowdError("RUN_NOT_FOUND", `Run ${runId} is not a run of workflow ${workflowId} (it belongs to ${actual}).`),
   runFinished: (runId: string, status: string, consequence: string) =>

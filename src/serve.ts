@@ -5,6 +5,7 @@ import { Errors } from "./errors.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openStore } from "./store/open-store.ts";
+import { Pruner } from "./store/pruner.ts";
 import { createTransport } from "./transport/server.ts";
 import { contentCreationWorkflow } from "./workflows/content-creation.ts";
 import type { WorkflowDefinition } from "./workflows/definition.ts";
@@ -95,10 +96,17 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     idempotencyTtlMs: config.idempotencyTtlMs,
     models,
   });
+  const retentionRules = {
+    defaultMs: config.retentionMs,
+    byWorkflow: new Map(registry.list().flatMap((workflow) => (workflow.retentionMs === null ? [] : [[workflow.id, workflow.retentionMs] as const]))),
+  };
+  const pruner = new Pruner(store.retention, retentionRules, (error) => logger.error({ err: error }, "pruning finished runs failed; it is tried again"));
   const transport = createTransport({
     engine,
     runStore: store.runs,
     eventLog: store.log,
+    retention: store.retention,
+    pruner,
     workflows: registry,
     config,
     logger,
@@ -131,8 +139,10 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
           `recovered ${total} unfinished runs${waiting.length > 0 ? `; ${waiting.length} runs wait (for timers, signals or people)` : ""}`,
         );
       }
+      pruner.start();
     });
   } catch (error) {
+    await pruner.stop();
     await engine.shutdown(0, 0);
     await store.close();
     throw error;
@@ -169,6 +179,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     close: () => {
       closing ??= (async () => {
         await transport.close(SHUTDOWN_CLOSE_CODE, "server shutting down; reconnect with your last event index");
+        await pruner.stop();
         await engine.shutdown(SHUTDOWN_DRAIN_MS, SHUTDOWN_ABORT_MS);
         await store.close();
         logger.info("flowd stopped");

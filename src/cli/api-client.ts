@@ -8,7 +8,7 @@ export function authHeaders(config: ClientConfig): Record<string, string> {
 }
 
 /** Calls the server's HTTP API and returns its JSON answer; errors come back as FlowdError. */
-export async function callServer(config: ClientConfig, method: "GET" | "POST", path: string, body?: unknown): Promise<unknown> {
+export async function callServer(config: ClientConfig, method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<unknown> {
   let response: Response;
   try {
     response = await fetch(`${config.url}${path}`, {

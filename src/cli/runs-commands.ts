@@ -41,7 +41,7 @@ function print(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-/** `flowd runs …`: list, show, events (with --follow), cancel. */
+/** `flowd runs …`: list, show, events (with --follow), cancel, delete, continue, signal. */
 export function runsCommand(): Command {
   const runs = new Command("runs").description("Inspect and control runs.");
 
@@ -161,6 +161,18 @@ export function runsCommand(): Command {
       const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/cancel`;
       const answer = await callServer(config, "POST", path);
       print(flags.json ? JSON.stringify(answer, null, 2) : `Cancel requested for run ${runId}; it ends at its next step or content boundary (at once if no process is running it).`);
+    });
+
+  runs
+    .command("delete")
+    .description("Delete a finished run and everything stored of it (through the server).")
+    .argument("<run_id>")
+    .addOption(urlOption())
+    .addOption(jsonOption())
+    .action(async (runId: string, flags: { url?: string; json?: boolean }) => {
+      const config = resolveClientConfig({ url: flags.url });
+      const answer = await callServer(config, "DELETE", `/runs/${encodeURIComponent(runId)}`);
+      print(flags.json ? JSON.stringify(answer, null, 2) : `Deleted run ${runId} and everything stored of it.`);
     });
 
   runs

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { RUN_STATUSES } from "./run-status.ts";
+import { DURATION_FORMAT, parseDuration } from "../config.ts";
 import { Id, IdempotencyKey, LastEventIndex, RunStartFields, SignalName } from "./fields.ts";
 
 /** A boolean from JSON (`true`) or a form field (`"true"`, `"1"`). */
@@ -65,3 +66,22 @@ export type ContinueRunBody = z.infer<typeof ContinueRunBody>;
 
 /** The path parameters of `POST /runs/{run_id}/signals/{name}`. */
 export const SignalParams = z.object({ runId: Id, name: SignalName });
+
+/** A duration (`7d`, `12h`, `30m`, `45s`, `500ms`), read as milliseconds. */
+const Duration = z.string().transform((text, context) => {
+  const ms = parseDuration(text);
+  if (ms === null) {
+    context.addIssue({ code: "custom", message: `must be ${DURATION_FORMAT}` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** `POST /runs/prune`: finished runs older than `older_than` (or past their retention), at most `limit` of them. */
+export const PruneBody = z.object({
+  older_than: Duration.optional(),
+  workflow_id: Id.optional(),
+  dry_run: Flag.default(false),
+  limit: integerFromText(z.number().int().min(1).max(1000)).default(100),
+});
+export type PruneBody = z.infer<typeof PruneBody>;

@@ -72,3 +72,14 @@ export const SignalAccepted = z.object({ run_id: z.string(), name: z.string(), d
 
 /** `POST /workflows/{id}/runs/{run_id}/cancel` */
 export const CancelAnswer = RunJson.extend({ message: z.string() });
+
+/** `DELETE /runs/{run_id}` */
+export const RunDeleted = z.object({ run_id: z.string(), deleted: z.literal(true), message: z.string() });
+
+/** `POST /runs/prune` */
+export const PruneAnswer = z.object({
+  dry_run: z.boolean(),
+  runs: z.array(z.object({ run_id: z.string(), workflow_id: z.string(), finished_at: z.number(), events: z.number().int() })),
+  events: z.number().int().describe("Events deleted (with dry_run: that would be)."),
+  more: z.boolean().describe("More runs match: ask again (each answer prunes at most `limit`)."),
+});

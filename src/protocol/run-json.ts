@@ -23,6 +23,7 @@ export interface RunFields {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  prunedAt: number | null;
 }
 
 /** A run as the HTTP API and `flowd runs … --json` show it (times in epoch milliseconds). */
@@ -50,6 +51,7 @@ export const RunJson = z
     updated_at: z.number(),
     started_at: z.number().nullable(),
     finished_at: z.number().nullable(),
+    pruned_at: z.number().nullable().describe("When retention or a prune began removing the finished run's events (epoch ms): reading them answers 410 RUN_EXPIRED."),
   });
 export type RunJson = z.infer<typeof RunJson>;
 
@@ -75,5 +77,6 @@ export function toRunJson(run: RunFields): RunJson {
     updated_at: run.updatedAt,
     started_at: run.startedAt,
     finished_at: run.finishedAt,
+    pruned_at: run.prunedAt,
   };
 }

@@ -105,6 +105,10 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
   try {
     sqlite.pragma("busy_timeout = 5000");
     if (!options.readonly) {
+      // A new file gives back the pages pruning frees (incremental vacuum, a little at a time); an
+      // existing one keeps its setting until `flowd vacuum` converts it (a whole rewrite of the file).
+      const empty = (sqlite.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n === 0;
+      if (empty) sqlite.pragma("auto_vacuum = INCREMENTAL");
       sqlite.pragma("journal_mode = WAL");
       sqlite.pragma(`synchronous = ${options.sync ?? "NORMAL"}`);
       // Checkpoint every 4,000 pages (16 MB of WAL) instead of 1,000: pages that many commits

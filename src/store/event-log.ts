@@ -32,6 +32,7 @@ export function newRunRow(run: NewRun, now: number): RunRow {
     updatedAt: now,
     startedAt: null,
     finishedAt: null,
+    prunedAt: null,
   };
 }
 

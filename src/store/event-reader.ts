@@ -1,4 +1,5 @@
 import type { Database, Statement } from "better-sqlite3";
+import { Errors } from "../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../protocol/run-events.ts";
 
 /** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
@@ -36,6 +37,7 @@ export class EventReader {
   private readonly selectAfter: Statement<[string, number], EventRow>;
   private readonly selectPage: Statement<[string, number, number], EventRow>;
   private readonly selectTimings: Statement<[string], StepTiming>;
+  private readonly selectPruned: Statement<[string], { pruned_at: number | null }>;
 
   constructor(sqlite: Database) {
     this.selectAfter = sqlite
@@ -47,13 +49,29 @@ export class EventReader {
       )
       .raw(true);
     this.selectTimings = sqlite.prepare<[string], StepTiming>(STEP_TIMINGS_SQL);
+    this.selectPruned = sqlite.prepare<[string], { pruned_at: number | null }>("SELECT pruned_at FROM runs WHERE run_id = ?");
+  }
+
+  /**
+   * Throws RUN_EXPIRED if the run's events are being (or were) pruned. Called when a read
+   * after `afterIndex` found nothing, or not the next index: a prune deletes a run's events
+   * oldest first, so a reader behind it finds a hole, never a silent skip.
+   */
+  private checkKept(runId: string, afterIndex: number, first: number | undefined): void {
+    if (first === afterIndex + 1) return;
+    const prunedAt = this.selectPruned.get(runId)?.pruned_at ?? null;
+    if (prunedAt !== null) throw Errors.runExpired(runId, prunedAt);
   }
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
+    let first = true;
     for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
+      if (first) this.checkKept(runId, afterIndex, index);
+      first = false;
       yield new CommittedEvent(runId, index, event, payload);
     }
+    if (first) this.checkKept(runId, afterIndex, undefined);
   }
 
   /**
@@ -76,14 +94,15 @@ export class EventReader {
       for (const [index, event, payload] of rows) {
         events.push(new CommittedEvent(runId, index, event, payload));
         chars += payload.length;
-        if (chars >= maxChars) return { batch: new EventBatch(events), full: true };
+        if (chars >= maxChars) break;
       }
-      if (rows.length < step) break;
+      if (rows.length < step || chars >= maxChars) break;
       after = events[events.length - 1]!.index;
       const average = chars / events.length;
       step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / average));
     }
-    return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit };
+    this.checkKept(runId, afterIndex, events[0]?.index);
+    return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit || chars >= maxChars };
   }
 
   /** How long each of the run's steps took, in the order they ended. */

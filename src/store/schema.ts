@@ -38,11 +38,14 @@ export const runs = sqliteTable(
     updatedAt: integer("updated_at").notNull(),
     startedAt: integer("started_at"),
     finishedAt: integer("finished_at"),
+    /** When retention (or `flowd prune`) began removing the finished run's events: from then on reading them answers RUN_EXPIRED. */
+    prunedAt: integer("pruned_at"),
   },
   (t) => [
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
+    index("runs_finished_idx").on(t.finishedAt),
   ],
 );
 

@@ -3,6 +3,7 @@ import { openDb } from "./db.ts";
 import { EventLog } from "./event-log.ts";
 import { EventReader } from "./event-reader.ts";
 import { ResumeStateReader } from "./resume-state.ts";
+import { SqliteRetention } from "./retention.ts";
 import { RunStore } from "./run-store.ts";
 import type { ReadOnlyStore, RunOwnership, Store } from "./store.ts";
 
@@ -37,6 +38,7 @@ export function openSqliteStore(path: string, sync: "FULL" | "NORMAL", hooks: St
     location: path,
     log,
     runs: new RunStore(db),
+    retention: new SqliteRetention(db),
     resume: new ResumeStateReader(db),
     ownership: SOLE_OWNER,
     storageProblem: (): FlowdError | null => {

@@ -129,6 +129,47 @@ export interface RunRecords extends RunReads {
   markCancelRequested(runId: string): Promise<void>;
 }
 
+/** Which finished runs are past their retention. */
+export interface ExpiredFilter {
+  /** Runs that finished before this (epoch ms). */
+  finishedBefore: number;
+  /** Only runs of this workflow. */
+  workflowId?: string | undefined;
+  /** Only runs of workflows other than these (those with a retention of their own). */
+  exceptWorkflows?: readonly string[] | undefined;
+  limit: number;
+}
+
+/** A finished run due for pruning. */
+export interface ExpiredRun {
+  runId: string;
+  workflowId: string;
+  finishedAt: number;
+  /** How many events it has (its last index + 1). */
+  events: number;
+}
+
+/**
+ * Retention (DESIGN §10): finding finished runs past it, removing their events in small
+ * transactions (the run row stays, with `pruned_at`), and deleting whole runs on request.
+ */
+export interface RunRetention {
+  /** Finished runs not pruned yet, oldest finished first. */
+  expired(filter: ExpiredFilter): Promise<ExpiredRun[]>;
+  /** Runs marked pruned whose events are not all deleted yet: a prune that a crash interrupted. */
+  unfinishedPrunes(limit: number): Promise<string[]>;
+  /**
+   * One small transaction: marks the finished run pruned (from then on reading its events
+   * answers RUN_EXPIRED) and deletes up to `maxEvents` of them, oldest first. Null if the
+   * run is unknown or not finished; else how many went, and whether none are left.
+   */
+  pruneStep(runId: string, maxEvents: number, now: number): Promise<{ deleted: number; done: boolean } | null>;
+  /** Deletes a finished run and all that is stored of it (RUN_NOT_FOUND, RUN_NOT_FINISHED otherwise). */
+  deleteRun(runId: string): Promise<void>;
+  /** Gives up to `maxPages` pages that pruning freed back to the file system (SQLite); a no-op on PostgreSQL. */
+  reclaimSpace(maxPages: number): Promise<void>;
+}
+
 /** A stored checkpoint, as a resumed run reads it. */
 export interface StoredCheckpoint {
   path: string;
@@ -226,6 +267,7 @@ export interface Store {
   readonly runs: RunRecords;
   readonly resume: ResumeReads;
   readonly ownership: RunOwnership;
+  readonly retention: RunRetention;
   /** Why the server cannot store events now (for `/health`), or null while it can. */
   storageProblem(): FlowdError | null;
   /** Unfinished runs stopped because their events could not be stored. */

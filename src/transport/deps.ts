@@ -2,7 +2,8 @@ import type { Logger } from "pino";
 import type { FlowdConfig } from "../config.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { FlowdError } from "../errors.ts";
-import type { RunLog, RunRecords } from "../store/store.ts";
+import type { Pruner } from "../store/pruner.ts";
+import type { RunLog, RunRecords, RunRetention } from "../store/store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import type { AccessPolicy } from "./access.ts";
 import type { AuthGuard } from "./auth.ts";
@@ -15,6 +16,8 @@ export interface TransportDeps {
   engine: Engine;
   runStore: RunRecords;
   eventLog: RunLog;
+  retention: RunRetention;
+  pruner: Pruner;
   workflows: WorkflowRegistry;
   config: FlowdConfig;
   logger: Logger;

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import type { AgentDefinition } from "../agents/agent.ts";
+import { DURATION_FORMAT, parseDuration } from "../config.ts";
 import { Errors } from "../errors.ts";
 
 /** Thrown by a step to fail at once, without the retries its `maxRetries` allows. */
@@ -207,6 +208,8 @@ export interface WorkflowDefinition {
   readonly name: string;
   readonly description: string;
   readonly steps: readonly WorkflowNode[];
+  /** How long a finished run's events are kept (`retention`); null: the server's FLOWD_RETENTION. */
+  readonly retentionMs: number | null;
 }
 
 function requireName(kind: string, name: unknown): string {
@@ -390,12 +393,14 @@ export function Router(options: {
   return { kind: "router", name, choices, selector: options.selector ?? null, humanChoice };
 }
 
-/** A workflow: `Workflow({ id, name, description, steps })`. */
+/** A workflow: `Workflow({ id, name, description, steps, retention })`. */
 export function Workflow(options: {
   id: string;
   name?: string;
   description?: string;
   steps: readonly WorkflowNode[];
+  /** How long a finished run's events are kept, e.g. "30d" (the server's FLOWD_RETENTION otherwise). */
+  retention?: string;
 }): WorkflowDefinition {
   const id = requireName("Workflow id", options.id);
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
@@ -404,7 +409,12 @@ export function Workflow(options: {
   }
   const steps = requireNodes(`Workflow "${id}"`, options.steps);
   if (steps.length === 0) throw Errors.invalidWorkflow(`Workflow "${id}" has no steps.`);
-  return { kind: "workflow", id, name: options.name ?? id, description: options.description ?? "", steps };
+  let retentionMs: number | null = null;
+  if (options.retention !== undefined) {
+    retentionMs = typeof options.retention === "string" ? parseDuration(options.retention) : null;
+    if (retentionMs === null) throw Errors.invalidWorkflow(`Workflow "${id}": "retention" must be ${DURATION_FORMAT}; got ${JSON.stringify(options.retention)}.`);
+  }
+  return { kind: "workflow", id, name: options.name ?? id, description: options.description ?? "", steps, retentionMs };
 }
 
 /** Marks a chunk yielded by a generator step as a custom event. */

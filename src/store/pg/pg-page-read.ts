@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { Errors } from "../../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../../protocol/run-events.ts";
 import { PAGE_MAX_CHARS, type LogPage } from "../event-reader.ts";
 
@@ -25,11 +26,17 @@ export async function readPgPage(pool: pg.Pool, runId: string, afterIndex: numbe
     for (const row of rows) {
       events.push(new CommittedEvent(runId, row.event_index, row.event, row.payload));
       chars += row.payload.length;
-      if (chars >= maxChars) return { batch: new EventBatch(events), full: true };
+      if (chars >= maxChars) break;
     }
-    if (rows.length < step) break;
+    if (rows.length < step || chars >= maxChars) break;
     after = events[events.length - 1]!.index;
     step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / (chars / events.length)));
   }
-  return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit };
+  // Nothing, or not the next index: a prune deletes a run's events oldest first (see EventReader.readPage).
+  if (events[0]?.index !== afterIndex + 1) {
+    const { rows } = await pool.query<{ pruned_at: string | null }>({ name: "flowd-pruned-at", text: "SELECT pruned_at FROM runs WHERE run_id = $1", values: [runId] });
+    const prunedAt = rows[0]?.pruned_at ?? null;
+    if (prunedAt !== null) throw Errors.runExpired(runId, Number(prunedAt));
+  }
+  return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit || chars >= maxChars };
 }

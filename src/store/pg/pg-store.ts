@@ -13,6 +13,7 @@ import { PgEventLog } from "./pg-event-log.ts";
 import { PgFollowers } from "./pg-followers.ts";
 import { PgOwnership } from "./pg-ownership.ts";
 import { PgResumeStateReader } from "./pg-resume-state.ts";
+import { PgRetention } from "./pg-retention.ts";
 import { readPgPage } from "./pg-page-read.ts";
 import { PgRunStore } from "./pg-run-store.ts";
 import { redactedUrl } from "./redacted-url.ts";
@@ -91,6 +92,7 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
     runs: new PgRunStore(orm),
     resume: new PgResumeStateReader(pool, orm),
     ownership,
+    retention: new PgRetention(pool, orm),
     storageProblem: () => eventLog.storageFault ?? (listening ? null : Errors.databaseUnreadable(new Error("the LISTEN connection to PostgreSQL is down; reconnecting"))),
     get runsStoppedByStorage() {
       return eventLog.runsStoppedByStorage;

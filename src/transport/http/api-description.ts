@@ -6,11 +6,12 @@ import {
   EventsQuery,
   ListAllRunsQuery,
   ListRunsQuery,
+  PruneBody,
   ResumeRunBody,
   StartRunBody,
   StartRunHeaders,
 } from "../../protocol/http-requests.ts";
-import { CancelAnswer, ErrorBody, EventsPage, HealthBody, SignalAccepted, WorkflowDetail, WorkflowNodeJson, WorkflowSummary } from "../../protocol/http-responses.ts";
+import { CancelAnswer, ErrorBody, EventsPage, HealthBody, PruneAnswer, RunDeleted, SignalAccepted, WorkflowDetail, WorkflowNodeJson, WorkflowSummary } from "../../protocol/http-responses.ts";
 import { RunJson } from "../../protocol/run-json.ts";
 
 /** One answer of a route: JSON of a schema, an SSE stream of run events, or nothing. */
@@ -18,7 +19,7 @@ type Answer = { description: string; json?: z.ZodType; sse?: true; html?: true }
 
 /** A route of the HTTP API, described from the same zod schemas its handler validates with. */
 export interface RouteDescription {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "DELETE";
   /** OpenAPI form: `/workflows/{workflow_id}/runs`. */
   path: string;
   summary: string;
@@ -94,7 +95,24 @@ export const ROUTES: readonly RouteDescription[] = [
     answers: { 202: { description: "Accepted.", json: SignalAccepted } },
   },
   { method: "GET", path: "/runs", tag: "runs", summary: "Runs of every workflow, newest first", query: ListAllRunsQuery, answers: { 200: { description: "The runs.", json: z.array(RunJson) } } },
-  { method: "GET", path: "/runs/{run_id}", tag: "runs", summary: "A run", answers: { 200: run("The run.") } },
+  { method: "GET", path: "/runs/{run_id}", tag: "runs", summary: "A run", answers: { 200: run("The run; `pruned_at` is set once its events are no longer kept.") } },
+  {
+    method: "DELETE",
+    path: "/runs/{run_id}",
+    tag: "runs",
+    summary: "Delete a finished run and everything stored of it",
+    description: "409 RUN_NOT_FINISHED while it runs, waits or is paused. Afterwards the run is unknown (404).",
+    answers: { 200: { description: "Deleted.", json: RunDeleted } },
+  },
+  {
+    method: "POST",
+    path: "/runs/prune",
+    tag: "runs",
+    summary: "Prune finished runs: delete their events, keep their rows",
+    description: "Runs finished more than `older_than` ago (or past FLOWD_RETENTION and workflows' retention), oldest first, at most `limit` per request; `more` says to ask again. With `dry_run` nothing is deleted. Reading a pruned run's events answers 410 RUN_EXPIRED.",
+    body: PruneBody,
+    answers: { 200: { description: "What was pruned (or would be).", json: PruneAnswer } },
+  },
   {
     method: "GET",
     path: "/runs/{run_id}/events",
@@ -136,6 +154,7 @@ function components(): { requests: Map<z.ZodType, string>; answers: Map<z.ZodTyp
     [StartRunBody, "StartRunRequest"],
     [ContinueRunBody, "ContinueRunRequest"],
     [ResumeRunBody, "ResumeRunRequest"],
+    [PruneBody, "PruneRequest"],
   ]);
   const answerNames = new Map<z.ZodType, string>([
     [RunJson, "Run"],
@@ -147,6 +166,8 @@ function components(): { requests: Map<z.ZodType, string>; answers: Map<z.ZodTyp
     [EventsPage, "EventsPage"],
     [SignalAccepted, "SignalAccepted"],
     [CancelAnswer, "CancelAnswer"],
+    [RunDeleted, "RunDeleted"],
+    [PruneAnswer, "PruneAnswer"],
   ]);
   for (const [schema, id] of requestNames) requests.add(schema, { id });
   for (const [schema, id] of answerNames) answers.add(schema, { id });

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
 import { parseStepRequirements } from "../../protocol/hitl.ts";
-import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
+import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, PruneBody, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
 import { toRunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
@@ -24,6 +24,12 @@ async function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: stri
   if (run.workflowId !== workflowId) {
     throw Errors.runOfOtherWorkflow(runId, workflowId, run.workflowId);
   }
+  return run;
+}
+
+/** The run, if its events are still kept: a pruned run's are not (410 RUN_EXPIRED, never an empty success). */
+function withEvents(run: RunRow): RunRow {
+  if (run.prunedAt !== null) throw Errors.runExpired(run.runId, run.prunedAt);
   return run;
 }
 
@@ -142,7 +148,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/resume", async (request, reply) => {
-    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const run = withEvents(await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId));
     const body = parseInput(ResumeRunBody, request.body, "resume request");
     sse(deps, reply, run.runId, body.last_event_index ?? -1);
   });
@@ -179,10 +185,30 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     return runs.map(toRunJson);
   });
 
+  app.delete<{ Params: { runId: string } }>("/runs/:runId", async (request) => {
+    const { runId } = request.params;
+    await deps.retention.deleteRun(runId);
+    return { run_id: runId, deleted: true, message: `Run ${runId} and everything stored of it are deleted.` };
+  });
+
+  app.post("/runs/prune", async (request) => {
+    const body = parseInput(PruneBody, request.body, "prune request");
+    if (body.older_than === undefined && deps.config.retentionMs === null && !deps.workflows.list().some((workflow) => workflow.retentionMs !== null)) {
+      throw Errors.invalidRequest("Nothing says which runs to prune: give older_than (e.g. \"7d\"), or set FLOWD_RETENTION or a workflow's retention.");
+    }
+    const result = await deps.pruner.prune({ olderThanMs: body.older_than ?? null, workflowId: body.workflow_id ?? null, dryRun: body.dry_run, limit: body.limit });
+    return {
+      dry_run: body.dry_run,
+      runs: result.runs.map((run) => ({ run_id: run.runId, workflow_id: run.workflowId, finished_at: run.finishedAt, events: run.events })),
+      events: result.events,
+      more: result.more,
+    };
+  });
+
   app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(await findRun(deps, request.params.runId)));
 
   app.get<{ Params: { runId: string } }>("/runs/:runId/events", async (request, reply) => {
-    const run = await findRun(deps, request.params.runId);
+    const run = withEvents(await findRun(deps, request.params.runId));
     const query = parseInput(EventsQuery, request.query, "events query");
     const after = resumePoint(request, query.after);
     if (!wantsJson(request)) {

@@ -250,6 +250,11 @@ export class WorkflowSocket implements OutboundOwner {
   private async reconnect(runId: string, lastEventIndex: number): Promise<void> {
     const run = await this.deps.runStore.get(runId);
     if (!run) throw Errors.runNotFound(runId);
+    if (run.prunedAt !== null) {
+      const expired = Errors.runExpired(runId, run.prunedAt);
+      this.send({ event: "error", error: expired.message, code: expired.code, run_id: runId });
+      return;
+    }
     const eventCount = run.lastEventIndex + 1;
     if (isFinished(run.status)) {
       this.send({

@@ -1,0 +1,84 @@
+import { statSync } from "node:fs";
+import { Command, Option } from "commander";
+import { DURATION_FORMAT, parseDuration, resolveClientConfig, resolveConfig } from "../config.ts";
+import { Errors } from "../errors.ts";
+import { openDb } from "../store/db.ts";
+import { callServer } from "./api-client.ts";
+import { time } from "./format.ts";
+
+/** Runs pruned per request: each request is a short piece of work for the server, and a progress line here. */
+const RUNS_PER_REQUEST = 100;
+
+interface PruneAnswer {
+  dry_run: boolean;
+  runs: { run_id: string; workflow_id: string; finished_at: number; events: number }[];
+  events: number;
+  more: boolean;
+}
+
+function print(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function megabytes(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** `flowd prune`: through the server, which prunes between its commits. */
+export function pruneCommand(): Command {
+  return new Command("prune")
+    .description("Delete the events of finished runs (their rows stay, marked pruned): those older than --older-than, or past their retention.")
+    .addOption(new Option("--older-than <duration>", `finished more than this long ago: ${DURATION_FORMAT}`))
+    .addOption(new Option("--workflow <id>", "only runs of this workflow"))
+    .addOption(new Option("--dry-run", "list what would be pruned, delete nothing"))
+    .addOption(new Option("--url <url>", "server URL (default http://HOST:PORT from the environment, else http://127.0.0.1:7777)"))
+    .addOption(new Option("--json", "print JSON instead of text"))
+    .action(async (flags: { olderThan?: string; workflow?: string; dryRun?: boolean; url?: string; json?: boolean }) => {
+      if (flags.olderThan !== undefined && parseDuration(flags.olderThan) === null) {
+        throw Errors.invalidArgument(`--older-than must be ${DURATION_FORMAT}; got "${flags.olderThan}".`);
+      }
+      const config = resolveClientConfig({ url: flags.url });
+      const body = { older_than: flags.olderThan, workflow_id: flags.workflow, dry_run: flags.dryRun ?? false, limit: flags.dryRun ? 1000 : RUNS_PER_REQUEST };
+      const all: PruneAnswer["runs"] = [];
+      let events = 0;
+      let more = true;
+      while (more) {
+        const answer = (await callServer(config, "POST", "/runs/prune", body)) as PruneAnswer;
+        all.push(...answer.runs);
+        events += answer.events;
+        // A dry run prunes nothing, so asking again would list the same runs.
+        more = answer.more && !flags.dryRun;
+        if (!flags.json && !flags.dryRun && (more || all.length > RUNS_PER_REQUEST)) {
+          process.stderr.write(`pruned ${all.length} runs, ${events} events so far…\n`);
+        }
+        if (flags.dryRun && answer.more && !flags.json) print(`(more than ${answer.runs.length} runs match; showing the oldest)`);
+      }
+      if (flags.json) return print(JSON.stringify({ dry_run: flags.dryRun ?? false, runs: all, events }, null, 2));
+      for (const run of all) print(`${flags.dryRun ? "would prune" : "pruned"} ${run.run_id}  ${run.workflow_id}  finished ${time(run.finished_at)}  ${run.events} events`);
+      print(`${flags.dryRun ? "Would prune" : "Pruned"} ${all.length} runs, ${events} events.`);
+    });
+}
+
+/** `flowd vacuum`: on the file, with no server running. */
+export function vacuumCommand(): Command {
+  return new Command("vacuum")
+    .description("Rewrite a SQLite database to give back the space pruning freed, and turn on incremental vacuum for it (stop the server first).")
+    .addOption(new Option("--db <path>", "SQLite database file (env FLOWD_DB, default ./data/flowd.db)"))
+    .action((flags: { db?: string }) => {
+      const config = resolveConfig({ db: flags.db });
+      if (/^postgres(ql)?:\/\//i.test(config.dbPath)) throw Errors.invalidArgument("flowd vacuum is for a SQLite file: PostgreSQL's autovacuum reuses the space pruning frees.");
+      const size = (): number => statSync(config.dbPath).size + (statSync(`${config.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0);
+      // Exclusive: it refuses while a server holds the file, and no server starts while it works.
+      const db = openDb(config.dbPath, { exclusive: true });
+      try {
+        const before = size();
+        const mode = db.sqlite.pragma("auto_vacuum", { simple: true }) as number;
+        db.sqlite.pragma("auto_vacuum = INCREMENTAL");
+        db.sqlite.exec("VACUUM");
+        db.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+        print(`${config.dbPath}: ${megabytes(before)} → ${megabytes(size())}; incremental vacuum ${mode === 2 ? "was already on" : "is now on"}.`);
+      } finally {
+        db.close();
+      }
+    });
+}

@@ -1,0 +1,123 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
+import type { ExpiredRun, RunRetention } from "./store.ts";
+
+/** Events deleted per transaction: short, so that group commits between the steps keep their latency. */
+const STEP_EVENTS = 500;
+/** Pages of the file given back after each step (SQLite's incremental vacuum). */
+const RECLAIM_PAGES = 128;
+/** Runs looked up at a time. */
+const RUNS_PER_LOOKUP = 100;
+
+/** How long finished runs' events are kept: the server's FLOWD_RETENTION, and workflows' own `retention`. */
+export interface RetentionRules {
+  defaultMs: number | null;
+  byWorkflow: ReadonlyMap<string, number>;
+}
+
+/** What to prune on request (`POST /runs/prune`, `flowd prune`). */
+export interface PruneRequest {
+  /** Runs that finished more than this long ago; without it, what the retention rules say. */
+  olderThanMs: number | null;
+  workflowId: string | null;
+  dryRun: boolean;
+  /** At most this many runs (the caller asks again for more). */
+  limit: number;
+}
+
+/**
+ * Prunes finished runs past their retention: each run marked pruned in its first step
+ * (readers get RUN_EXPIRED from then on), then its events deleted oldest first, a few
+ * hundred per transaction, with a turn of the event loop between transactions so that
+ * commits of running runs go on meanwhile. Runs that are running, paused or waiting are
+ * never touched (the store marks only finished ones). A prune a crash interrupted is
+ * finished after the restart.
+ */
+export class Pruner {
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private resumedUnfinished = false;
+
+  constructor(
+    private readonly retention: RunRetention,
+    private readonly rules: RetentionRules,
+    private readonly onError: (error: unknown) => void,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** Looks for due runs now and then every so often: a quarter of the shortest retention, between 100 ms and a minute. */
+  start(): void {
+    const shortest = Math.min(this.rules.defaultMs ?? Infinity, ...this.rules.byWorkflow.values());
+    const interval = Math.min(60_000, Math.max(100, Number.isFinite(shortest) ? shortest / 4 : 60_000));
+    this.timer = setInterval(() => void this.tick(), interval);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  /** Stops after the step under way. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  private tick(): Promise<void> {
+    this.running ??= this.pruneDue()
+      .catch(this.onError)
+      .finally(() => {
+        this.running = null;
+      });
+    return this.running;
+  }
+
+  /** Runs past their retention, by the rules, oldest first. */
+  private async due(limit: number, now: number): Promise<ExpiredRun[]> {
+    const found: ExpiredRun[] = [];
+    for (const [workflowId, ms] of this.rules.byWorkflow) {
+      found.push(...(await this.retention.expired({ finishedBefore: now - ms, workflowId, limit })));
+    }
+    if (this.rules.defaultMs !== null) {
+      found.push(...(await this.retention.expired({ finishedBefore: now - this.rules.defaultMs, exceptWorkflows: [...this.rules.byWorkflow.keys()], limit })));
+    }
+    return found.sort((a, b) => a.finishedAt - b.finishedAt).slice(0, limit);
+  }
+
+  private async pruneDue(): Promise<void> {
+    if (!this.resumedUnfinished) {
+      this.resumedUnfinished = true;
+      for (const runId of await this.retention.unfinishedPrunes(10_000)) await this.pruneRun(runId);
+    }
+    for (;;) {
+      const runs = await this.due(RUNS_PER_LOOKUP, this.clock());
+      for (const run of runs) await this.pruneRun(run.runId);
+      if (runs.length < RUNS_PER_LOOKUP || this.stopped) return;
+    }
+  }
+
+  /** Prunes one run to its end (unless stopped meanwhile); the events deleted. */
+  async pruneRun(runId: string): Promise<number> {
+    let deleted = 0;
+    while (!this.stopped) {
+      const step = await this.retention.pruneStep(runId, STEP_EVENTS, this.clock());
+      if (!step) break;
+      deleted += step.deleted;
+      await this.retention.reclaimSpace(RECLAIM_PAGES);
+      if (step.done) break;
+      await nextTurn();
+    }
+    return deleted;
+  }
+
+  /** Prunes (or with dryRun, lists) finished runs as asked: up to `limit`, oldest finished first. */
+  async prune(request: PruneRequest): Promise<{ runs: ExpiredRun[]; events: number; more: boolean }> {
+    const now = this.clock();
+    const runs =
+      request.olderThanMs === null
+        ? await this.due(request.limit + 1, now)
+        : await this.retention.expired({ finishedBefore: now - request.olderThanMs, ...(request.workflowId ? { workflowId: request.workflowId } : {}), limit: request.limit + 1 });
+    const chosen = (request.olderThanMs === null && request.workflowId ? runs.filter((run) => run.workflowId === request.workflowId) : runs).slice(0, request.limit);
+    let events = 0;
+    for (const run of chosen) events += request.dryRun ? run.events : await this.pruneRun(run.runId);
+    return { runs: chosen, events, more: runs.length > request.limit };
+  }
+}
