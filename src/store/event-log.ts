@@ -389,10 +389,10 @@ export class EventLog implements RunLog {
   }
 
   /** A page of the run's events after `afterIndex` (see EventReader.readPage). */
-  readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null> {
+  async readPage(runId: string, afterIndex: number, limit: number): Promise<LogPage | null> {
     // A run whose row is not committed yet has no events to read (a start follows its new run at once).
-    if (this.pendingRuns.has(runId)) return Promise.resolve(null);
-    return Promise.resolve(this.reader.readPage(runId, afterIndex, limit));
+    if (this.pendingRuns.has(runId)) return null;
+    return this.reader.readPage(runId, afterIndex, limit);
   }
 
   /**

@@ -9,6 +9,7 @@ import { EventBatch, type CommittedEvent, type RunEventBody } from "../../src/pr
 import { openDb, type Db } from "../../src/store/db.ts";
 import { EventLog, type Checkpoint } from "../../src/store/event-log.ts";
 import type { RunFollower } from "../../src/store/notifier.ts";
+import { SqliteRetention } from "../../src/store/retention.ts";
 import { RunStore } from "../../src/store/run-store.ts";
 import { range, storedIndices, tempDir } from "../helpers/server.ts";
 
@@ -686,5 +687,30 @@ describe("the event log", () => {
     expect(reader.prepare("SELECT step_path, output, event_index, attempt FROM step_checkpoints").all()).toEqual([
       { step_path: "0", output: '"out"', event_index: 0, attempt: 1 },
     ]);
+  });
+});
+
+describe("reading a run while it is pruned", () => {
+  it("a reader behind the prune's front gets RUN_EXPIRED instead of a silent skip; one past it reads on; none ever sees a hole", async () => {
+    newRun("p");
+    for (let i = 0; i < 1200; i++) log.append("p", { event: "RunContent", step_name: "s", step_index: 0, step_path: "0", content: `c${i}` });
+    log.append("p", { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
+    log.flushNow();
+    const retention = new SqliteRetention(db);
+    // The first step of the prune: the run marked, its 500 oldest events gone.
+    expect(await retention.pruneStep("p", 500, Date.now())).toEqual({ deleted: 500, done: false });
+    await expect(log.readPage("p", 100, 1000)).rejects.toMatchObject({ code: "RUN_EXPIRED" });
+    expect(() => [...log.readAfter("p", -1)]).toThrow(/no longer kept/);
+    // Past the front: what is still there, from the next index on.
+    const page = await log.readPage("p", 700, 1000);
+    expect(page?.batch.events[0]?.index).toBe(701);
+    // Once all are gone, even a read from past the end says so.
+    while (!(await retention.pruneStep("p", 500, Date.now()))!.done);
+    await expect(log.readPage("p", 1200, 10)).rejects.toMatchObject({ code: "RUN_EXPIRED" });
+    // A run that is not finished is never pruned.
+    newRun("q");
+    append("q", { event: "WorkflowStarted", input: "x" });
+    expect(await retention.pruneStep("q", 500, Date.now())).toBeNull();
+    expect(storedIndices(reader, "q")).toEqual([0]);
   });
 });
