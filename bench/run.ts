@@ -12,6 +12,7 @@
  * FLOWD_SYNC=FULL npm run bench measures the power-loss-safe mode (the default is NORMAL, as the server's).
  * BENCH_SCALE=0.1 shrinks every workload (for a quick look; publish figures at scale 1).
  */
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ROWS_PER_INSERT } from "../src/store/batch-writer.ts";
@@ -27,6 +28,7 @@ import {
   rawWsLatency,
   rawWsSend,
   rawDurableWorkflows,
+  rawSqliteDelete,
   report,
   rssOf,
   runClients,
@@ -408,6 +410,57 @@ const benches: Record<string, Bench> = {
       signal_p99_ms: round(r.signalP99),
       limit_p99_ms: round(r.rawP99),
       target: "p50 ≤ 2 ms, p99 ≤ 10 ms",
+    });
+  },
+
+  // Pruning a million events of finished runs while a run streams to a client.
+  B12: async () => {
+    const runs = 100;
+    const perRun = n(10_000);
+    const rate = 10_000;
+    const seconds = Math.max(2, 5 * SCALE);
+    const result = await withServer(async (url, wsUrl, _pid, dir) => {
+      await Promise.all(Array.from({ length: runs }, () => post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: perRun, bytes: BYTES } })));
+      await waitUntilIdle(url);
+      const file = join(dir, "flowd.db");
+      const size = (): number => ["", "-wal"].reduce((sum, suffix) => sum + (statSync(`${file}${suffix}`, { throwIfNoEntry: false })?.size ?? 0), 0);
+      const sizeBefore = size();
+      const latency = () => runClients<{ count: number; p50: number; p99: number; max: number }>({ kind: "latency", url: wsUrl, data: { rate, seconds } });
+      const quiet = await latency();
+      // The same stream, with the prune started just after it.
+      const streaming = latency();
+      await sleep(200);
+      const started = performance.now();
+      let pruned = 0;
+      for (let more = true; more; ) {
+        const answer = (await post(`${url}/runs/prune`, { older_than: "1ms", workflow_id: "emit", limit: 1000 })) as { events: number; more: boolean };
+        pruned += answer.events;
+        more = answer.more;
+      }
+      const pruneSeconds = (performance.now() - started) / 1000;
+      const busy = await streaming;
+      return { quiet, busy, pruned, pruneSeconds, sizeBefore, sizeAfter: size() };
+    });
+    const raw = rawSqliteDelete(runs, perRun, 500, FRAME, SYNC);
+    const ms = (value: number): number => Math.round(value * 1000) / 1000;
+    const mb = (bytes: number): number => Math.round((bytes / 1024 / 1024) * 10) / 10;
+    report({
+      bench: "B12",
+      workload: `prune ${runs} finished runs × ${perRun} events while a run streams ${rate} events/s to a client for ${seconds} s; synchronous=${SYNC}`,
+      figure: Math.round(result.pruned / result.pruneSeconds),
+      unit: "events pruned/s",
+      events_pruned: result.pruned,
+      prune_seconds: Math.round(result.pruneSeconds * 100) / 100,
+      limit: Math.round(raw),
+      limit_is: "raw SQLite: the same rows deleted 500 per transaction, run after run, nothing else on the connection",
+      stream_p99_ms_while_pruning: ms(result.busy.p99),
+      stream_p99_ms_without: ms(result.quiet.p99),
+      stream_p99_ratio: Math.round((result.busy.p99 / result.quiet.p99) * 100) / 100,
+      stream_p50_ms_while_pruning: ms(result.busy.p50),
+      stream_p50_ms_without: ms(result.quiet.p50),
+      file_mb_before: mb(result.sizeBefore),
+      file_mb_after: mb(result.sizeAfter),
+      target: "stream_p99_ratio ≤ 2; prune rate beside the raw limit",
     });
   },
 

@@ -114,6 +114,49 @@ function prepareRawEventInsert(db: Db, rows: number): Statement {
 }
 
 /**
+ * Raw SQLite limit of a prune: `runs` runs of `perRun` events stored (not timed), then
+ * deleted as the pruner deletes them, `chunk` oldest events of a run per transaction, run
+ * after run, nothing else on the connection. Events deleted per second.
+ */
+export function rawSqliteDelete(runs: number, perRun: number, chunk: number, frame: string, sync: "FULL" | "NORMAL"): number {
+  const tmp = scratch();
+  try {
+    const db = openDb(join(tmp.dir, "raw.db"), { sync });
+    const ids = Array.from({ length: runs }, () => insertRawRun(db));
+    const insert = prepareRawEventInsert(db, ROWS_PER_INSERT);
+    const args = new Array<unknown>(ROWS_PER_INSERT * 3);
+    db.sqlite.transaction(() => {
+      for (const runId of ids) {
+        for (let i = 0; i < perRun; i += ROWS_PER_INSERT) {
+          for (let row = 0; row < ROWS_PER_INSERT; row++) {
+            args[row * 3] = runId;
+            args[row * 3 + 1] = i + row;
+            args[row * 3 + 2] = frame;
+          }
+          insert.run(...args);
+        }
+      }
+    })();
+    const remove = db.sqlite.prepare<[string, string, number]>("DELETE FROM events WHERE run_id = ? AND event_index < (SELECT coalesce(min(event_index), 0) FROM events WHERE run_id = ?) + ?");
+    const step = db.sqlite.transaction((runId: string) => remove.run(runId, runId, chunk).changes);
+    const started = performance.now();
+    let deleted = 0;
+    for (const runId of ids) {
+      for (;;) {
+        const n = step(runId);
+        deleted += n;
+        if (n < chunk) break;
+      }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    db.close();
+    return deleted / seconds;
+  } finally {
+    tmp.remove();
+  }
+}
+
+/**
  * Raw SQLite limit: inserting `events` rows into flowd's events table, `batch` per
  * transaction, spread over `runs` runs with UUID ids as flowd's are. `"one by one"`: a
  * statement per row, the runs in turn (interleaved runs insert at as many places in the

@@ -595,7 +595,9 @@ export class Engine {
       if (error instanceof RunSuspended) await this.eventLog.flushed();
       // A cancel that came while the run was going to sleep is honoured here, not lost.
       if (error instanceof RunSuspended && !signal.aborted) {
-        if (!this.goOnAfter.has(run.runId)) this.waiting.suspended(run.runId);
+        // Marked waiting before the run is let go: another node (or this one) woken then must not take a run whose row still
+        // says running for one whose node died, and resume it as crashed.
+        if (!this.goOnAfter.has(run.runId)) await this.waiting.suspended(run.runId);
         return;
       }
       await this.finishAfterError(ctx, error instanceof RunSuspended ? signal.reason : error);
