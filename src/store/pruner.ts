@@ -1,10 +1,13 @@
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import type { ExpiredRun, RunRetention } from "./store.ts";
 
-/** Events deleted per transaction: short, so that group commits between the steps keep their latency. */
-const STEP_EVENTS = 500;
-/** Pages of the file given back after each step (SQLite's incremental vacuum). */
-const RECLAIM_PAGES = 128;
+/** Events deleted per transaction: short, so that a commit that comes meanwhile waits little. */
+const STEP_EVENTS = 250;
+/** Pages of the file given back after every RECLAIM_EVERY steps (SQLite's incremental vacuum). */
+const RECLAIM_PAGES = 1024;
+const RECLAIM_EVERY = 8;
+/** The share of the event loop pruning takes at most: after a step of d ms, it rests d × (1 − share) / share ms. */
+const SHARE = 0.2;
 /** Runs looked up at a time. */
 const RUNS_PER_LOOKUP = 100;
 
@@ -27,8 +30,8 @@ export interface PruneRequest {
 /**
  * Prunes finished runs past their retention: each run marked pruned in its first step
  * (readers get RUN_EXPIRED from then on), then its events deleted oldest first, a few
- * hundred per transaction, with a turn of the event loop between transactions so that
- * commits of running runs go on meanwhile. Runs that are running, paused or waiting are
+ * hundred per transaction, resting between transactions so that pruning takes at most
+ * SHARE of the event loop and commits of running runs go on meanwhile. Runs that are running, paused or waiting are
  * never touched (the store marks only finished ones). A prune a crash interrupted is
  * finished after the restart.
  */
@@ -97,13 +100,16 @@ export class Pruner {
   /** Prunes one run to its end (unless stopped meanwhile); the events deleted. */
   async pruneRun(runId: string): Promise<number> {
     let deleted = 0;
-    while (!this.stopped) {
+    for (let steps = 1; !this.stopped; steps++) {
+      const started = performance.now();
       const step = await this.retention.pruneStep(runId, STEP_EVENTS, this.clock());
       if (!step) break;
       deleted += step.deleted;
-      await this.retention.reclaimSpace(RECLAIM_PAGES);
+      if (step.done || steps % RECLAIM_EVERY === 0) await this.retention.reclaimSpace(RECLAIM_PAGES);
       if (step.done) break;
-      await nextTurn();
+      // Live runs' commits and deliveries go first: a rest as long as the share says, at least a turn of the loop.
+      const rest = ((performance.now() - started) * (1 - SHARE)) / SHARE;
+      await (rest >= 1 ? sleep(rest) : nextTurn());
     }
     return deleted;
   }
