@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "../../src/client/index.ts";
 import { resolveConfig } from "../../src/config.ts";
 import { SseParser } from "../../src/protocol/sse.ts";
 import { Step, Workflow } from "../../src/workflows/definition.ts";
@@ -68,6 +69,13 @@ describe("retention: finished runs' events are pruned, and reading them says so"
       expect(body.code).toBe("RUN_EXPIRED");
       expect(body.detail).toContain(`GET /runs/${finished}`);
     }
+    // flowd/client: the watch ends with the error, typed.
+    const watch = createClient({ url: t.url }).watch(finished);
+    await expect((async () => {
+      for await (const _ of watch) {
+        // Nothing comes.
+      }
+    })()).rejects.toMatchObject({ name: "FlowdError", code: "RUN_EXPIRED" });
     // The CLI, reading the file: a clear message, exit 1.
     const cli = runFlowd(["runs", "events", finished, "--db", t.dbPath]);
     expect(await cli.exited).toBe(1);
