@@ -62,6 +62,8 @@ export interface FlowdConfig {
   readonly idempotencyTtlMs: number;
   /** How long a finished run's events are kept (FLOWD_RETENTION); null keeps them for ever. A workflow's own `retention` wins. */
   readonly retentionMs: number | null;
+  /** How long after a run finished its streamed deltas are folded into one event each (FLOWD_COMPACT_AFTER); null never. */
+  readonly compactAfterMs: number | null;
   /** PostgreSQL (many nodes): how long a node's hold on a run lasts without renewal; another node takes the run over after it. */
   readonly leaseMs: number;
 }
@@ -98,6 +100,8 @@ export interface ConfigFlags {
   leaseMs?: number | string | undefined;
   /** FLOWD_RETENTION: how long finished runs' events are kept, e.g. "30d"; unset keeps them for ever. */
   retention?: string | undefined;
+  /** FLOWD_COMPACT_AFTER: fold a finished run's streamed deltas after this long, e.g. "1h"; unset never. */
+  compactAfter?: string | undefined;
 }
 
 /** Defaults, as documented in README and DESIGN §7. */
@@ -219,6 +223,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
   const dbPath = flags.db ?? nonEmpty(env.FLOWD_DB) ?? DEFAULTS.dbPath;
   const lease = flags.leaseMs ?? nonEmpty(env.FLOWD_LEASE_MS);
   const retention = flags.retention ?? nonEmpty(env.FLOWD_RETENTION);
+  const compactAfter = flags.compactAfter ?? nonEmpty(env.FLOWD_COMPACT_AFTER);
   return Object.freeze({
     port: port === undefined ? DEFAULTS.port : wholeNumber("--port / PORT", port, 0, 65535),
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
@@ -261,6 +266,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     leaseMs: lease === undefined ? DEFAULTS.leaseMs : wholeNumber("FLOWD_LEASE_MS", lease, 100, 600_000),
     idempotencyTtlMs: duration("FLOWD_IDEMPOTENCY_TTL", flags.idempotencyTtl ?? nonEmpty(env.FLOWD_IDEMPOTENCY_TTL) ?? DEFAULTS.idempotencyTtl),
     retentionMs: retention === undefined ? null : duration("FLOWD_RETENTION", retention),
+    compactAfterMs: compactAfter === undefined ? null : duration("FLOWD_COMPACT_AFTER", compactAfter),
   });
 }
 

@@ -98,6 +98,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   });
   const retentionRules = {
     defaultMs: config.retentionMs,
+    compactAfterMs: config.compactAfterMs,
     byWorkflow: new Map(registry.list().flatMap((workflow) => (workflow.retentionMs === null ? [] : [[workflow.id, workflow.retentionMs] as const]))),
   };
   const pruner = new Pruner(store.retention, retentionRules, (error) => logger.error({ err: error }, "pruning finished runs failed; it is tried again"));

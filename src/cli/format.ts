@@ -32,6 +32,7 @@ export function oneLine(text: string, max = 60): string {
 
 /** One event frame as a line: index, time, type, step, and its gist. */
 export function eventLine(frame: Record<string, unknown>): string {
+  if (frame.event === "gap") return `    …  --:--:--  gap: indices ${String(frame.from_index)}–${String(frame.to_index)} no longer exist (compacted into the event before)`;
   const index = String(frame.event_index).padStart(5);
   const at = typeof frame.created_at === "number" ? new Date(frame.created_at * 1000).toISOString().slice(11, 19) : "--:--:--";
   const step = typeof frame.step_name === "string" ? ` [${frame.step_name}]` : "";

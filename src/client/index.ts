@@ -8,7 +8,7 @@ export {
   type StartOptions,
   type WorkflowSummary,
 } from "./client.ts";
-export { RunWatch, type EventEnvelope, type ReconnectOptions, type RunEvent, type SupersededRange, type WebSocketConstructor, type WebSocketLike } from "./run-watch.ts";
+export { RunWatch, type EventEnvelope, type Gap, type ReconnectOptions, type RunEvent, type SupersededRange, type WebSocketConstructor, type WebSocketLike } from "./run-watch.ts";
 export type { RunEventBody, RunEventName, StepLocation } from "../protocol/run-events.ts";
 export type { RunJson } from "../protocol/run-json.ts";
 export type { RunStatus } from "../protocol/run-status.ts";

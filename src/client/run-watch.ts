@@ -40,8 +40,16 @@ export interface ReconnectOptions {
 }
 
 /** A page of a run's stored events after an index (`GET /runs/{run_id}/events`, JSON). */
+/** Indices that no longer exist: compaction folded them into the RunContentCompacted event before them. */
+export interface Gap {
+  from_index: number;
+  to_index: number;
+}
+
 export interface EventPage {
   events: RunEvent[];
+  /** Indices of the page's range that compaction folded away. */
+  gaps: Gap[];
   has_more: boolean;
   /** The run has its terminal event. */
   finished: boolean;
@@ -86,6 +94,8 @@ export class RunWatch implements AsyncIterable<RunEvent> {
   lastIndex: number;
   /** The ranges that later events superseded, in the order they were announced. */
   readonly superseded: SupersededRange[] = [];
+  /** Indices the server no longer has (a compacted run: their text is in the RunContentCompacted before them), as it named them. */
+  readonly gaps: Gap[] = [];
   /** How many times the watch connected again after losing its connection. */
   reconnects = 0;
 
@@ -237,9 +247,11 @@ export class RunWatch implements AsyncIterable<RunEvent> {
         return false;
       }
       if (this.finished) return false;
-      for (const event of page.events) {
-        if (!this.receive(event)) {
-          this.retryLater(`event ${event.event_index} came after ${this.lastReceived}`, true);
+      // Events and the gaps between them, in index order.
+      const items: (RunEvent | Gap)[] = [...page.events, ...(page.gaps ?? [])].sort((a, b) => indexOf(a) - indexOf(b));
+      for (const item of items) {
+        if (!("event_index" in item ? this.receive(item) : this.receiveGap(item))) {
+          this.retryLater(`index ${indexOf(item)} came after ${this.lastReceived}`, true);
           return false;
         }
       }
@@ -322,6 +334,13 @@ export class RunWatch implements AsyncIterable<RunEvent> {
         if (frame.run_id === this.runId) this.failedAttempts = 0;
         return;
     }
+    if (frame.event === "gap" && frame.run_id === this.runId && typeof frame.from_index === "number" && typeof frame.to_index === "number") {
+      if (!this.receiveGap({ from_index: frame.from_index, to_index: frame.to_index })) {
+        this.stopSocket();
+        this.retryLater(`a gap from ${frame.from_index} came after ${this.lastReceived}`, true);
+      }
+      return;
+    }
     if (typeof frame.event_index !== "number" || frame.run_id !== this.runId) return;
     if (!this.receive(frame as unknown as RunEvent)) {
       // Never sent by a flowd server; ask again from what is known rather than hand out a gap.
@@ -335,6 +354,15 @@ export class RunWatch implements AsyncIterable<RunEvent> {
       this.stopSocket();
     }
     this.wake();
+  }
+
+  /** Moves past indices the server named as gone; one named already is skipped. False for one that is not next. */
+  private receiveGap(gap: Gap): boolean {
+    if (gap.to_index <= this.lastReceived) return true;
+    if (gap.from_index !== this.lastReceived + 1) return false;
+    this.lastReceived = gap.to_index;
+    this.gaps.push({ from_index: gap.from_index, to_index: gap.to_index });
+    return true;
   }
 
   /** Queues the run's next event; an index received already (a replay) is skipped. False for one that would leave a gap. */
@@ -375,4 +403,9 @@ export class RunWatch implements AsyncIterable<RunEvent> {
       void this.connect();
     }, delay);
   }
+}
+
+/** Where an event or a gap sits in the run's index order. */
+function indexOf(item: RunEvent | Gap): number {
+  return "event_index" in item ? item.event_index : item.from_index;
 }

@@ -140,6 +140,7 @@ export class RunModel {
       case "RunStarted":
         this.streams.set(event.agent_run_id, { key: event.agent_run_id, stepPath: event.step_path, stepName: event.step_name, agent: { name: event.agent_name, model: event.model }, pieces: [], status: "streaming", segments: [], segmentsFor: this.superseded.length });
         return;
+      case "RunContentCompacted":
       case "RunContent": {
         const key = event.agent_run_id ?? `step:${event.step_path}`;
         let stream = this.streams.get(key);

@@ -63,6 +63,9 @@ export const EventsPage = z.object({
   status: z.enum(RUN_STATUSES),
   finished: z.boolean(),
   events: z.array(RunEventFrame),
+  gaps: z
+    .array(z.object({ event: z.literal("gap"), run_id: z.string(), from_index: z.number().int(), to_index: z.number().int(), reason: z.literal("compacted") }))
+    .describe("Indices in this page's range that compaction folded into a RunContentCompacted event: they no longer exist."),
   next_after: z.number().int().describe("Pass as ?after= for the next page."),
   has_more: z.boolean(),
 });

@@ -44,6 +44,8 @@ export type RunEventBody =
   | ({ event: "StepError"; error: string; duration_ms: number } & StepLocation)
   | ({ event: "StepOutput"; content: unknown } & StepLocation)
   | ({ event: "RunContent"; content: string; agent_run_id?: string } & StepLocation)
+  /** Never emitted by a run: what compaction (FLOWD_COMPACT_AFTER) stores in place of RunContent deltas, at the first one's index. */
+  | ({ event: "RunContentCompacted"; content: string; agent_run_id?: string; compacted_to_index: number } & StepLocation)
   | ({ event: "RunStarted"; agent_name: string; agent_run_id: string; model: string } & StepLocation)
   | ({
       event: "RunCompleted";
@@ -176,7 +178,8 @@ export class CommittedEvent {
   constructor(
     readonly runId: string,
     readonly index: number,
-    readonly event: RunEventName,
+    /** A run event's name, or "gap": a notice that the indices up to this one no longer exist (compaction). */
+    readonly event: RunEventName | "gap",
     /** The JSON text of the frame: stored in `events.payload` and sent to every subscriber. */
     readonly frame: string,
   ) {}

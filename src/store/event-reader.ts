@@ -1,6 +1,7 @@
 import type { Database, Statement } from "better-sqlite3";
 import { Errors } from "../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../protocol/run-events.ts";
+import { gapNotice, withGaps } from "./compaction.ts";
 
 /** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
 type EventRow = [index: number, event: RunEventName, payload: string];
@@ -55,7 +56,8 @@ export class EventReader {
   /**
    * Throws RUN_EXPIRED if the run's events are being (or were) pruned. Called when a read
    * after `afterIndex` found nothing, or not the next index: a prune deletes a run's events
-   * oldest first, so a reader behind it finds a hole, never a silent skip.
+   * oldest first, so a reader behind it finds a hole, never a silent skip. (A hole in a run
+   * not pruned is compaction's: the read says so with a gap notice, see withGaps.)
    */
   private checkKept(runId: string, afterIndex: number, first: number | undefined): void {
     if (first === afterIndex + 1) return;
@@ -65,13 +67,14 @@ export class EventReader {
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
-    let first = true;
+    let expected = afterIndex + 1;
     for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
-      if (first) this.checkKept(runId, afterIndex, index);
-      first = false;
+      if (expected === afterIndex + 1) this.checkKept(runId, afterIndex, index);
+      if (index > expected) yield gapNotice(runId, expected, index - 1);
+      expected = index + 1;
       yield new CommittedEvent(runId, index, event, payload);
     }
-    if (first) this.checkKept(runId, afterIndex, undefined);
+    if (expected === afterIndex + 1) this.checkKept(runId, afterIndex, undefined);
   }
 
   /**
@@ -102,7 +105,7 @@ export class EventReader {
       step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / average));
     }
     this.checkKept(runId, afterIndex, events[0]?.index);
-    return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit || chars >= maxChars };
+    return events.length === 0 ? null : { batch: new EventBatch(withGaps(runId, afterIndex, events)), full: events.length === limit || chars >= maxChars };
   }
 
   /** How long each of the run's steps took, in the order they ended. */

@@ -15,6 +15,8 @@ const RUNS_PER_LOOKUP = 100;
 export interface RetentionRules {
   defaultMs: number | null;
   byWorkflow: ReadonlyMap<string, number>;
+  /** FLOWD_COMPACT_AFTER: fold finished runs' streamed deltas this long after they finished; null never. */
+  compactAfterMs: number | null;
 }
 
 /** What to prune on request (`POST /runs/prune`, `flowd prune`). */
@@ -50,7 +52,7 @@ export class Pruner {
 
   /** Looks for due runs now and then every so often: a quarter of the shortest retention, between 100 ms and a minute. */
   start(): void {
-    const shortest = Math.min(this.rules.defaultMs ?? Infinity, ...this.rules.byWorkflow.values());
+    const shortest = Math.min(this.rules.defaultMs ?? Infinity, this.rules.compactAfterMs ?? Infinity, ...this.rules.byWorkflow.values());
     const interval = Math.min(60_000, Math.max(100, Number.isFinite(shortest) ? shortest / 4 : 60_000));
     this.timer = setInterval(() => void this.tick(), interval);
     this.timer.unref();
@@ -93,7 +95,17 @@ export class Pruner {
     for (;;) {
       const runs = await this.due(RUNS_PER_LOOKUP, this.clock());
       for (const run of runs) await this.pruneRun(run.runId);
-      if (runs.length < RUNS_PER_LOOKUP || this.stopped) return;
+      if (runs.length < RUNS_PER_LOOKUP || this.stopped) break;
+    }
+    if (this.rules.compactAfterMs === null) return;
+    for (;;) {
+      const runs = await this.retention.compactable(this.clock() - this.rules.compactAfterMs, RUNS_PER_LOOKUP);
+      for (const runId of runs) {
+        if (this.stopped) return;
+        await this.retention.compactRun(runId, this.clock());
+        await nextTurn();
+      }
+      if (runs.length < RUNS_PER_LOOKUP) return;
     }
   }
 

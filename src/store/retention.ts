@@ -2,6 +2,7 @@ import type { Database, Statement } from "better-sqlite3";
 import { and, asc, eq, inArray, isNull, lt, notInArray } from "drizzle-orm";
 import { Errors } from "../errors.ts";
 import { FINISHED_STATUSES, type RunStatus } from "../protocol/run-status.ts";
+import { planFolds, type DeltaRow } from "./compaction.ts";
 import type { Db } from "./db.ts";
 import { runs } from "./schema.ts";
 import type { ExpiredFilter, ExpiredRun, RunRetention } from "./store.ts";
@@ -82,6 +83,34 @@ export class SqliteRetention implements RunRetention {
 
   async deleteRun(runId: string): Promise<void> {
     this.remove(runId);
+  }
+
+  async compactable(finishedBefore: number, limit: number): Promise<string[]> {
+    return this.db.sqlite
+      .prepare<[number, number], { run_id: string }>(
+        "SELECT run_id FROM runs WHERE status IN ('completed', 'error', 'cancelled') AND pruned_at IS NULL AND compacted_at IS NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
+      )
+      .all(finishedBefore, limit)
+      .map((row) => row.run_id);
+  }
+
+  async compactRun(runId: string, now: number): Promise<number> {
+    const sqlite = this.db.sqlite;
+    const fold = sqlite.transaction(() => {
+      const rows = sqlite
+        .prepare<[string], DeltaRow>("SELECT event_index AS \"index\", payload FROM events WHERE run_id = ? AND event = 'RunContent' ORDER BY event_index")
+        .all(runId);
+      const replace = sqlite.prepare<[string, string, number]>("UPDATE events SET event = 'RunContentCompacted', payload = ? WHERE run_id = ? AND event_index = ?");
+      const remove = sqlite.prepare<[string, number, number]>("DELETE FROM events WHERE run_id = ? AND event_index > ? AND event_index <= ?");
+      let removed = 0;
+      for (const { first, last, frame } of planFolds(rows)) {
+        replace.run(frame, runId, first);
+        removed += remove.run(runId, first, last).changes;
+      }
+      sqlite.prepare<[number, string]>("UPDATE runs SET compacted_at = ? WHERE run_id = ? AND status IN ('completed', 'error', 'cancelled')").run(now, runId);
+      return removed;
+    });
+    return fold();
   }
 
   async reclaimSpace(maxPages: number): Promise<void> {

@@ -166,6 +166,10 @@ export interface RunRetention {
   pruneStep(runId: string, maxEvents: number, now: number): Promise<{ deleted: number; done: boolean } | null>;
   /** Deletes a finished run and all that is stored of it (RUN_NOT_FOUND, RUN_NOT_FINISHED otherwise). */
   deleteRun(runId: string): Promise<void>;
+  /** Finished runs neither pruned nor compacted that finished before `finishedBefore`, oldest first. */
+  compactable(finishedBefore: number, limit: number): Promise<string[]>;
+  /** Folds the finished run's streamed deltas (see compaction.ts), in one transaction, and marks it compacted: the events removed. */
+  compactRun(runId: string, now: number): Promise<number>;
   /** Gives up to `maxPages` pages that pruning freed back to the file system (SQLite); a no-op on PostgreSQL. */
   reclaimSpace(maxPages: number): Promise<void>;
 }

@@ -159,9 +159,59 @@ describe("pruning on request", () => {
     expect((await runJson(t, other)).pruned_at).toBeNull();
   });
 
-  it("refuses a bad FLOWD_RETENTION and a workflow's bad retention, saying what a duration looks like", () => {
+  it("refuses a bad FLOWD_RETENTION, FLOWD_COMPACT_AFTER and a workflow's bad retention, saying what a duration looks like", () => {
     expect(() => resolveConfig({}, { FLOWD_RETENTION: "forever" })).toThrow(/FLOWD_RETENTION must be a duration such as 90s, 30m, 24h or 7d/);
+    expect(() => resolveConfig({}, { FLOWD_COMPACT_AFTER: "-1h" })).toThrow(/FLOWD_COMPACT_AFTER must be a duration/);
     expect(() => Workflow({ id: "w", retention: "-3d", steps: [Step({ name: "s", executor: () => 1 })] })).toThrow(/"retention" must be a duration/);
     expect(Workflow({ id: "w", retention: "7d", steps: [Step({ name: "s", executor: () => 1 })] }).retentionMs).toBe(7 * 24 * 3600 * 1000);
+  });
+});
+
+describe("compaction (FLOWD_COMPACT_AFTER)", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startServer({ settings: { compactAfter: "1ms" } });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it("folds a finished run's deltas into one RunContentCompacted event; every reader gets it and a gap notice for the indices gone; other indices unchanged", async () => {
+    const chunks = Array.from({ length: 40 }, (_, i) => `part ${i} "q" ✓\n`);
+    const runId = await start(t, "verbatim", { chunks });
+    const last = chunks.length + 3;
+    await waitFor("the run to be compacted", async () => ((await t.storedIndices(runId)).length === 5 ? true : undefined));
+    expect(await t.storedIndices(runId)).toEqual([0, 1, 2, last - 1, last]);
+    const gap = { event: "gap", run_id: runId, from_index: 3, to_index: chunks.length + 1, reason: "compacted" };
+
+    // WebSocket replay.
+    const { client } = await TestClient.connect(t.wsUrl);
+    client.send({ action: "reconnect", run_id: runId, last_event_index: null });
+    const frames = (await client.untilTerminal()).filter((f) => f.event !== "replay");
+    await client.close();
+    expect(frames.map((f) => (f.event === "gap" ? "gap" : f.event_index))).toEqual([0, 1, 2, "gap", last - 1, last]);
+    expect(frames[2]).toMatchObject({ event: "RunContentCompacted", content: chunks.join(""), compacted_to_index: chunks.length + 1, step_name: "say" });
+    expect(frames[3]).toEqual(gap);
+    // SSE: the notice is `event: gap`, with the index to resume after.
+    const sse = new SseParser().push(await (await fetch(`${t.url}/runs/${runId}/events`)).text());
+    expect(sse.map((m) => [m.id, m.event])).toEqual([["0", "WorkflowStarted"], ["1", "StepStarted"], ["2", "RunContentCompacted"], [String(chunks.length + 1), "gap"], [String(last - 1), "StepCompleted"], [String(last), "WorkflowCompleted"]]);
+    // JSON: the gaps in a field of their own.
+    const page = (await (await fetch(`${t.url}/runs/${runId}/events?after=1`, { headers: { accept: "application/json" } })).json()) as { events: { event_index: number }[]; gaps: unknown[] };
+    expect(page.events.map((e) => e.event_index)).toEqual([2, last - 1, last]);
+    expect(page.gaps).toEqual([gap]);
+    // flowd/client: the events, and the gaps it was told of.
+    const watch = createClient({ url: t.url }).watch(runId);
+    const seen: number[] = [];
+    for await (const event of watch) seen.push(event.event_index);
+    expect(seen).toEqual([0, 1, 2, last - 1, last]);
+    expect(watch.gaps).toEqual([{ from_index: 3, to_index: chunks.length + 1 }]);
+    // The CLI, reading the file or the database.
+    const cli = runFlowd(["runs", "events", runId, "--db", t.dbPath]);
+    expect(await cli.exited).toBe(0);
+    expect(cli.output()).toContain(`gap: indices 3–${chunks.length + 1} no longer exist`);
+    expect(cli.output()).toContain("RunContentCompacted [say]");
+    // The output is the deltas joined, as it was.
+    expect((await runJson(t, runId)) as unknown).toMatchObject({ status: "completed", event_count: last + 1 });
+    expect(((await (await fetch(`${t.url}/runs/${runId}`)).json()) as { content: string }).content).toBe(chunks.join(""));
   });
 });

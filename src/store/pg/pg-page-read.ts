@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { Errors } from "../../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../../protocol/run-events.ts";
+import { withGaps } from "../compaction.ts";
 import { PAGE_MAX_CHARS, type LogPage } from "../event-reader.ts";
 
 /** Events read in a page's first step, before their size is known. */
@@ -38,5 +39,5 @@ export async function readPgPage(pool: pg.Pool, runId: string, afterIndex: numbe
     const prunedAt = rows[0]?.pruned_at ?? null;
     if (prunedAt !== null) throw Errors.runExpired(runId, Number(prunedAt));
   }
-  return events.length === 0 ? null : { batch: new EventBatch(events), full: events.length === limit || chars >= maxChars };
+  return events.length === 0 ? null : { batch: new EventBatch(withGaps(runId, afterIndex, events)), full: events.length === limit || chars >= maxChars };
 }

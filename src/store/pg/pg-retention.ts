@@ -4,6 +4,7 @@ import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { Errors } from "../../errors.ts";
 import { FINISHED_STATUSES, type RunStatus } from "../../protocol/run-status.ts";
 import type { ExpiredFilter, ExpiredRun, RunRetention } from "../store.ts";
+import { planFolds, type DeltaRow } from "../compaction.ts";
 import { runs } from "./schema.ts";
 
 const FINISHED = [...FINISHED_STATUSES] as RunStatus[];
@@ -78,6 +79,39 @@ export class PgRetention implements RunRetention {
         await client.query(`DELETE FROM ${table} WHERE run_id = $1`, [runId]);
       }
       await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async compactable(finishedBefore: number, limit: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ run_id: string }>(
+      "SELECT run_id FROM runs WHERE status IN ('completed', 'error', 'cancelled') AND pruned_at IS NULL AND compacted_at IS NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2",
+      [finishedBefore, limit],
+    );
+    return rows.map((row) => row.run_id);
+  }
+
+  async compactRun(runId: string, now: number): Promise<number> {
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      // Locked: two nodes compacting the same run do it once.
+      const { rows: run } = await client.query("SELECT 1 FROM runs WHERE run_id = $1 AND compacted_at IS NULL FOR UPDATE", [runId]);
+      let removed = 0;
+      if (run.length > 0) {
+        const { rows } = await client.query<DeltaRow>("SELECT event_index AS \"index\", payload FROM events WHERE run_id = $1 AND event = 'RunContent' ORDER BY event_index", [runId]);
+        for (const { first, last, frame } of planFolds(rows)) {
+          await client.query("UPDATE events SET event = 'RunContentCompacted', payload = $1 WHERE run_id = $2 AND event_index = $3", [frame, runId, first]);
+          removed += (await client.query("DELETE FROM events WHERE run_id = $1 AND event_index > $2 AND event_index <= $3", [runId, first, last])).rowCount ?? 0;
+        }
+        await client.query("UPDATE runs SET compacted_at = $1 WHERE run_id = $2", [now, runId]);
+      }
+      await client.query("COMMIT");
+      return removed;
     } catch (error) {
       await client.query("ROLLBACK").catch(() => {});
       throw error;

@@ -41,6 +41,8 @@ export const runs = pgTable(
     finishedAt: millis("finished_at"),
     /** When retention (or `flowd prune`) began removing the finished run's events: from then on reading them answers RUN_EXPIRED. */
     prunedAt: millis("pruned_at"),
+    /** When a finished run's streamed deltas were folded into RunContentCompacted events (FLOWD_COMPACT_AFTER). */
+    compactedAt: millis("compacted_at"),
   },
   (t) => [
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),

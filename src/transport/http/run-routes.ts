@@ -218,12 +218,14 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     }
     // A page of stored frames, spliced in as-is: each was serialized once, at append.
     const page = await deps.eventLog.readPage(run.runId, after, query.limit);
-    const frames = page?.batch.events.map((event) => event.frame) ?? [];
+    const frames = page?.batch.events.filter((event) => event.event !== "gap").map((event) => event.frame) ?? [];
+    // Indices compaction folded away: named, so that a reader never takes them for a loss.
+    const gaps = page?.batch.events.filter((event) => event.event === "gap").map((event) => event.frame) ?? [];
     const last = page?.batch.last.index ?? after;
     const hasMore = last < run.lastEventIndex;
     const body =
       `{"run_id":${JSON.stringify(run.runId)},"status":${JSON.stringify(run.status)},` +
-      `"finished":${isFinished(run.status)},"events":[${frames.join(",")}],"next_after":${last},"has_more":${hasMore}}`;
+      `"finished":${isFinished(run.status)},"events":[${frames.join(",")}],"gaps":[${gaps.join(",")}],"next_after":${last},"has_more":${hasMore}}`;
     return reply.type("application/json").send(body);
   });
 }

@@ -1,0 +1,66 @@
+import { CommittedEvent } from "../protocol/run-events.ts";
+
+/** A stored RunContent event: its index and frame. */
+export interface DeltaRow {
+  index: number;
+  payload: string;
+}
+
+/** What compacting a run of deltas stores: one frame at `first` in place of the events `first`..`last`. */
+export interface Fold {
+  first: number;
+  last: number;
+  frame: string;
+}
+
+/**
+ * How a finished run's RunContent deltas fold: each unbroken sequence of indices whose
+ * deltas come from one stream (the same agent run, or the same step's own stream) becomes
+ * one RunContentCompacted event at its first index, with the whole text and
+ * `compacted_to_index`; every other event keeps its index. Sequences of one are left.
+ */
+export function planFolds(rows: readonly DeltaRow[]): Fold[] {
+  const folds: Fold[] = [];
+  let group: { rows: DeltaRow[]; stream: string; parsed: Record<string, unknown> } | null = null;
+  const close = (): void => {
+    if (group && group.rows.length > 1) {
+      const { event: _event, content: _content, ...rest } = group.parsed;
+      const last = group.rows[group.rows.length - 1]!.index;
+      const content = group.rows.map((row) => (row === group!.rows[0] ? (group!.parsed.content as string) : (JSON.parse(row.payload) as { content: string }).content)).join("");
+      folds.push({ first: group.rows[0]!.index, last, frame: JSON.stringify({ event: "RunContentCompacted", content, ...rest, compacted_to_index: last }) });
+    }
+    group = null;
+  };
+  for (const row of rows) {
+    const parsed = JSON.parse(row.payload) as Record<string, unknown>;
+    const stream = typeof parsed.agent_run_id === "string" ? `agent:${parsed.agent_run_id}` : `step:${String(parsed.step_path)}`;
+    if (group && group.stream === stream && group.rows[group.rows.length - 1]!.index === row.index - 1) {
+      group.rows.push(row);
+      continue;
+    }
+    close();
+    group = { rows: [row], stream, parsed };
+  }
+  close();
+  return folds;
+}
+
+/** The notice a reader gets in place of indices that no longer exist: `from`..`to`, at `to` (what it resumes after). */
+export function gapNotice(runId: string, from: number, to: number): CommittedEvent {
+  return new CommittedEvent(runId, to, "gap", JSON.stringify({ event: "gap", run_id: runId, from_index: from, to_index: to, reason: "compacted" }));
+}
+
+/**
+ * A range of a run's events as read after `afterIndex`, with a gap notice wherever indices
+ * are missing (compacted away): a reader never mistakes a hole for a loss.
+ */
+export function withGaps(runId: string, afterIndex: number, events: readonly CommittedEvent[]): CommittedEvent[] {
+  const out: CommittedEvent[] = [];
+  let expected = afterIndex + 1;
+  for (const event of events) {
+    if (event.index > expected) out.push(gapNotice(runId, expected, event.index - 1));
+    out.push(event);
+    expected = event.index + 1;
+  }
+  return out;
+}
