@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { Command, Option } from "commander";
 import { DURATION_FORMAT, parseDuration, resolveClientConfig, resolveConfig } from "../config.ts";
 import { Errors } from "../errors.ts";
@@ -67,6 +67,7 @@ export function vacuumCommand(): Command {
     .action((flags: { db?: string }) => {
       const config = resolveConfig({ db: flags.db });
       if (/^postgres(ql)?:\/\//i.test(config.dbPath)) throw Errors.invalidArgument("flowd vacuum is for a SQLite file: PostgreSQL's autovacuum reuses the space pruning frees.");
+      if (!existsSync(config.dbPath)) throw Errors.invalidArgument(`There is no database at ${config.dbPath}: pass --db (or set FLOWD_DB) to the file the server uses.`);
       const size = (): number => statSync(config.dbPath).size + (statSync(`${config.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0);
       // Exclusive: it refuses while a server holds the file, and no server starts while it works.
       const db = openDb(config.dbPath, { exclusive: true });

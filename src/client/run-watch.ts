@@ -44,6 +44,8 @@ export interface ReconnectOptions {
 export interface Gap {
   from_index: number;
   to_index: number;
+  /** The index of the RunContentCompacted event that holds their text. */
+  compacted_into?: number | null;
 }
 
 export interface EventPage {
@@ -335,7 +337,7 @@ export class RunWatch implements AsyncIterable<RunEvent> {
         return;
     }
     if (frame.event === "gap" && frame.run_id === this.runId && typeof frame.from_index === "number" && typeof frame.to_index === "number") {
-      if (!this.receiveGap({ from_index: frame.from_index, to_index: frame.to_index })) {
+      if (!this.receiveGap({ from_index: frame.from_index, to_index: frame.to_index, compacted_into: typeof frame.compacted_into === "number" ? frame.compacted_into : null })) {
         this.stopSocket();
         this.retryLater(`a gap from ${frame.from_index} came after ${this.lastReceived}`, true);
       }
@@ -361,7 +363,7 @@ export class RunWatch implements AsyncIterable<RunEvent> {
     if (gap.to_index <= this.lastReceived) return true;
     if (gap.from_index !== this.lastReceived + 1) return false;
     this.lastReceived = gap.to_index;
-    this.gaps.push({ from_index: gap.from_index, to_index: gap.to_index });
+    this.gaps.push({ from_index: gap.from_index, to_index: gap.to_index, compacted_into: gap.compacted_into ?? null });
     return true;
   }
 

@@ -64,7 +64,16 @@ export const EventsPage = z.object({
   finished: z.boolean(),
   events: z.array(RunEventFrame),
   gaps: z
-    .array(z.object({ event: z.literal("gap"), run_id: z.string(), from_index: z.number().int(), to_index: z.number().int(), reason: z.literal("compacted") }))
+    .array(
+      z.object({
+        event: z.literal("gap"),
+        run_id: z.string(),
+        from_index: z.number().int(),
+        to_index: z.number().int(),
+        reason: z.literal("compacted"),
+        compacted_into: z.number().int().nullable().describe("The index of the RunContentCompacted event that holds their text."),
+      }),
+    )
     .describe("Indices in this page's range that compaction folded into a RunContentCompacted event: they no longer exist."),
   next_after: z.number().int().describe("Pass as ?after= for the next page."),
   has_more: z.boolean(),

@@ -45,22 +45,41 @@ export function planFolds(rows: readonly DeltaRow[]): Fold[] {
   return folds;
 }
 
-/** The notice a reader gets in place of indices that no longer exist: `from`..`to`, at `to` (what it resumes after). */
-export function gapNotice(runId: string, from: number, to: number): CommittedEvent {
-  return new CommittedEvent(runId, to, "gap", JSON.stringify({ event: "gap", run_id: runId, from_index: from, to_index: to, reason: "compacted" }));
+/**
+ * The notice a reader gets in place of indices that no longer exist, `from`..`to`, at `to`
+ * (what it resumes after): their text is in the RunContentCompacted event at `into`.
+ */
+export function gapNotice(runId: string, from: number, to: number, into: number | null): CommittedEvent {
+  return new CommittedEvent(runId, to, "gap", JSON.stringify({ event: "gap", run_id: runId, from_index: from, to_index: to, reason: "compacted", compacted_into: into }));
+}
+
+/** The last index a RunContentCompacted event stands for, from its frame; null for any other event. */
+export function foldEnd(event: CommittedEvent): number | null {
+  if (event.event !== "RunContentCompacted") return null;
+  return (JSON.parse(event.frame) as { compacted_to_index: number }).compacted_to_index;
 }
 
 /**
  * A range of a run's events as read after `afterIndex`, with a gap notice wherever indices
- * are missing (compacted away): a reader never mistakes a hole for a loss.
+ * are missing because compaction folded them (a reader never mistakes that hole for a
+ * loss). `before` is the RunContentCompacted event at or before `afterIndex` whose fold
+ * reaches past it, if the range starts inside one. `unexplained`: a hole no fold accounts
+ * for, which only a prune under way makes (the caller says RUN_EXPIRED).
  */
-export function withGaps(runId: string, afterIndex: number, events: readonly CommittedEvent[]): CommittedEvent[] {
+export function withGaps(runId: string, afterIndex: number, events: readonly CommittedEvent[], before: CommittedEvent | null): { events: CommittedEvent[]; unexplained: boolean } {
   const out: CommittedEvent[] = [];
   let expected = afterIndex + 1;
+  let previous = before;
+  let unexplained = false;
   for (const event of events) {
-    if (event.index > expected) out.push(gapNotice(runId, expected, event.index - 1));
+    if (event.index > expected) {
+      const end = previous ? foldEnd(previous) : null;
+      if (end === event.index - 1) out.push(gapNotice(runId, expected, event.index - 1, previous!.index));
+      else unexplained = true;
+    }
     out.push(event);
+    previous = event;
     expected = event.index + 1;
   }
-  return out;
+  return { events: out, unexplained };
 }

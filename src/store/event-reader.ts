@@ -1,7 +1,7 @@
 import type { Database, Statement } from "better-sqlite3";
 import { Errors } from "../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../protocol/run-events.ts";
-import { gapNotice, withGaps } from "./compaction.ts";
+import { foldEnd, withGaps } from "./compaction.ts";
 
 /** An event row as `[event_index, event, payload]`: rows as arrays, not objects, read faster (catch-up reads many). */
 type EventRow = [index: number, event: RunEventName, payload: string];
@@ -39,6 +39,7 @@ export class EventReader {
   private readonly selectPage: Statement<[string, number, number], EventRow>;
   private readonly selectTimings: Statement<[string], StepTiming>;
   private readonly selectPruned: Statement<[string], { pruned_at: number | null }>;
+  private readonly selectFoldBefore: Statement<[string, number], EventRow>;
 
   constructor(sqlite: Database) {
     this.selectAfter = sqlite
@@ -51,6 +52,11 @@ export class EventReader {
       .raw(true);
     this.selectTimings = sqlite.prepare<[string], StepTiming>(STEP_TIMINGS_SQL);
     this.selectPruned = sqlite.prepare<[string], { pruned_at: number | null }>("SELECT pruned_at FROM runs WHERE run_id = ?");
+    this.selectFoldBefore = sqlite
+      .prepare<[string, number], EventRow>(
+        "SELECT event_index, event, payload FROM events WHERE run_id = ? AND event_index <= ? AND event = 'RunContentCompacted' ORDER BY event_index DESC LIMIT 1",
+      )
+      .raw(true);
   }
 
   /**
@@ -65,16 +71,33 @@ export class EventReader {
     if (prunedAt !== null) throw Errors.runExpired(runId, prunedAt);
   }
 
+  /** The compacted event whose fold `afterIndex` is inside of, if any. */
+  private foldBefore(runId: string, afterIndex: number): CommittedEvent | null {
+    const row = this.selectFoldBefore.get(runId, afterIndex);
+    if (!row) return null;
+    const event = new CommittedEvent(runId, row[0], row[1], row[2]);
+    return (foldEnd(event) ?? -1) > afterIndex ? event : null;
+  }
+
+  /** `events` read after `afterIndex`, with gap notices for folded indices (see withGaps). */
+  private explained(runId: string, afterIndex: number, events: CommittedEvent[]): CommittedEvent[] {
+    const before = events[0] !== undefined && events[0].index > afterIndex + 1 ? this.foldBefore(runId, afterIndex) : null;
+    const result = withGaps(runId, afterIndex, events, before);
+    if (result.unexplained) this.checkKept(runId, afterIndex, undefined);
+    return result.events;
+  }
+
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
-    let expected = afterIndex + 1;
+    let after = afterIndex;
+    let first = true;
     for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
-      if (expected === afterIndex + 1) this.checkKept(runId, afterIndex, index);
-      if (index > expected) yield gapNotice(runId, expected, index - 1);
-      expected = index + 1;
-      yield new CommittedEvent(runId, index, event, payload);
+      if (first) this.checkKept(runId, afterIndex, index);
+      first = false;
+      yield* this.explained(runId, after, [new CommittedEvent(runId, index, event, payload)]);
+      after = index;
     }
-    if (expected === afterIndex + 1) this.checkKept(runId, afterIndex, undefined);
+    if (first) this.checkKept(runId, afterIndex, undefined);
   }
 
   /**
@@ -105,7 +128,7 @@ export class EventReader {
       step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / average));
     }
     this.checkKept(runId, afterIndex, events[0]?.index);
-    return events.length === 0 ? null : { batch: new EventBatch(withGaps(runId, afterIndex, events)), full: events.length === limit || chars >= maxChars };
+    return events.length === 0 ? null : { batch: new EventBatch(this.explained(runId, afterIndex, events)), full: events.length === limit || chars >= maxChars };
   }
 
   /** How long each of the run's steps took, in the order they ended. */

@@ -41,7 +41,6 @@ export class Pruner {
   private timer: ReturnType<typeof setInterval> | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
-  private resumedUnfinished = false;
 
   constructor(
     private readonly retention: RunRetention,
@@ -76,22 +75,22 @@ export class Pruner {
   }
 
   /** Runs past their retention, by the rules, oldest first. */
-  private async due(limit: number, now: number): Promise<ExpiredRun[]> {
+  private async due(limit: number, now: number, only: string | null = null): Promise<ExpiredRun[]> {
     const found: ExpiredRun[] = [];
     for (const [workflowId, ms] of this.rules.byWorkflow) {
+      if (only !== null && workflowId !== only) continue;
       found.push(...(await this.retention.expired({ finishedBefore: now - ms, workflowId, limit })));
     }
-    if (this.rules.defaultMs !== null) {
-      found.push(...(await this.retention.expired({ finishedBefore: now - this.rules.defaultMs, exceptWorkflows: [...this.rules.byWorkflow.keys()], limit })));
+    if (this.rules.defaultMs !== null && !(only !== null && this.rules.byWorkflow.has(only))) {
+      const others = only !== null ? { workflowId: only } : { exceptWorkflows: [...this.rules.byWorkflow.keys()] };
+      found.push(...(await this.retention.expired({ finishedBefore: now - this.rules.defaultMs, ...others, limit })));
     }
     return found.sort((a, b) => a.finishedAt - b.finishedAt).slice(0, limit);
   }
 
   private async pruneDue(): Promise<void> {
-    if (!this.resumedUnfinished) {
-      this.resumedUnfinished = true;
-      for (const runId of await this.retention.unfinishedPrunes(10_000)) await this.pruneRun(runId);
-    }
+    // Prunes a crash or a failed step left half done (here or on another node): finished first.
+    for (const runId of await this.retention.unfinishedPrunes(RUNS_PER_LOOKUP)) await this.pruneRun(runId);
     for (;;) {
       const runs = await this.due(RUNS_PER_LOOKUP, this.clock());
       for (const run of runs) await this.pruneRun(run.runId);
@@ -131,9 +130,9 @@ export class Pruner {
     const now = this.clock();
     const runs =
       request.olderThanMs === null
-        ? await this.due(request.limit + 1, now)
+        ? await this.due(request.limit + 1, now, request.workflowId)
         : await this.retention.expired({ finishedBefore: now - request.olderThanMs, ...(request.workflowId ? { workflowId: request.workflowId } : {}), limit: request.limit + 1 });
-    const chosen = (request.olderThanMs === null && request.workflowId ? runs.filter((run) => run.workflowId === request.workflowId) : runs).slice(0, request.limit);
+    const chosen = runs.slice(0, request.limit);
     let events = 0;
     for (const run of chosen) events += request.dryRun ? run.events : await this.pruneRun(run.runId);
     return { runs: chosen, events, more: runs.length > request.limit };

@@ -96,6 +96,9 @@ describe("space", () => {
     expect(db.pragma("auto_vacuum", { simple: true })).toBe(0);
     db.close();
 
+    const missing = runFlowd(["vacuum", "--db", `${files.db}.typo`]);
+    expect(await missing.exited).toBe(1);
+    expect(missing.output()).toContain("There is no database at");
     const vacuum = runFlowd(["vacuum", "--db", files.db]);
     expect(await vacuum.exited).toBe(0);
     expect(vacuum.output()).toMatch(/MB → .* MB; incremental vacuum is now on/);

@@ -182,7 +182,7 @@ describe("compaction (FLOWD_COMPACT_AFTER)", () => {
     const last = chunks.length + 3;
     await waitFor("the run to be compacted", async () => ((await t.storedIndices(runId)).length === 5 ? true : undefined));
     expect(await t.storedIndices(runId)).toEqual([0, 1, 2, last - 1, last]);
-    const gap = { event: "gap", run_id: runId, from_index: 3, to_index: chunks.length + 1, reason: "compacted" };
+    const gap = { event: "gap", run_id: runId, from_index: 3, to_index: chunks.length + 1, reason: "compacted", compacted_into: 2 };
 
     // WebSocket replay.
     const { client } = await TestClient.connect(t.wsUrl);
@@ -199,12 +199,16 @@ describe("compaction (FLOWD_COMPACT_AFTER)", () => {
     const page = (await (await fetch(`${t.url}/runs/${runId}/events?after=1`, { headers: { accept: "application/json" } })).json()) as { events: { event_index: number }[]; gaps: unknown[] };
     expect(page.events.map((e) => e.event_index)).toEqual([2, last - 1, last]);
     expect(page.gaps).toEqual([gap]);
+    // A reader that stopped inside the fold: told where the text of what it misses now is.
+    const inside = (await (await fetch(`${t.url}/runs/${runId}/events?after=5`, { headers: { accept: "application/json" } })).json()) as { events: { event_index: number }[]; gaps: unknown[] };
+    expect(inside.events.map((e) => e.event_index)).toEqual([last - 1, last]);
+    expect(inside.gaps).toEqual([{ ...gap, from_index: 6 }]);
     // flowd/client: the events, and the gaps it was told of.
     const watch = createClient({ url: t.url }).watch(runId);
     const seen: number[] = [];
     for await (const event of watch) seen.push(event.event_index);
     expect(seen).toEqual([0, 1, 2, last - 1, last]);
-    expect(watch.gaps).toEqual([{ from_index: 3, to_index: chunks.length + 1 }]);
+    expect(watch.gaps).toEqual([{ from_index: 3, to_index: chunks.length + 1, compacted_into: 2 }]);
     // The CLI, reading the file or the database.
     const cli = runFlowd(["runs", "events", runId, "--db", t.dbPath]);
     expect(await cli.exited).toBe(0);

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { Errors } from "../../errors.ts";
 import { CommittedEvent, EventBatch, type RunEventName } from "../../protocol/run-events.ts";
-import { withGaps } from "../compaction.ts";
+import { foldEnd, withGaps } from "../compaction.ts";
 import { PAGE_MAX_CHARS, type LogPage } from "../event-reader.ts";
 
 /** Events read in a page's first step, before their size is known. */
@@ -33,11 +33,30 @@ export async function readPgPage(pool: pg.Pool, runId: string, afterIndex: numbe
     after = events[events.length - 1]!.index;
     step = Math.min(limit - events.length, Math.ceil((maxChars - chars) / (chars / events.length)));
   }
-  // Nothing, or not the next index: a prune deletes a run's events oldest first (see EventReader.readPage).
-  if (events[0]?.index !== afterIndex + 1) {
+  const checkKept = async (): Promise<void> => {
     const { rows } = await pool.query<{ pruned_at: string | null }>({ name: "flowd-pruned-at", text: "SELECT pruned_at FROM runs WHERE run_id = $1", values: [runId] });
     const prunedAt = rows[0]?.pruned_at ?? null;
     if (prunedAt !== null) throw Errors.runExpired(runId, Number(prunedAt));
+  };
+  // Nothing, or not the next index: a prune deletes a run's events oldest first (see EventReader.readPage).
+  if (events[0]?.index !== afterIndex + 1) await checkKept();
+  if (events.length === 0) return null;
+  // Starting inside a fold: the compacted event that holds its text names it in the gap notice.
+  let before: CommittedEvent | null = null;
+  if (events[0]!.index > afterIndex + 1) {
+    const { rows } = await pool.query<{ event_index: number; event: RunEventName; payload: string }>({
+      name: "flowd-fold-before",
+      text: "SELECT event_index, event, payload FROM events WHERE run_id = $1 AND event_index <= $2 AND event = 'RunContentCompacted' ORDER BY event_index DESC LIMIT 1",
+      values: [runId, afterIndex],
+    });
+    const row = rows[0];
+    if (row) {
+      const fold = new CommittedEvent(runId, row.event_index, row.event, row.payload);
+      if ((foldEnd(fold) ?? -1) > afterIndex) before = fold;
+    }
   }
-  return events.length === 0 ? null : { batch: new EventBatch(withGaps(runId, afterIndex, events)), full: events.length === limit || chars >= maxChars };
+  const explained = withGaps(runId, afterIndex, events, before);
+  // A hole no fold accounts for: a prune overtook this read between its statements.
+  if (explained.unexplained) await checkKept();
+  return { batch: new EventBatch(explained.events), full: events.length === limit || chars >= maxChars };
 }
