@@ -21,25 +21,26 @@ export interface Fold {
  */
 export function planFolds(rows: readonly DeltaRow[]): Fold[] {
   const folds: Fold[] = [];
-  let group: { rows: DeltaRow[]; stream: string; parsed: Record<string, unknown> } | null = null;
+  /** The sequence being read: its first delta (parsed), its texts, its last index. */
+  let group: { first: Record<string, unknown>; firstIndex: number; lastIndex: number; stream: string; texts: string[] } | null = null;
   const close = (): void => {
-    if (group && group.rows.length > 1) {
-      const { event: _event, content: _content, ...rest } = group.parsed;
-      const last = group.rows[group.rows.length - 1]!.index;
-      const content = group.rows.map((row) => (row === group!.rows[0] ? (group!.parsed.content as string) : (JSON.parse(row.payload) as { content: string }).content)).join("");
-      folds.push({ first: group.rows[0]!.index, last, frame: JSON.stringify({ event: "RunContentCompacted", content, ...rest, compacted_to_index: last }) });
+    if (group && group.texts.length > 1) {
+      const { event: _event, content: _content, ...rest } = group.first;
+      const last = group.lastIndex;
+      folds.push({ first: group.firstIndex, last, frame: JSON.stringify({ event: "RunContentCompacted", content: group.texts.join(""), ...rest, compacted_to_index: last }) });
     }
     group = null;
   };
   for (const row of rows) {
     const parsed = JSON.parse(row.payload) as Record<string, unknown>;
     const stream = typeof parsed.agent_run_id === "string" ? `agent:${parsed.agent_run_id}` : `step:${String(parsed.step_path)}`;
-    if (group && group.stream === stream && group.rows[group.rows.length - 1]!.index === row.index - 1) {
-      group.rows.push(row);
+    if (group && group.stream === stream && group.lastIndex === row.index - 1) {
+      group.texts.push(parsed.content as string);
+      group.lastIndex = row.index;
       continue;
     }
     close();
-    group = { rows: [row], stream, parsed };
+    group = { first: parsed, firstIndex: row.index, lastIndex: row.index, stream, texts: [parsed.content as string] };
   }
   close();
   return folds;

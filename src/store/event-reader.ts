@@ -79,9 +79,12 @@ export class EventReader {
     return (foldEnd(event) ?? -1) > afterIndex ? event : null;
   }
 
-  /** `events` read after `afterIndex`, with gap notices for folded indices (see withGaps). */
-  private explained(runId: string, afterIndex: number, events: CommittedEvent[]): CommittedEvent[] {
-    const before = events[0] !== undefined && events[0].index > afterIndex + 1 ? this.foldBefore(runId, afterIndex) : null;
+  /**
+   * `events` read after `afterIndex`, with gap notices for folded indices (see withGaps);
+   * `previous`: the event at `afterIndex` when the reader has it, else it is looked up.
+   */
+  private explained(runId: string, afterIndex: number, events: CommittedEvent[], previous?: CommittedEvent | null): CommittedEvent[] {
+    const before = previous !== undefined ? previous : events[0] !== undefined && events[0].index > afterIndex + 1 ? this.foldBefore(runId, afterIndex) : null;
     const result = withGaps(runId, afterIndex, events, before);
     if (result.unexplained) this.checkKept(runId, afterIndex, undefined);
     return result.events;
@@ -89,15 +92,16 @@ export class EventReader {
 
   /** The run's events after `afterIndex` (-1: from the start), in index order, read lazily. */
   *readAfter(runId: string, afterIndex: number): Generator<CommittedEvent> {
-    let after = afterIndex;
-    let first = true;
+    let previous: CommittedEvent | null = null;
     for (const [index, event, payload] of this.selectAfter.iterate(runId, afterIndex)) {
-      if (first) this.checkKept(runId, afterIndex, index);
-      first = false;
-      yield* this.explained(runId, after, [new CommittedEvent(runId, index, event, payload)]);
-      after = index;
+      const read = new CommittedEvent(runId, index, event, payload);
+      const expected = (previous?.index ?? afterIndex) + 1;
+      // The next index, as almost always; else a fold (named by a gap notice) or a prune (RUN_EXPIRED).
+      if (index === expected) yield read;
+      else yield* this.explained(runId, expected - 1, [read], previous);
+      previous = read;
     }
-    if (first) this.checkKept(runId, afterIndex, undefined);
+    if (previous === null) this.checkKept(runId, afterIndex, undefined);
   }
 
   /**
