@@ -49,6 +49,11 @@ export class Pruner {
     private readonly clock: () => number = Date.now,
   ) {}
 
+  /** Whether any retention is set (FLOWD_RETENTION, or a workflow's own): what a prune without an age goes by. */
+  get hasRules(): boolean {
+    return this.rules.defaultMs !== null || this.rules.byWorkflow.size > 0;
+  }
+
   /** Looks for due runs now and then every so often: a quarter of the shortest retention, between 100 ms and a minute. */
   start(): void {
     const shortest = Math.min(this.rules.defaultMs ?? Infinity, this.rules.compactAfterMs ?? Infinity, ...this.rules.byWorkflow.values());

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
 import { parseStepRequirements } from "../../protocol/hitl.ts";
 import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, PruneBody, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
-import { toRunJson } from "../../protocol/run-json.ts";
+import { toRunJson, type RunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
 import type { RunRow } from "../../store/store.ts";
@@ -25,6 +25,18 @@ async function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: stri
     throw Errors.runOfOtherWorkflow(runId, workflowId, run.workflowId);
   }
   return run;
+}
+
+/** Runs, newest first: of one workflow, or of all. */
+async function listRuns(deps: HttpDeps, workflowId: string | undefined, query: ListRunsQuery): Promise<RunJson[]> {
+  const runs = await deps.runStore.list({
+    ...(workflowId ? { workflowId } : {}),
+    ...(query.session_id ? { sessionId: query.session_id } : {}),
+    ...(query.status ? { status: query.status } : {}),
+    limit: query.limit,
+    offset: query.offset,
+  });
+  return runs.map(toRunJson);
 }
 
 /** The run, if its events are still kept: a pruned run's are not (410 RUN_EXPIRED, never an empty success). */
@@ -123,15 +135,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.get<WorkflowParams>("/workflows/:workflowId/runs", async (request) => {
     const workflow = deps.workflows.get(request.params.workflowId);
-    const query = parseInput(ListRunsQuery, request.query, "run list query");
-    const runs = await deps.runStore.list({
-      workflowId: workflow.id,
-      ...(query.session_id ? { sessionId: query.session_id } : {}),
-      ...(query.status ? { status: query.status } : {}),
-      limit: query.limit,
-      offset: query.offset,
-    });
-    return runs.map(toRunJson);
+    return listRuns(deps, workflow.id, parseInput(ListRunsQuery, request.query, "run list query"));
   });
 
   app.get<RunParams>("/workflows/:workflowId/runs/:runId", async (request) =>
@@ -175,14 +179,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.get("/runs", async (request) => {
     const query = parseInput(ListAllRunsQuery, request.query, "run list query");
-    const runs = await deps.runStore.list({
-      ...(query.workflow_id ? { workflowId: query.workflow_id } : {}),
-      ...(query.session_id ? { sessionId: query.session_id } : {}),
-      ...(query.status ? { status: query.status } : {}),
-      limit: query.limit,
-      offset: query.offset,
-    });
-    return runs.map(toRunJson);
+    return listRuns(deps, query.workflow_id, query);
   });
 
   app.delete<{ Params: { runId: string } }>("/runs/:runId", async (request) => {
@@ -193,7 +190,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.post("/runs/prune", async (request) => {
     const body = parseInput(PruneBody, request.body, "prune request");
-    if (body.older_than === undefined && deps.config.retentionMs === null && !deps.workflows.list().some((workflow) => workflow.retentionMs !== null)) {
+    if (body.older_than === undefined && !deps.pruner.hasRules) {
       throw Errors.invalidRequest("Nothing says which runs to prune: give older_than (e.g. \"7d\"), or set FLOWD_RETENTION or a workflow's retention.");
     }
     const result = await deps.pruner.prune({ olderThanMs: body.older_than ?? null, workflowId: body.workflow_id ?? null, dryRun: body.dry_run, limit: body.limit });
