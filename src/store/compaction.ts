@@ -1,6 +1,6 @@
 import { CommittedEvent } from "../protocol/run-events.ts";
 
-/** A stored RunContent event: its index and frame. */
+/** A stored RunContent event, or a RunContentCompacted one that a fold under way may extend: its index and frame. */
 export interface DeltaRow {
   index: number;
   payload: string;
@@ -13,18 +13,26 @@ export interface Fold {
   frame: string;
 }
 
+/** The event kinds a fold reads. */
+export const FOLDED_EVENTS = ["RunContent", "RunContentCompacted"] as const;
+
 /**
  * How a finished run's RunContent deltas fold: each unbroken sequence of indices whose
  * deltas come from one stream (the same agent run, or the same step's own stream) becomes
  * one RunContentCompacted event at its first index, with the whole text and
  * `compacted_to_index`; every other event keeps its index. Sequences of one are left.
+ *
+ * A compaction goes a window of rows at a time, each its own transaction: a window that
+ * ends inside a sequence folds what it has, and the next window, starting at `tail` (the
+ * last sequence's first index), extends that RunContentCompacted event with the rest.
+ * Every state in between is a log a reader can read.
  */
-export function planFolds(rows: readonly DeltaRow[]): Fold[] {
+export function planFolds(rows: readonly DeltaRow[]): { folds: Fold[]; tail: number | null } {
   const folds: Fold[] = [];
-  /** The sequence being read: its first delta (parsed), its texts, its last index. */
-  let group: { first: Record<string, unknown>; firstIndex: number; lastIndex: number; stream: string; texts: string[] } | null = null;
+  /** The sequence being read: its first event (parsed), its texts, its last index. */
+  let group: { first: Record<string, unknown>; firstIndex: number; lastIndex: number; stream: string; texts: string[]; grew: boolean } | null = null;
   const close = (): void => {
-    if (group && group.texts.length > 1) {
+    if (group && group.grew) {
       const { event: _event, content: _content, ...rest } = group.first;
       const last = group.lastIndex;
       folds.push({ first: group.firstIndex, last, frame: JSON.stringify({ event: "RunContentCompacted", content: group.texts.join(""), ...rest, compacted_to_index: last }) });
@@ -34,16 +42,19 @@ export function planFolds(rows: readonly DeltaRow[]): Fold[] {
   for (const row of rows) {
     const parsed = JSON.parse(row.payload) as Record<string, unknown>;
     const stream = typeof parsed.agent_run_id === "string" ? `agent:${parsed.agent_run_id}` : `step:${String(parsed.step_path)}`;
+    const lastIndex = parsed.event === "RunContentCompacted" ? (parsed.compacted_to_index as number) : row.index;
     if (group && group.stream === stream && group.lastIndex === row.index - 1) {
       group.texts.push(parsed.content as string);
-      group.lastIndex = row.index;
+      group.lastIndex = lastIndex;
+      group.grew = true;
       continue;
     }
     close();
-    group = { first: parsed, firstIndex: row.index, lastIndex: row.index, stream, texts: [parsed.content as string] };
+    group = { first: parsed, firstIndex: row.index, lastIndex, stream, texts: [parsed.content as string], grew: false };
   }
+  const tail = (group as { firstIndex: number } | null)?.firstIndex ?? null;
   close();
-  return folds;
+  return { folds, tail };
 }
 
 /**

@@ -33,6 +33,7 @@ export function newRunRow(run: NewRun, now: number): RunRow {
     startedAt: null,
     finishedAt: null,
     prunedAt: null,
+    removing: null,
     compactedAt: null,
   };
 }

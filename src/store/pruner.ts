@@ -10,6 +10,9 @@ const RECLAIM_EVERY = 8;
 const SHARE = 0.2;
 /** Runs looked up at a time. */
 const RUNS_PER_LOOKUP = 100;
+/** Streamed deltas a compaction step reads at least; more once the fold it extends is large, so that rewriting it stays a fraction of the work. */
+const COMPACT_ROWS = 250;
+const FOLD_BYTES_PER_ROW = 32;
 
 /** How long finished runs' events are kept: the server's FLOWD_RETENTION, and workflows' own `retention`. */
 export interface RetentionRules {
@@ -106,11 +109,39 @@ export class Pruner {
       const runs = await this.retention.compactable(this.clock() - this.rules.compactAfterMs, RUNS_PER_LOOKUP);
       for (const runId of runs) {
         if (this.stopped) return;
-        await this.retention.compactRun(runId, this.clock());
-        await nextTurn();
+        await this.compactRun(runId);
       }
       if (runs.length < RUNS_PER_LOOKUP) return;
     }
+  }
+
+  /** Folds one run's streamed deltas, a step at a time (unless stopped meanwhile: a later pass starts it again); the events removed. */
+  async compactRun(runId: string): Promise<number> {
+    let removed = 0;
+    let from = 0;
+    let maxRows = COMPACT_ROWS;
+    while (!this.stopped) {
+      const started = performance.now();
+      const step = await this.retention.compactStep(runId, from, maxRows, this.clock());
+      removed += step.removed;
+      if (step.next === null) break;
+      from = step.next;
+      maxRows = Math.max(COMPACT_ROWS, Math.ceil(step.tailBytes / FOLD_BYTES_PER_ROW));
+      await this.rest(started);
+    }
+    return removed;
+  }
+
+  /** Deletes a finished run (RUN_NOT_FOUND, RUN_NOT_FINISHED otherwise) in prune steps, its row last; a delete a stop or crash interrupts is finished after the restart. */
+  async deleteRun(runId: string): Promise<void> {
+    await this.retention.beginDelete(runId, this.clock());
+    await this.pruneRun(runId);
+  }
+
+  /** Live runs' commits and deliveries go first: after a step that began at `started`, a rest as long as SHARE says, at least a turn of the loop. */
+  private async rest(started: number): Promise<void> {
+    const rest = ((performance.now() - started) * (1 - SHARE)) / SHARE;
+    await (rest >= 1 ? sleep(rest) : nextTurn());
   }
 
   /** Prunes one run to its end (unless stopped meanwhile); the events deleted. */
@@ -123,9 +154,7 @@ export class Pruner {
       deleted += step.deleted;
       if (step.done || steps % RECLAIM_EVERY === 0) await this.retention.reclaimSpace(RECLAIM_PAGES);
       if (step.done) break;
-      // Live runs' commits and deliveries go first: a rest as long as the share says, at least a turn of the loop.
-      const rest = ((performance.now() - started) * (1 - SHARE)) / SHARE;
-      await (rest >= 1 ? sleep(rest) : nextTurn());
+      await this.rest(started);
     }
     return deleted;
   }

@@ -5,49 +5,74 @@ import { FINISHED_STATUSES, type RunStatus } from "../protocol/run-status.ts";
 import { planFolds, type DeltaRow } from "./compaction.ts";
 import type { Db } from "./db.ts";
 import { runs } from "./schema.ts";
-import type { ExpiredFilter, ExpiredRun, RunRetention } from "./store.ts";
+import type { CompactStep, ExpiredFilter, ExpiredRun, RunRetention } from "./store.ts";
 
 const FINISHED = [...FINISHED_STATUSES] as RunStatus[];
 
 /** Retention on SQLite: each step one short transaction on the server's connection, between group commits. */
 export class SqliteRetention implements RunRetention {
-  private readonly markPruned: Statement<[number, string]>;
-  private readonly deleteOldest: Statement<[string, string, number]>;
-  private readonly anyEvent: Statement<[string], { one: number }>;
   private readonly status: Statement<[string], { status: RunStatus }>;
-  private readonly forget: ((runId: string) => void)[];
+  private readonly markDeleted: Statement<[number, string]>;
   private readonly step: (runId: string, maxEvents: number, now: number) => { deleted: number; done: boolean } | null;
-  private readonly remove: (runId: string) => void;
+  private readonly begin: (runId: string, now: number) => void;
+  private readonly fold: (runId: string, from: number, maxRows: number, now: number) => CompactStep;
 
   constructor(private readonly db: Db) {
     const sqlite: Database = db.sqlite;
-    this.markPruned = sqlite.prepare(`UPDATE runs SET pruned_at = coalesce(pruned_at, ?) WHERE run_id = ? AND status IN ('completed', 'error', 'cancelled')`);
+    // Only a finished run that is not pruned yet, or whose removal is under way.
+    const markPruned = sqlite.prepare<[number, string], { removing: "events" | "run" }>(
+      `UPDATE runs SET pruned_at = coalesce(pruned_at, ?), removing = coalesce(removing, 'events')
+       WHERE run_id = ? AND status IN ('completed', 'error', 'cancelled') AND (pruned_at IS NULL OR removing IS NOT NULL) RETURNING removing`,
+    );
     // The oldest `maxEvents` of the run's events: a range of the primary key.
-    this.deleteOldest = sqlite.prepare("DELETE FROM events WHERE run_id = ? AND event_index < (SELECT coalesce(min(event_index), 0) FROM events WHERE run_id = ?) + ?");
-    this.anyEvent = sqlite.prepare("SELECT 1 AS one FROM events WHERE run_id = ? LIMIT 1");
+    const deleteOldest = sqlite.prepare<[string, string, number]>("DELETE FROM events WHERE run_id = ? AND event_index < (SELECT coalesce(min(event_index), 0) FROM events WHERE run_id = ?) + ?");
+    const anyEvent = sqlite.prepare<[string], { one: number }>("SELECT 1 AS one FROM events WHERE run_id = ? LIMIT 1");
+    // What only a run that goes on needs (checkpoints, kept signals) goes with its last events;
+    // idempotency keys stay with a pruned run (they expire by their own TTL: a repeat of its start still finds it).
+    const forget = ["step_checkpoints", "signals"].map((table) => sqlite.prepare<[string]>(`DELETE FROM ${table} WHERE run_id = ?`));
+    const forgetRun = ["idempotency_keys", "runs"].map((table) => sqlite.prepare<[string]>(`DELETE FROM ${table} WHERE run_id = ?`));
+    const removed = sqlite.prepare<[string]>("UPDATE runs SET removing = NULL WHERE run_id = ?");
     this.status = sqlite.prepare("SELECT status FROM runs WHERE run_id = ?");
-    // Idempotency keys stay (they expire by their own TTL): a repeat of a pruned run's start still finds it.
-    const deletes = ["step_checkpoints", "signals"].map((table) => sqlite.prepare<[string]>(`DELETE FROM ${table} WHERE run_id = ?`));
-    this.forget = deletes.map((statement) => (runId: string) => void statement.run(runId));
-    const deleteKeys = sqlite.prepare<[string]>("DELETE FROM idempotency_keys WHERE run_id = ?");
-    const deleteEvents = sqlite.prepare<[string]>("DELETE FROM events WHERE run_id = ?");
-    const deleteRow = sqlite.prepare<[string]>("DELETE FROM runs WHERE run_id = ?");
+    this.markDeleted = sqlite.prepare(`UPDATE runs SET pruned_at = coalesce(pruned_at, ?), removing = 'run' WHERE run_id = ?`);
     this.step = sqlite.transaction((runId: string, maxEvents: number, now: number) => {
-      if (this.markPruned.run(now, runId).changes === 0) return null;
-      const deleted = this.deleteOldest.run(runId, runId, maxEvents).changes;
-      const done = this.anyEvent.get(runId) === undefined;
-      // What only a run that goes on needs (checkpoints, kept signals) goes with its last events.
-      if (done) for (const forget of this.forget) forget(runId);
+      const marked = markPruned.get(now, runId);
+      if (!marked) return null;
+      const deleted = deleteOldest.run(runId, runId, maxEvents).changes;
+      const done = anyEvent.get(runId) === undefined;
+      if (done) {
+        for (const statement of forget) statement.run(runId);
+        if (marked.removing === "run") for (const statement of forgetRun) statement.run(runId);
+        else removed.run(runId);
+      }
       return { deleted, done };
     });
-    this.remove = sqlite.transaction((runId: string) => {
+    const window = sqlite.prepare<[string, number, number], DeltaRow>(
+      `SELECT event_index AS "index", payload FROM events WHERE run_id = ? AND event IN ('RunContent', 'RunContentCompacted') AND event_index >= ? ORDER BY event_index LIMIT ?`,
+    );
+    const replace = sqlite.prepare<[string, string, number]>("UPDATE events SET event = 'RunContentCompacted', payload = ? WHERE run_id = ? AND event_index = ?");
+    const folded = sqlite.prepare<[string, number, number]>("DELETE FROM events WHERE run_id = ? AND event_index > ? AND event_index <= ?");
+    const compacted = sqlite.prepare<[number, string]>("UPDATE runs SET compacted_at = ? WHERE run_id = ? AND status IN ('completed', 'error', 'cancelled')");
+    this.fold = sqlite.transaction((runId: string, from: number, maxRows: number, now: number): CompactStep => {
+      const rows = window.all(runId, from, maxRows);
+      const { folds, tail } = planFolds(rows);
+      let removed = 0;
+      let tailBytes = 0;
+      for (const { first, last, frame } of folds) {
+        replace.run(frame, runId, first);
+        removed += folded.run(runId, first, last).changes;
+        if (first === tail) tailBytes = frame.length;
+      }
+      if (rows.length < maxRows || tail === null) {
+        compacted.run(now, runId);
+        return { removed, next: null, tailBytes };
+      }
+      return { removed, next: tail, tailBytes };
+    });
+    this.begin = sqlite.transaction((runId: string, now: number) => {
       const run = this.status.get(runId);
       if (!run) throw Errors.runNotFound(runId);
       if (!FINISHED_STATUSES.has(run.status)) throw Errors.runNotFinished(runId, run.status, "deleted");
-      deleteEvents.run(runId);
-      for (const forget of this.forget) forget(runId);
-      deleteKeys.run(runId);
-      deleteRow.run(runId);
+      this.markDeleted.run(now, runId);
     });
   }
 
@@ -72,7 +97,7 @@ export class SqliteRetention implements RunRetention {
 
   async unfinishedPrunes(limit: number): Promise<string[]> {
     const rows = this.db.sqlite
-      .prepare<[number], { run_id: string }>("SELECT run_id FROM runs r WHERE pruned_at IS NOT NULL AND EXISTS (SELECT 1 FROM events e WHERE e.run_id = r.run_id) LIMIT ?")
+      .prepare<[number], { run_id: string }>("SELECT run_id FROM runs WHERE removing IS NOT NULL LIMIT ?")
       .all(limit);
     return rows.map((row) => row.run_id);
   }
@@ -81,8 +106,8 @@ export class SqliteRetention implements RunRetention {
     return this.step(runId, maxEvents, now);
   }
 
-  async deleteRun(runId: string): Promise<void> {
-    this.remove(runId);
+  async beginDelete(runId: string, now: number): Promise<void> {
+    this.begin(runId, now);
   }
 
   async compactable(finishedBefore: number, limit: number): Promise<string[]> {
@@ -94,23 +119,8 @@ export class SqliteRetention implements RunRetention {
       .map((row) => row.run_id);
   }
 
-  async compactRun(runId: string, now: number): Promise<number> {
-    const sqlite = this.db.sqlite;
-    const fold = sqlite.transaction(() => {
-      const rows = sqlite
-        .prepare<[string], DeltaRow>("SELECT event_index AS \"index\", payload FROM events WHERE run_id = ? AND event = 'RunContent' ORDER BY event_index")
-        .all(runId);
-      const replace = sqlite.prepare<[string, string, number]>("UPDATE events SET event = 'RunContentCompacted', payload = ? WHERE run_id = ? AND event_index = ?");
-      const remove = sqlite.prepare<[string, number, number]>("DELETE FROM events WHERE run_id = ? AND event_index > ? AND event_index <= ?");
-      let removed = 0;
-      for (const { first, last, frame } of planFolds(rows)) {
-        replace.run(frame, runId, first);
-        removed += remove.run(runId, first, last).changes;
-      }
-      sqlite.prepare<[number, string]>("UPDATE runs SET compacted_at = ? WHERE run_id = ? AND status IN ('completed', 'error', 'cancelled')").run(now, runId);
-      return removed;
-    });
-    return fold();
+  async compactStep(runId: string, from: number, maxRows: number, now: number): Promise<CompactStep> {
+    return this.fold(runId, from, maxRows, now);
   }
 
   async reclaimSpace(maxPages: number): Promise<void> {

@@ -1,4 +1,5 @@
 import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { sql } from "drizzle-orm";
 import { RUN_STATUSES } from "../protocol/run-status.ts";
 
 // Column names are snake_case on purpose: people query these tables by hand, so they are API.
@@ -40,6 +41,8 @@ export const runs = sqliteTable(
     finishedAt: integer("finished_at"),
     /** When retention (or `flowd prune`) began removing the finished run's events: from then on reading them answers RUN_EXPIRED. */
     prunedAt: integer("pruned_at"),
+    /** A removal under way, finished after a crash: "events" (a prune) or "run" (a delete, which ends with this row). */
+    removing: text("removing", { enum: ["events", "run"] }),
     /** When a finished run's streamed deltas were folded into RunContentCompacted events (FLOWD_COMPACT_AFTER). */
     compactedAt: integer("compacted_at"),
   },
@@ -47,7 +50,9 @@ export const runs = sqliteTable(
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
-    index("runs_finished_idx").on(t.finishedAt),
+    // What the pruner looks up: finished runs not pruned yet, and removals a crash interrupted.
+    index("runs_unpruned_finished_idx").on(t.finishedAt).where(sql`pruned_at IS NULL`),
+    index("runs_removing_idx").on(t.removing).where(sql`removing IS NOT NULL`),
   ],
 );
 

@@ -156,22 +156,36 @@ export interface ExpiredRun {
 export interface RunRetention {
   /** Finished runs not pruned yet, oldest finished first. */
   expired(filter: ExpiredFilter): Promise<ExpiredRun[]>;
-  /** Runs marked pruned whose events are not all deleted yet: a prune that a crash interrupted. */
+  /** Runs whose removal (a prune, or a delete) is under way: one that a crash or a stop interrupted. */
   unfinishedPrunes(limit: number): Promise<string[]>;
   /**
    * One small transaction: marks the finished run pruned (from then on reading its events
-   * answers RUN_EXPIRED) and deletes up to `maxEvents` of them, oldest first. Null if the
-   * run is unknown or not finished; else how many went, and whether none are left.
+   * answers RUN_EXPIRED) and deletes up to `maxEvents` of them, oldest first; with the last
+   * ones, a run being deleted loses its row too. Null if the run is unknown, not finished,
+   * or already pruned; else how many went, and whether none are left.
    */
   pruneStep(runId: string, maxEvents: number, now: number): Promise<{ deleted: number; done: boolean } | null>;
-  /** Deletes a finished run and all that is stored of it (RUN_NOT_FOUND, RUN_NOT_FINISHED otherwise). */
-  deleteRun(runId: string): Promise<void>;
+  /**
+   * Marks a finished run for deletion (RUN_NOT_FOUND, RUN_NOT_FINISHED otherwise): its
+   * events read as expired from then on, and prune steps remove them and then its row.
+   */
+  beginDelete(runId: string, now: number): Promise<void>;
   /** Finished runs neither pruned nor compacted that finished before `finishedBefore`, oldest first. */
   compactable(finishedBefore: number, limit: number): Promise<string[]>;
-  /** Folds the finished run's streamed deltas (see compaction.ts), in one transaction, and marks it compacted: the events removed. */
-  compactRun(runId: string, now: number): Promise<number>;
+  /**
+   * One small transaction of a compaction (see compaction.ts): folds the next `maxRows`
+   * streamed deltas of the finished run from index `from` on; with the last ones, marks the run compacted.
+   */
+  compactStep(runId: string, from: number, maxRows: number, now: number): Promise<CompactStep>;
   /** Gives up to `maxPages` pages that pruning freed back to the file system (SQLite); a no-op on PostgreSQL. */
   reclaimSpace(maxPages: number): Promise<void>;
+}
+
+/** What a step of a compaction did: events removed, where the next step starts (null: done), the size of the fold it may extend. */
+export interface CompactStep {
+  removed: number;
+  next: number | null;
+  tailBytes: number;
 }
 
 /** A stored checkpoint, as a resumed run reads it. */

@@ -74,6 +74,60 @@ describe("a prune interrupted by SIGKILL", () => {
   }, 120_000);
 });
 
+describe("a delete interrupted by SIGKILL", () => {
+  const files = freshDatabaseEachTest();
+
+  it("leaves the run marked, its events read as gone, and is finished after the restart: row, events and keys", async () => {
+    const first = await startServerProcess(["--workflows", FIXTURES, "--db", files.db]);
+    const started = await fetch(`${first.url}/workflows/ticker/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": "delete-me" },
+      body: JSON.stringify({ background: true, additional_data: { count: 40_000, burst: 500 } }),
+    });
+    const big = ((await started.json()) as { run_id: string }).run_id;
+    const reader = () => new Database(files.db, { readonly: true });
+    const query = <T>(sql: string, ...params: unknown[]): T | undefined => {
+      const db = reader();
+      try {
+        return db.prepare(sql).get(...params) as T | undefined;
+      } finally {
+        db.close();
+      }
+    };
+    const eventsLeft = () => query<{ n: number }>("SELECT count(*) AS n FROM events WHERE run_id = ?", big)!.n;
+    await waitFor("the run to finish", () => (query<{ status: string }>("SELECT status FROM runs WHERE run_id = ?", big)?.status === "completed" ? true : undefined), 60_000);
+
+    expect(query<{ n: number }>("SELECT count(*) AS n FROM idempotency_keys WHERE run_id = ?", big)!.n).toBe(1);
+    // The delete goes a few hundred events at a time: kill the server while it deletes.
+    const deleting = fetch(`${first.url}/runs/${big}`, { method: "DELETE" }).catch(() => null);
+    await waitFor("the delete to be under way", () => {
+      const left = eventsLeft();
+      return left > 0 && left < 40_004 ? true : undefined;
+    }, 20_000);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    expect(await deleting).toBeNull();
+
+    const db = new Database(files.db);
+    try {
+      expect(db.pragma("integrity_check", { simple: true })).toBe("ok");
+      expect(db.prepare("SELECT removing, pruned_at IS NOT NULL AS marked FROM runs WHERE run_id = ?").get(big)).toEqual({ removing: "run", marked: 1 });
+    } finally {
+      db.close();
+    }
+
+    const second = await startServerProcess(["--workflows", FIXTURES, "--db", files.db]);
+    try {
+      await waitFor("the delete to be finished", () => (query("SELECT 1 FROM runs WHERE run_id = ?", big) === undefined ? true : undefined), 20_000);
+      expect(eventsLeft()).toBe(0);
+      expect(query<{ n: number }>("SELECT count(*) AS n FROM idempotency_keys WHERE run_id = ?", big)!.n).toBe(0);
+      expect((await fetch(`${second.url}/runs/${big}`)).status).toBe(404);
+    } finally {
+      await second.stop();
+    }
+  }, 120_000);
+});
+
 describe("space", () => {
   const files = freshDatabaseEachTest();
 

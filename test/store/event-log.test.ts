@@ -714,3 +714,104 @@ describe("reading a run while it is pruned", () => {
     expect(storedIndices(reader, "q")).toEqual([0]);
   });
 });
+
+describe("compacting and deleting a run, a small transaction at a time", () => {
+  /** Every index of the run accounted for, by an event or a gap notice, and the text its deltas (folded or not) make. */
+  async function readWhole(runId: string): Promise<{ covered: number[]; text: string; stored: number }> {
+    const covered: number[] = [];
+    let text = "";
+    let stored = 0;
+    for (let after = -1; ; ) {
+      const page = await log.readPage(runId, after, 10_000);
+      if (!page) break;
+      for (const event of page.batch.events) {
+        const frame = JSON.parse(event.frame) as { event: string; content?: string; from_index?: number; to_index?: number };
+        if (frame.event === "gap") for (let i = frame.from_index!; i <= frame.to_index!; i++) covered.push(i);
+        else {
+          covered.push(event.index);
+          stored++;
+          if (frame.event === "RunContent" || frame.event === "RunContentCompacted") text += frame.content;
+        }
+        after = event.index;
+      }
+    }
+    return { covered, text, stored };
+  }
+
+  function streamedRun(runId: string): string {
+    newRun(runId);
+    let text = "";
+    log.append(runId, { event: "StepStarted", step_name: "s", step_index: 0, step_path: "0" });
+    for (let i = 0; i < 1000; i++) {
+      const content = `a${i} `;
+      text += content;
+      log.append(runId, { event: "RunContent", step_name: "s", step_index: 0, step_path: "0", agent_run_id: "agent-1", content });
+    }
+    for (let i = 0; i < 3; i++) {
+      text += `s${i}`;
+      log.append(runId, { event: "RunContent", step_name: "s", step_index: 0, step_path: "0", content: `s${i}` });
+    }
+    log.append(runId, { event: "WorkflowCompleted", content: "done", duration_ms: 1 });
+    log.flushNow();
+    return text;
+  }
+
+  it("folds a long stream in windows: after every step the log reads whole, with the same text; the end is what one pass makes", async () => {
+    const text = streamedRun("steps");
+    streamedRun("whole");
+    const retention = new SqliteRetention(db);
+    const last = 1004;
+    let from = 0;
+    let steps = 0;
+    for (;;) {
+      const step = await retention.compactStep("steps", from, 100, Date.now());
+      steps++;
+      const now = await readWhole("steps");
+      expect(now.covered).toEqual(range(last + 1));
+      expect(now.text).toBe(text);
+      if (step.next === null) break;
+      expect(step.next).toBe(1);
+      from = step.next;
+    }
+    expect(steps).toBeGreaterThan(10);
+    expect((await retention.compactStep("whole", 0, 1_000_000, Date.now())).next).toBeNull();
+    const rows = (runId: string) =>
+      (reader.prepare("SELECT event_index, event, payload FROM events WHERE run_id = ? ORDER BY event_index").all(runId) as { payload: string }[]).map((row) => ({
+        ...row,
+        payload: row.payload.replace(`"run_id":"${runId}"`, ""),
+      }));
+    expect(rows("steps")).toEqual(rows("whole"));
+    expect(storedIndices(reader, "steps")).toEqual([0, 1, 1001, 1004]);
+    expect((await readWhole("steps")).stored).toBe(4);
+    expect(reader.prepare("SELECT compacted_at IS NOT NULL AS done FROM runs WHERE run_id = 'steps'").get()).toEqual({ done: 1 });
+  });
+
+  it("deletes a finished run in prune steps, its row last; a running one and an unknown one are refused", async () => {
+    streamedRun("gone");
+    const retention = new SqliteRetention(db);
+    await retention.beginDelete("gone", Date.now());
+    // Marked: readers are told the events are gone, and a restart would finish the delete.
+    expect(await runs.get("gone")).toMatchObject({ prunedAt: expect.any(Number), removing: "run" });
+    expect(await retention.unfinishedPrunes(10)).toEqual(["gone"]);
+    expect(await retention.pruneStep("gone", 400, Date.now())).toEqual({ deleted: 400, done: false });
+    expect(await runs.get("gone")).toBeDefined();
+    while (!(await retention.pruneStep("gone", 400, Date.now()))!.done);
+    expect(await runs.get("gone")).toBeUndefined();
+    expect(storedIndices(reader, "gone")).toEqual([]);
+    expect(await retention.unfinishedPrunes(10)).toEqual([]);
+    await expect(retention.beginDelete("gone", Date.now())).rejects.toMatchObject({ code: "RUN_NOT_FOUND" });
+    newRun("live");
+    append("live", { event: "WorkflowStarted", input: "x" });
+    await expect(retention.beginDelete("live", Date.now())).rejects.toMatchObject({ code: "RUN_NOT_FINISHED" });
+    expect(storedIndices(reader, "live")).toEqual([0]);
+  });
+
+  it("a prune that ends clears the run's removal, so it is not looked at again", async () => {
+    streamedRun("pruned");
+    const retention = new SqliteRetention(db);
+    while (!(await retention.pruneStep("pruned", 400, Date.now()))!.done);
+    expect(await retention.unfinishedPrunes(10)).toEqual([]);
+    expect(await runs.get("pruned")).toMatchObject({ prunedAt: expect.any(Number), removing: null });
+    expect(await retention.pruneStep("pruned", 400, Date.now())).toBeNull();
+  });
+});

@@ -177,7 +177,8 @@ describe("compaction (FLOWD_COMPACT_AFTER)", () => {
   });
 
   it("folds a finished run's deltas into one RunContentCompacted event; every reader gets it and a gap notice for the indices gone; other indices unchanged", async () => {
-    const chunks = Array.from({ length: 40 }, (_, i) => `part ${i} "q" ✓\n`);
+    // More deltas than a compaction step reads: the fold is extended over several transactions.
+    const chunks = Array.from({ length: 600 }, (_, i) => `part ${i} "q" ✓\n`);
     const runId = await start(t, "verbatim", { chunks });
     const last = chunks.length + 3;
     await waitFor("the run to be compacted", async () => ((await t.storedIndices(runId)).length === 5 ? true : undefined));

@@ -4,6 +4,7 @@
  * (bigint, read as numbers); JSON columns are jsonb; `events.payload` stays text: it is
  * the frame exactly as sent.
  */
+import { sql } from "drizzle-orm";
 import { bigint, index, integer, jsonb, pgTable, primaryKey, serial, text } from "drizzle-orm/pg-core";
 import { RUN_STATUSES } from "../../protocol/run-status.ts";
 
@@ -41,6 +42,8 @@ export const runs = pgTable(
     finishedAt: millis("finished_at"),
     /** When retention (or `flowd prune`) began removing the finished run's events: from then on reading them answers RUN_EXPIRED. */
     prunedAt: millis("pruned_at"),
+    /** A removal under way, finished after a crash: "events" (a prune) or "run" (a delete, which ends with this row). */
+    removing: text("removing", { enum: ["events", "run"] }),
     /** When a finished run's streamed deltas were folded into RunContentCompacted events (FLOWD_COMPACT_AFTER). */
     compactedAt: millis("compacted_at"),
   },
@@ -48,7 +51,9 @@ export const runs = pgTable(
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
-    index("runs_finished_idx").on(t.finishedAt),
+    // What the pruner looks up: finished runs not pruned yet, and removals a crash interrupted.
+    index("runs_unpruned_finished_idx").on(t.finishedAt).where(sql`pruned_at IS NULL`),
+    index("runs_removing_idx").on(t.removing).where(sql`removing IS NOT NULL`),
     index("runs_lease_idx").on(t.leaseUntil),
   ],
 );

@@ -184,7 +184,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.delete<{ Params: { runId: string } }>("/runs/:runId", async (request) => {
     const { runId } = request.params;
-    await deps.retention.deleteRun(runId);
+    await deps.pruner.deleteRun(runId);
     return { run_id: runId, deleted: true, message: `Run ${runId} and everything stored of it are deleted.` };
   });
 
