@@ -101,7 +101,12 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     compactAfterMs: config.compactAfterMs,
     byWorkflow: new Map(registry.list().flatMap((workflow) => (workflow.retentionMs === null ? [] : [[workflow.id, workflow.retentionMs] as const]))),
   };
-  const pruner = new Pruner(store.retention, retentionRules, (error) => logger.error({ err: error }, "pruning finished runs failed; it is tried again"));
+  const pruner = new Pruner(
+    store.retention,
+    retentionRules,
+    (error) => logger.error({ err: error }, "pruning finished runs failed; it is tried again"),
+    () => engine.activeRunCount > 0,
+  );
   const transport = createTransport({
     engine,
     runStore: store.runs,

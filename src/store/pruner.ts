@@ -1,13 +1,17 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import type { ExpiredRun, RunRetention } from "./store.ts";
 
-/** Events deleted per transaction: short, so that a commit that comes meanwhile waits little. */
-const STEP_EVENTS = 250;
-/** Pages of the file given back after every RECLAIM_EVERY steps (SQLite's incremental vacuum). */
-const RECLAIM_PAGES = 1024;
-const RECLAIM_EVERY = 8;
-/** The share of the event loop pruning takes at most: after a step of d ms, it rests d × (1 − share) / share ms. */
-const SHARE = 0.2;
+/** Events deleted per transaction: short (a quarter to half a millisecond), so that a commit that comes meanwhile waits little. */
+const STEP_EVENTS = 100;
+/** Pages of the file given back after every step (SQLite's incremental vacuum): more than a step frees, in a fraction of a millisecond. */
+const RECLAIM_PAGES = 64;
+/**
+ * The share of the event loop pruning takes at most: after a step of d ms, it rests
+ * d × (1 − share) / share ms. Less while runs are going (their deliveries keep their
+ * latency), more when none is (a prune on request ends sooner).
+ */
+const SHARE_WHILE_RUNS_GO = 0.1;
+const SHARE_IDLE = 0.5;
 /** Runs looked up at a time. */
 const RUNS_PER_LOOKUP = 100;
 /** Streamed deltas a compaction step reads at least; more once the fold it extends is large, so that rewriting it stays a fraction of the work. */
@@ -36,7 +40,7 @@ export interface PruneRequest {
  * Prunes finished runs past their retention: each run marked pruned in its first step
  * (readers get RUN_EXPIRED from then on), then its events deleted oldest first, a few
  * hundred per transaction, resting between transactions so that pruning takes at most
- * SHARE of the event loop and commits of running runs go on meanwhile. Runs that are running, paused or waiting are
+ * a share of the event loop and commits of running runs go on meanwhile. Runs that are running, paused or waiting are
  * never touched (the store marks only finished ones). A prune a crash interrupted is
  * finished after the restart.
  */
@@ -49,6 +53,8 @@ export class Pruner {
     private readonly retention: RunRetention,
     private readonly rules: RetentionRules,
     private readonly onError: (error: unknown) => void,
+    /** Whether any run is going on this server now. */
+    private readonly runsGoing: () => boolean = () => true,
     private readonly clock: () => number = Date.now,
   ) {}
 
@@ -138,21 +144,22 @@ export class Pruner {
     await this.pruneRun(runId);
   }
 
-  /** Live runs' commits and deliveries go first: after a step that began at `started`, a rest as long as SHARE says, at least a turn of the loop. */
+  /** Live runs' commits and deliveries go first: after a step that began at `started`, a rest as long as the share says, at least a turn of the loop. */
   private async rest(started: number): Promise<void> {
-    const rest = ((performance.now() - started) * (1 - SHARE)) / SHARE;
+    const share = this.runsGoing() ? SHARE_WHILE_RUNS_GO : SHARE_IDLE;
+    const rest = ((performance.now() - started) * (1 - share)) / share;
     await (rest >= 1 ? sleep(rest) : nextTurn());
   }
 
   /** Prunes one run to its end (unless stopped meanwhile); the events deleted. */
   async pruneRun(runId: string): Promise<number> {
     let deleted = 0;
-    for (let steps = 1; !this.stopped; steps++) {
+    while (!this.stopped) {
       const started = performance.now();
       const step = await this.retention.pruneStep(runId, STEP_EVENTS, this.clock());
       if (!step) break;
       deleted += step.deleted;
-      if (step.done || steps % RECLAIM_EVERY === 0) await this.retention.reclaimSpace(RECLAIM_PAGES);
+      await this.retention.reclaimSpace(RECLAIM_PAGES);
       if (step.done) break;
       await this.rest(started);
     }
