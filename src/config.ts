@@ -5,8 +5,16 @@ export interface FlowdConfig {
   readonly port: number;
   readonly host: string;
   readonly dbPath: string;
-  /** Clients must authenticate with this key when set. */
+  /** Clients must authenticate with this key when set (or a JWT, when JWTs are accepted). */
   readonly securityKey: string | null;
+  /** FLOWD_JWT_SECRET: users' JWTs are HS256 tokens signed with it. */
+  readonly jwtSecret: string | null;
+  /** FLOWD_JWT_PUBLIC_KEY: users' JWTs are RS256/ES256 tokens checked with this PEM (or the file it names). */
+  readonly jwtPublicKey: string | null;
+  /** FLOWD_JWT_AUDIENCE: the `aud` users' JWTs must carry; null checks none. */
+  readonly jwtAudience: string | null;
+  /** FLOWD_USER_ISOLATION: a non-admin sees only their own runs. */
+  readonly userIsolation: boolean;
   /** A module whose default export is a workflow or a list of them; null serves the built-ins. */
   readonly workflowsPath: string | null;
   /** Delay between chunks of the built-in offline demo content. */
@@ -74,6 +82,10 @@ export interface ConfigFlags {
   host?: string | undefined;
   db?: string | undefined;
   securityKey?: string | null | undefined;
+  jwtSecret?: string | null | undefined;
+  jwtPublicKey?: string | null | undefined;
+  jwtAudience?: string | null | undefined;
+  userIsolation?: boolean | string | undefined;
   workflows?: string | undefined;
   demoPaceMs?: number | string | undefined;
   maxCrashResumes?: number | string | undefined;
@@ -177,6 +189,16 @@ function duration(name: string, raw: string): number {
   return ms;
 }
 
+/** true/false (also 1/0, yes/no), or the default when unset. */
+function booleanSetting(name: string, value: boolean | string | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value === "boolean") return value;
+  const lower = value.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(lower)) return true;
+  if (["false", "0", "no", "off"].includes(lower)) return false;
+  throw Errors.invalidConfig(`${name} must be true or false; got "${value}".`);
+}
+
 /** A comma-separated list (or a list given in code), trimmed, empty entries dropped. */
 function listSetting(flag: string | readonly string[] | undefined, raw: string | undefined): string[] {
   const value = flag ?? raw ?? "";
@@ -208,6 +230,10 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     throw Errors.invalidConfig(`FLOWD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}; got "${logLevel}".`);
   }
   const securityKey = flags.securityKey !== undefined ? flags.securityKey : nonEmpty(env.FLOWD_SECURITY_KEY) ?? null;
+  const secret = (flag: string | null | undefined, name: string): string | null => {
+    const value = flag !== undefined ? flag : nonEmpty(env[name]) ?? null;
+    return value === "" ? null : value;
+  };
   const openaiApiKey = flags.openaiApiKey !== undefined ? flags.openaiApiKey : nonEmpty(env.OPENAI_API_KEY) ?? null;
   const baseUrl = flags.openaiBaseUrl ?? nonEmpty(env.OPENAI_BASE_URL) ?? DEFAULTS.openaiBaseUrl;
   if (!/^https?:\/\/./.test(baseUrl)) {
@@ -229,6 +255,10 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     host: flags.host ?? nonEmpty(env.HOST) ?? DEFAULTS.host,
     dbPath,
     securityKey: securityKey === "" ? null : securityKey,
+    jwtSecret: secret(flags.jwtSecret, "FLOWD_JWT_SECRET"),
+    jwtPublicKey: secret(flags.jwtPublicKey, "FLOWD_JWT_PUBLIC_KEY"),
+    jwtAudience: secret(flags.jwtAudience, "FLOWD_JWT_AUDIENCE"),
+    userIsolation: booleanSetting("FLOWD_USER_ISOLATION", flags.userIsolation ?? nonEmpty(env.FLOWD_USER_ISOLATION), false),
     workflowsPath: flags.workflows ?? null,
     demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),
     maxCrashResumes:
@@ -275,12 +305,13 @@ export interface ClientConfig {
   readonly dbPath: string;
   /** Base URL of a running server, e.g. http://127.0.0.1:7777 */
   readonly url: string;
-  readonly securityKey: string | null;
+  /** What the CLI authenticates with: --token, FLOWD_TOKEN, or the server's FLOWD_SECURITY_KEY. */
+  readonly token: string | null;
 }
 
-/** Resolves `--db`/`--url` over FLOWD_DB/PORT/HOST/FLOWD_SECURITY_KEY over defaults, for CLI commands. */
+/** Resolves `--db`/`--url`/`--token` over FLOWD_DB/PORT/HOST/FLOWD_TOKEN/FLOWD_SECURITY_KEY over defaults, for CLI commands. */
 export function resolveClientConfig(
-  flags: { db?: string | undefined; url?: string | undefined },
+  flags: { db?: string | undefined; url?: string | undefined; token?: string | undefined },
   env: NodeJS.ProcessEnv = process.env,
 ): ClientConfig {
   const server = resolveConfig({ db: flags.db }, env);
@@ -291,5 +322,6 @@ export function resolveClientConfig(
   } catch {
     throw Errors.invalidConfig(`--url must be a URL like http://127.0.0.1:7777; got "${url}".`);
   }
-  return Object.freeze({ dbPath: server.dbPath, url: url.replace(/\/+$/, ""), securityKey: server.securityKey });
+  const token = flags.token ?? nonEmpty(env.FLOWD_TOKEN) ?? server.securityKey;
+  return Object.freeze({ dbPath: server.dbPath, url: url.replace(/\/+$/, ""), token });
 }

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   AUTH_REQUIRED: 401,
   AUTH_FAILED: 401,
   AUTH_THROTTLED: 429,
+  FORBIDDEN: 403,
   ORIGIN_NOT_ALLOWED: 403,
   HOST_NOT_ALLOWED: 421,
   NOT_FOUND: 404,
@@ -124,8 +125,21 @@ export const Errors = {
 
   // Who may call
   authRequired: () =>
-    new FlowdError("AUTH_REQUIRED", "Missing bearer token: send the header Authorization: Bearer <FLOWD_SECURITY_KEY>."),
+    new FlowdError("AUTH_REQUIRED", "Missing bearer token: send the header Authorization: Bearer <token> (FLOWD_SECURITY_KEY, or a JWT)."),
+  authHeaderMalformed: (scheme: string) =>
+    new FlowdError(
+      "AUTH_REQUIRED",
+      `The Authorization header must be "Bearer <token>"; got ${scheme === "" ? "an empty one" : `a "${scheme}" one`}. Send Authorization: Bearer <token>.`,
+    ),
   authFailed: () => new FlowdError("AUTH_FAILED", "Invalid token: it does not match the server's security key."),
+  tokenRefused: (reason: string) => new FlowdError("AUTH_FAILED", `Invalid token: ${reason}.`),
+  forbidden: (what: string, scope: string) =>
+    new FlowdError("FORBIDDEN", `Your token may not ${what}: that needs the scope "${scope}" (or "flowd:admin"). Ask for a token that has it.`),
+  readTokenOnly: (runId: string) =>
+    new FlowdError(
+      "FORBIDDEN",
+      `A read token reads only the events of run ${runId} (GET /runs/${runId}/events); use your own token for anything else.`,
+    ),
   authThrottled: (address: string, seconds: number) =>
     new FlowdError(
       "AUTH_THROTTLED",

@@ -3,7 +3,7 @@ import { Command, Option } from "commander";
 import { DURATION_FORMAT, parseDuration, resolveClientConfig, resolveConfig } from "../config.ts";
 import { Errors } from "../errors.ts";
 import { openDb } from "../store/db.ts";
-import { callServer } from "./api-client.ts";
+import { callServer, tokenOption } from "./api-client.ts";
 import { time } from "./format.ts";
 
 /** Runs pruned per request: each request is a short piece of work for the server, and a progress line here. */
@@ -32,12 +32,13 @@ export function pruneCommand(): Command {
     .addOption(new Option("--workflow <id>", "only runs of this workflow"))
     .addOption(new Option("--dry-run", "list what would be pruned, delete nothing"))
     .addOption(new Option("--url <url>", "server URL (default http://HOST:PORT from the environment, else http://127.0.0.1:7777)"))
+    .addOption(tokenOption())
     .addOption(new Option("--json", "print JSON instead of text"))
-    .action(async (flags: { olderThan?: string; workflow?: string; dryRun?: boolean; url?: string; json?: boolean }) => {
+    .action(async (flags: { olderThan?: string; workflow?: string; dryRun?: boolean; url?: string; token?: string; json?: boolean }) => {
       if (flags.olderThan !== undefined && parseDuration(flags.olderThan) === null) {
         throw Errors.invalidArgument(`--older-than must be ${DURATION_FORMAT}; got "${flags.olderThan}".`);
       }
-      const config = resolveClientConfig({ url: flags.url });
+      const config = resolveClientConfig({ url: flags.url, token: flags.token });
       const body = { older_than: flags.olderThan, workflow_id: flags.workflow, dry_run: flags.dryRun ?? false, limit: flags.dryRun ? 1000 : RUNS_PER_REQUEST };
       const all: PruneAnswer["runs"] = [];
       let events = 0;

@@ -5,7 +5,7 @@ import { toRunJson, type RunJson } from "../protocol/run-json.ts";
 import { RUN_STATUSES, type RunStatus } from "../protocol/run-status.ts";
 import { openReadOnlyStore } from "../store/open-store.ts";
 import type { ReadOnlyStore } from "../store/store.ts";
-import { callServer } from "./api-client.ts";
+import { callServer, tokenOption } from "./api-client.ts";
 import { followRun } from "./follow.ts";
 import { duration, eventLine, table, time, waitingFor } from "./format.ts";
 
@@ -122,8 +122,9 @@ export function runsCommand(): Command {
     .addOption(new Option("--follow", "follow the run live until it ends (talks to the server)"))
     .addOption(dbOption())
     .addOption(urlOption())
+    .addOption(tokenOption())
     .addOption(new Option("--json", "print each event as its JSON frame, one per line"))
-    .action(async (runId: string, flags: { after: number; follow?: boolean; db?: string; url?: string; json?: boolean }) => {
+    .action(async (runId: string, flags: { after: number; follow?: boolean; db?: string; url?: string; token?: string; json?: boolean }) => {
       const printFrame = (frame: Record<string, unknown>) => print(flags.json ? JSON.stringify(frame) : eventLine(frame));
       if (!flags.follow) {
         await withDb(flags.db, async (db) => {
@@ -137,7 +138,7 @@ export function runsCommand(): Command {
       }
       const interactive = process.stderr.isTTY === true;
       const result = await followRun({
-        config: resolveClientConfig({ url: flags.url }),
+        config: resolveClientConfig({ url: flags.url, token: flags.token }),
         runId,
         after: flags.after,
         print: printFrame,
@@ -154,9 +155,10 @@ export function runsCommand(): Command {
     .description("Ask the server to cancel a run; it ends with WorkflowCancelled at its next boundary.")
     .argument("<run_id>")
     .addOption(urlOption())
+    .addOption(tokenOption())
     .addOption(jsonOption())
-    .action(async (runId: string, flags: { url?: string; json?: boolean }) => {
-      const config = resolveClientConfig({ url: flags.url });
+    .action(async (runId: string, flags: { url?: string; token?: string; json?: boolean }) => {
+      const config = resolveClientConfig({ url: flags.url, token: flags.token });
       const run = (await callServer(config, "GET", `/runs/${encodeURIComponent(runId)}`)) as RunJson;
       const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/cancel`;
       const answer = await callServer(config, "POST", path);
@@ -168,9 +170,10 @@ export function runsCommand(): Command {
     .description("Delete a finished run and everything stored of it (through the server).")
     .argument("<run_id>")
     .addOption(urlOption())
+    .addOption(tokenOption())
     .addOption(jsonOption())
-    .action(async (runId: string, flags: { url?: string; json?: boolean }) => {
-      const config = resolveClientConfig({ url: flags.url });
+    .action(async (runId: string, flags: { url?: string; token?: string; json?: boolean }) => {
+      const config = resolveClientConfig({ url: flags.url, token: flags.token });
       const answer = await callServer(config, "DELETE", `/runs/${encodeURIComponent(runId)}`);
       print(flags.json ? JSON.stringify(answer, null, 2) : `Deleted run ${runId} and everything stored of it.`);
     });
@@ -185,11 +188,12 @@ export function runsCommand(): Command {
     .addOption(new Option("--choose <route...>", "the route(s) a Router asks a person to pick"))
     .addOption(new Option("--decision <decision>", "after a step's retries ran out (onError: pause)").choices(["retry", "skip"]))
     .addOption(urlOption())
+    .addOption(tokenOption())
     .addOption(jsonOption())
     .action(
       async (
         runId: string,
-        flags: { confirm?: boolean; reject?: boolean; input?: string; choose?: string[]; decision?: string; url?: string; json?: boolean },
+        flags: { confirm?: boolean; reject?: boolean; input?: string; choose?: string[]; decision?: string; url?: string; token?: string; json?: boolean },
       ) => {
         const given = [flags.confirm, flags.reject, flags.input, flags.choose, flags.decision].filter((flag) => flag !== undefined);
         if (given.length !== 1) {
@@ -207,7 +211,7 @@ export function runsCommand(): Command {
         } else if (flags.choose !== undefined) answer = { selected_choices: flags.choose };
         else if (flags.decision !== undefined) answer = { decision: flags.decision };
         else answer = { confirmed: flags.confirm === true };
-        const config = resolveClientConfig({ url: flags.url });
+        const config = resolveClientConfig({ url: flags.url, token: flags.token });
         const run = (await callServer(config, "GET", `/runs/${encodeURIComponent(runId)}`)) as RunJson;
         const path = `/workflows/${encodeURIComponent(run.workflow_id)}/runs/${encodeURIComponent(runId)}/continue`;
         const after = (await callServer(config, "POST", path, { step_requirements: [answer], stream: false })) as RunJson;
@@ -224,8 +228,9 @@ export function runsCommand(): Command {
     .argument("<name>")
     .addOption(new Option("--data <json>", "the payload, as JSON (default null)"))
     .addOption(urlOption())
+    .addOption(tokenOption())
     .addOption(jsonOption())
-    .action(async (runId: string, name: string, flags: { data?: string; url?: string; json?: boolean }) => {
+    .action(async (runId: string, name: string, flags: { data?: string; url?: string; token?: string; json?: boolean }) => {
       let payload: unknown = null;
       if (flags.data !== undefined) {
         try {
@@ -234,7 +239,7 @@ export function runsCommand(): Command {
           throw Errors.invalidArgument(`--data must be JSON, like '{"by": "ann"}' (${error instanceof Error ? error.message : String(error)}).`);
         }
       }
-      const config = resolveClientConfig({ url: flags.url });
+      const config = resolveClientConfig({ url: flags.url, token: flags.token });
       const path = `/runs/${encodeURIComponent(runId)}/signals/${encodeURIComponent(name)}`;
       const answer = (await callServer(config, "POST", path, payload)) as { delivered: boolean };
       if (flags.json) return print(JSON.stringify(answer, null, 2));

@@ -64,6 +64,8 @@ export interface FlowdClient {
   runs: {
     list(options?: ListRunsOptions): Promise<RunJson[]>;
     get(runId: string): Promise<RunJson>;
+    /** A short-lived token that reads only this run's events, for a browser's EventSource (`eventsUrl`, relative to the server). */
+    readToken(runId: string, options?: { expiresIn?: string }): Promise<{ token: string; expiresAt: number; eventsUrl: string }>;
   };
   workflows: {
     list(): Promise<WorkflowSummary[]>;
@@ -147,6 +149,14 @@ export function createClient(options: ClientOptions): FlowdClient {
         return call<RunJson[]>("GET", `/runs${text ? `?${text}` : ""}`);
       },
       get: (runId) => call<RunJson>("GET", runPath(runId)),
+      readToken: async (runId, options = {}) => {
+        const answer = await call<{ token: string; expires_at: number; events_url: string }>(
+          "POST",
+          `${runPath(runId)}/read-token`,
+          options.expiresIn === undefined ? {} : { expires_in: options.expiresIn },
+        );
+        return { token: answer.token, expiresAt: answer.expires_at, eventsUrl: answer.events_url };
+      },
     },
     workflows: {
       list: () => call<WorkflowSummary[]>("GET", "/workflows"),

@@ -47,6 +47,10 @@ export type ListAllRunsQuery = z.infer<typeof ListAllRunsQuery>;
 export const EventsQuery = z.object({
   after: integerFromText(z.number().int().min(-1)).optional(),
   limit: integerFromText(z.number().int().min(1).max(10_000)).default(1000),
+  token: z
+    .string()
+    .optional()
+    .describe("A token for clients that cannot send an Authorization header (a browser's EventSource): a read token from POST /runs/{run_id}/read-token."),
 });
 export type EventsQuery = z.infer<typeof EventsQuery>;
 
@@ -85,3 +89,14 @@ export const PruneBody = z.object({
   limit: integerFromText(z.number().int().min(1).max(1000)).default(100),
 });
 export type PruneBody = z.infer<typeof PruneBody>;
+
+/** The longest a read token lives: it is meant for one page in one browser. */
+export const READ_TOKEN_MAX_MS = 3_600_000;
+
+/** `POST /runs/{run_id}/read-token`: how long the token reads the run (default 10 minutes, at most an hour). */
+export const ReadTokenBody = z.object({
+  expires_in: Duration.refine((ms) => ms >= 1000 && ms <= READ_TOKEN_MAX_MS, { message: "must be between 1s and 1h" })
+    .default(600_000)
+    .describe('How long the token reads the run, e.g. "10m" (the default); from 1s to 1h.'),
+});
+export type ReadTokenBody = z.infer<typeof ReadTokenBody>;

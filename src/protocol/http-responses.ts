@@ -89,6 +89,13 @@ export const CancelAnswer = RunJson.extend({ message: z.string() });
 export const RunDeleted = z.object({ run_id: z.string(), deleted: z.literal(true), message: z.string() });
 
 /** `POST /runs/prune` */
+export const ReadTokenAnswer = z.object({
+  run_id: z.string(),
+  token: z.string().describe("Reads this run's events and nothing else, until it expires: as ?token= or Authorization: Bearer."),
+  expires_at: z.number().describe("When the token stops working (epoch ms)."),
+  events_url: z.string().describe("The run's events with the token, for a browser's EventSource (relative to the server)."),
+});
+
 export const PruneAnswer = z.object({
   dry_run: z.boolean(),
   runs: z.array(z.object({ run_id: z.string(), workflow_id: z.string(), finished_at: z.number(), events: z.number().int() })),

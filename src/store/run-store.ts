@@ -28,6 +28,7 @@ export class RunStore implements RunRecords {
     if (filter.workflowId) conditions.push(eq(runs.workflowId, filter.workflowId));
     if (filter.sessionId) conditions.push(eq(runs.sessionId, filter.sessionId));
     if (filter.status) conditions.push(eq(runs.status, filter.status));
+    if (filter.userId !== undefined) conditions.push(eq(runs.userId, filter.userId));
     return this.db.orm
       .select()
       .from(runs)

@@ -50,6 +50,8 @@ export const runs = sqliteTable(
     index("runs_workflow_created_idx").on(t.workflowId, t.createdAt),
     index("runs_status_idx").on(t.status),
     index("runs_session_idx").on(t.sessionId),
+    // A user's own runs, newest first (FLOWD_USER_ISOLATION lists).
+    index("runs_user_created_idx").on(t.userId, t.createdAt),
     // What the pruner looks up: finished runs not pruned yet, and removals a crash interrupted.
     index("runs_unpruned_finished_idx").on(t.finishedAt).where(sql`pruned_at IS NULL`),
     index("runs_removing_idx").on(t.removing).where(sql`removing IS NOT NULL`),

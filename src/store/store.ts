@@ -67,6 +67,8 @@ export interface RunFilter {
   workflowId?: string;
   sessionId?: string;
   status?: RunStatus;
+  /** Only this user's runs. */
+  userId?: string;
   limit?: number;
   offset?: number;
 }

@@ -6,7 +6,8 @@ import type { Pruner } from "../store/pruner.ts";
 import type { RunLog, RunRecords, RunRetention } from "../store/store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
 import type { AccessPolicy } from "./access.ts";
-import type { AuthGuard } from "./auth.ts";
+import type { AuthGuard } from "../auth/guard.ts";
+import type { Permissions } from "../auth/principal.ts";
 import type { SseStreams } from "./http/sse-stream.ts";
 import type { OutboundLimits, Outbounds } from "./outbound.ts";
 import type { FeedOptions } from "./run-feed.ts";
@@ -31,6 +32,8 @@ export interface TransportDeps {
 export interface TransportShared {
   access: AccessPolicy;
   auth: AuthGuard;
+  /** What each caller may do (scopes, FLOWD_USER_ISOLATION). */
+  permissions: Permissions;
   outbounds: Outbounds;
   sseStreams: SseStreams;
 }

@@ -3,7 +3,9 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
 import { AccessPolicy } from "./access.ts";
-import { AuthGuard } from "./auth.ts";
+import { AuthGuard } from "../auth/guard.ts";
+import { Permissions } from "../auth/principal.ts";
+import { TokenVerifier } from "../auth/tokens.ts";
 import { Errors } from "../errors.ts";
 import { createHttpApp } from "./http/app.ts";
 import { rawErrorResponse } from "./http/raw-error.ts";
@@ -39,7 +41,8 @@ export function createTransport(deps: TransportDeps): Transport {
   const { config, logger } = deps;
   const shared: TransportShared = {
     access: new AccessPolicy(config),
-    auth: new AuthGuard(config.securityKey, config.authFailuresPerMinute),
+    auth: new AuthGuard(new TokenVerifier(config), config.authFailuresPerMinute),
+    permissions: new Permissions(config.userIsolation),
     outbounds: new Outbounds(),
     sseStreams: new Set(),
   };
@@ -77,6 +80,7 @@ export function createTransport(deps: TransportDeps): Transport {
   const socketDeps = {
     ...deps,
     auth: shared.auth,
+    permissions: shared.permissions,
     outbounds: shared.outbounds,
     maxInputDepth: config.maxInputDepth,
     authTimeoutMs: config.authTimeoutMs,

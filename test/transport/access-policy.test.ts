@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { AccessPolicy } from "../../src/transport/access.ts";
-import { AuthGuard, addressKey } from "../../src/transport/auth.ts";
+import { AuthGuard, addressKey } from "../../src/auth/guard.ts";
+import { TokenVerifier } from "../../src/auth/tokens.ts";
 
 describe("who may address the server (AccessPolicy)", () => {
   it("answers the name it listens on, beside IP addresses, localhost and the configured names", () => {
@@ -21,18 +22,17 @@ describe("who may address the server (AccessPolicy)", () => {
 });
 
 describe("throttling key guesses (AuthGuard)", () => {
-  it("counts an IPv6 client's whole /64 as one address, and an IPv4-mapped address as its IPv4 one", () => {
+  it("counts an IPv6 client's whole /64 as one address, and an IPv4-mapped address as its IPv4 one", async () => {
     expect(addressKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
     expect(addressKey("2001:0db8:0001:0002:ffff:1:2:3")).toBe("2001:db8:1:2::/64");
     expect(addressKey("::1")).toBe("0:0:0:0::/64");
     expect(addressKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
     expect(addressKey("192.0.2.7")).toBe("192.0.2.7");
 
-    const guard = new AuthGuard("key", 2);
-    expect(guard.check("a", "2001:db8:1:2::10")).toMatchObject({ ok: false });
-    expect(guard.check("b", "2001:db8:1:2::20")).toMatchObject({ ok: false });
-    const third = guard.check("key", "2001:db8:1:2::30");
-    expect(third.ok ? null : third.error.code).toBe("AUTH_THROTTLED");
-    expect(guard.check("key", "2001:db8:9:9::30")).toEqual({ ok: true });
+    const guard = new AuthGuard(new TokenVerifier({ securityKey: "key", jwtSecret: null, jwtPublicKey: null, jwtAudience: null }), 2);
+    await expect(guard.authenticate("a", "2001:db8:1:2::10")).rejects.toMatchObject({ code: "AUTH_FAILED" });
+    await expect(guard.authenticate("b", "2001:db8:1:2::20")).rejects.toMatchObject({ code: "AUTH_FAILED" });
+    await expect(guard.authenticate("key", "2001:db8:1:2::30")).rejects.toMatchObject({ code: "AUTH_THROTTLED" });
+    expect(await guard.authenticate("key", "2001:db8:9:9::30")).toEqual({ kind: "admin", userId: null });
   });
 });

@@ -22,6 +22,7 @@ export class PgRunStore implements RunRecords {
     if (filter.workflowId) conditions.push(eq(runs.workflowId, filter.workflowId));
     if (filter.sessionId) conditions.push(eq(runs.sessionId, filter.sessionId));
     if (filter.status) conditions.push(eq(runs.status, filter.status));
+    if (filter.userId !== undefined) conditions.push(eq(runs.userId, filter.userId));
     return this.orm
       .select(RUN_COLUMNS)
       .from(runs)

@@ -7,11 +7,12 @@ import {
   ListAllRunsQuery,
   ListRunsQuery,
   PruneBody,
+  ReadTokenBody,
   ResumeRunBody,
   StartRunBody,
   StartRunHeaders,
 } from "../../protocol/http-requests.ts";
-import { CancelAnswer, ErrorBody, EventsPage, HealthBody, PruneAnswer, RunDeleted, SignalAccepted, WorkflowDetail, WorkflowNodeJson, WorkflowSummary } from "../../protocol/http-responses.ts";
+import { CancelAnswer, ErrorBody, EventsPage, HealthBody, PruneAnswer, ReadTokenAnswer, RunDeleted, SignalAccepted, WorkflowDetail, WorkflowNodeJson, WorkflowSummary } from "../../protocol/http-responses.ts";
 import { RunJson } from "../../protocol/run-json.ts";
 
 /** One answer of a route: JSON of a schema, an SSE stream of run events, or nothing. */
@@ -112,6 +113,15 @@ export const ROUTES: readonly RouteDescription[] = [
     description: "Runs finished more than `older_than` ago (or past FLOWD_RETENTION and workflows' retention), oldest first, at most `limit` per request; `more` says to ask again. With `dry_run` nothing is deleted. Reading a pruned run's events answers 410 RUN_EXPIRED.",
     body: PruneBody,
     answers: { 200: { description: "What was pruned (or would be).", json: PruneAnswer } },
+  },
+  {
+    method: "POST",
+    path: "/runs/{run_id}/read-token",
+    tag: "runs",
+    summary: "A short-lived token that reads this run's events, for a browser",
+    description: "A browser's EventSource cannot send headers: give it `events_url`. The token reads only this run's events (GET /runs/{run_id}/events); anything else with it is 403 FORBIDDEN.",
+    body: ReadTokenBody,
+    answers: { 200: { description: "The token.", json: ReadTokenAnswer } },
   },
   {
     method: "GET",
@@ -267,7 +277,14 @@ export function openApiDocument(version: string): JsonSchema {
     paths,
     components: {
       schemas,
-      securitySchemes: { key: { type: "http", scheme: "bearer", description: "FLOWD_SECURITY_KEY, when the server has one; without one, no key is needed." } },
+      securitySchemes: {
+        key: {
+          type: "http",
+          scheme: "bearer",
+          description:
+            "FLOWD_SECURITY_KEY, or a JWT (FLOWD_JWT_SECRET / FLOWD_JWT_PUBLIC_KEY) whose sub is the user and whose scopes say what they may do; without either, no token is needed. A missing scope is 403 FORBIDDEN.",
+        },
+      },
     },
     security: [{ key: [] }, {}],
   };

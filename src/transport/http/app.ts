@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import cors from "@fastify/cors";
 import formBody from "@fastify/formbody";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import { ANYONE, type Principal } from "../../auth/principal.ts";
 import { Errors, FlowdError } from "../../errors.ts";
 import { nestsDeeperThan } from "../../protocol/json-depth.ts";
 import type { TransportDeps, TransportShared } from "../deps.ts";
@@ -19,6 +20,34 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 
 /** What the HTTP routes need: the transports' dependencies and what they share with the WebSocket. */
 export interface HttpDeps extends TransportDeps, TransportShared {}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Who is calling (set before any route runs). */
+    principal: Principal;
+  }
+}
+
+/** Routes that take a token as `?token=` too (a browser's EventSource cannot send headers); read tokens are for these. */
+const QUERY_TOKEN_ROUTES: ReadonlySet<string> = new Set(["/runs/:runId/events"]);
+
+/** The token a request presents: `Authorization: Bearer <token>`, or else `?token=` where a route takes it. */
+function presentedToken(header: string | undefined, fromQuery: string | null): string {
+  if (header !== undefined) {
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    const bearer = /^bearer +(\S+)\s*$/i.exec(header);
+    if (!bearer) throw Errors.authHeaderMalformed(header.trim().split(/\s+/)[0] ?? "");
+    return bearer[1]!;
+  }
+  if (fromQuery !== null) return fromQuery;
+  throw Errors.authRequired();
+}
+
+/** `?token=` of a request's URL, or null. */
+function queryToken(url: string): string | null {
+  const query = url.indexOf("?");
+  return query === -1 ? null : new URLSearchParams(url.slice(query + 1)).get("token");
+}
 
 /** Fastify's own client errors, translated into flowd's `{detail, code}` shape. */
 function clientError(error: FastifyError, maxBodyBytes: number): FlowdError | null {
@@ -113,15 +142,22 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   // Routes every request may reach without a key: health, and pages and documents that hold no data.
   const open = new Set(ROUTES.filter((route) => route.open).map((route) => route.path));
   open.add("/docs/:file").add("/assets/:file");
+  // Fastify wants a primitive here; the hook below sets every request's before any route runs.
+  app.decorateRequest<Principal | null>("principal", null);
   app.addHook("onRequest", async (request, reply) => {
+    request.principal = ANYONE;
     // CORS preflights carry no credentials, by the browser's rules; what they precede does.
     if (!deps.auth.required || open.has(request.routeOptions.url ?? "") || request.method === "OPTIONS") return;
-    // The scheme is case-insensitive (RFC 9110); the token is not.
-    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? "");
-    const token = bearer ? bearer[1]! : null;
-    if (token === null) return sendError(reply, Errors.authRequired());
-    const outcome = deps.auth.check(token, request.socket.remoteAddress);
-    if (!outcome.ok) return sendError(reply, outcome.error);
+    const route = request.routeOptions.url ?? "";
+    try {
+      const token = presentedToken(request.headers.authorization, QUERY_TOKEN_ROUTES.has(route) && request.method === "GET" ? queryToken(request.url) : null);
+      request.principal = await deps.auth.authenticate(token, request.socket.remoteAddress);
+    } catch (error) {
+      if (error instanceof FlowdError) return sendError(reply, error);
+      throw error;
+    }
+    // A read token reads one run's events, by these routes only; the route checks which run.
+    if (request.principal.kind === "reader" && !QUERY_TOKEN_ROUTES.has(route)) return sendError(reply, Errors.readTokenOnly(request.principal.runId));
   });
 
   // Every JSON body, whatever the route, is bounded in depth where it is parsed.

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../../errors.ts";
 import { parseStepRequirements } from "../../protocol/hitl.ts";
-import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, PruneBody, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
+import { ContinueRunBody, EventsQuery, ListAllRunsQuery, ListRunsQuery, PruneBody, ReadTokenBody, ResumeRunBody, SignalParams, StartRunBody, StartRunHeaders } from "../../protocol/http-requests.ts";
+import type { Principal } from "../../auth/principal.ts";
 import { toRunJson, type RunJson } from "../../protocol/run-json.ts";
 import { CANCEL_REQUESTED_MESSAGE } from "../../protocol/server-frames.ts";
 import { isFinished, SUSPENDED_STATUSES } from "../../protocol/run-status.ts";
@@ -19,18 +20,26 @@ async function findRun(deps: HttpDeps, runId: string): Promise<RunRow> {
   return run;
 }
 
-async function findRunOfWorkflow(deps: HttpDeps, workflowId: string, runId: string): Promise<RunRow> {
-  const run = await findRun(deps, runId);
+/** The run, if the caller may know of it: another user's, under isolation, is answered as one that does not exist. */
+async function visibleRun(deps: HttpDeps, principal: Principal, runId: string): Promise<RunRow> {
+  return deps.permissions.see(principal, runId, await deps.runStore.get(runId));
+}
+
+async function findRunOfWorkflow(deps: HttpDeps, principal: Principal, workflowId: string, runId: string): Promise<RunRow> {
+  const run = await visibleRun(deps, principal, runId);
   if (run.workflowId !== workflowId) {
     throw Errors.runOfOtherWorkflow(runId, workflowId, run.workflowId);
   }
   return run;
 }
 
-/** Runs, newest first: of one workflow, or of all. */
-async function listRuns(deps: HttpDeps, workflowId: string | undefined, query: ListRunsQuery): Promise<RunJson[]> {
+/** Runs, newest first: of one workflow, or of all; only the caller's own where that is all they may see. */
+async function listRuns(deps: HttpDeps, principal: Principal, workflowId: string | undefined, query: ListRunsQuery): Promise<RunJson[]> {
+  deps.permissions.list(principal);
+  const userId = deps.permissions.listedUser(principal);
   const runs = await deps.runStore.list({
     ...(workflowId ? { workflowId } : {}),
+    ...(userId !== null ? { userId } : {}),
     ...(query.session_id ? { sessionId: query.session_id } : {}),
     ...(query.status ? { status: query.status } : {}),
     limit: query.limit,
@@ -115,11 +124,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   app.post<WorkflowParams>("/workflows/:workflowId/runs", async (request, reply) => {
     const body = parseInput(StartRunBody, request.body, "run request");
     const headers = parseInput(StartRunHeaders, request.headers, "run request's headers");
+    deps.permissions.start(request.principal, request.params.workflowId);
     const run = await deps.engine.start({
       workflowId: request.params.workflowId,
       message: body.message,
       sessionId: body.session_id,
-      userId: body.user_id,
+      userId: deps.permissions.startedBy(request.principal, body.user_id),
       additionalData: body.additional_data,
       idempotencyKey: headers["idempotency-key"],
     });
@@ -135,15 +145,18 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.get<WorkflowParams>("/workflows/:workflowId/runs", async (request) => {
     const workflow = deps.workflows.get(request.params.workflowId);
-    return listRuns(deps, workflow.id, parseInput(ListRunsQuery, request.query, "run list query"));
+    return listRuns(deps, request.principal, workflow.id, parseInput(ListRunsQuery, request.query, "run list query"));
   });
 
-  app.get<RunParams>("/workflows/:workflowId/runs/:runId", async (request) =>
-    toRunJson(await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId)),
-  );
+  app.get<RunParams>("/workflows/:workflowId/runs/:runId", async (request) => {
+    const run = await findRunOfWorkflow(deps, request.principal, request.params.workflowId, request.params.runId);
+    deps.permissions.readRow(request.principal, run);
+    return toRunJson(run);
+  });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/cancel", async (request) => {
-    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const run = await findRunOfWorkflow(deps, request.principal, request.params.workflowId, request.params.runId);
+    deps.permissions.act(request.principal, run);
     await deps.engine.cancel(run.runId);
     return {
       ...toRunJson(await findRun(deps, run.runId)),
@@ -152,13 +165,16 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
   });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/resume", async (request, reply) => {
-    const run = withEvents(await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId));
+    const run = await findRunOfWorkflow(deps, request.principal, request.params.workflowId, request.params.runId);
+    deps.permissions.read(request.principal, run);
+    withEvents(run);
     const body = parseInput(ResumeRunBody, request.body, "resume request");
     sse(deps, reply, run.runId, body.last_event_index ?? -1);
   });
 
   app.post<RunParams>("/workflows/:workflowId/runs/:runId/continue", async (request, reply) => {
-    const run = await findRunOfWorkflow(deps, request.params.workflowId, request.params.runId);
+    const run = await findRunOfWorkflow(deps, request.principal, request.params.workflowId, request.params.runId);
+    deps.permissions.act(request.principal, run);
     const body = parseInput(ContinueRunBody, request.body, "continue request");
     const answers = parseStepRequirements(run.runId, body.step_requirements);
     const before = await deps.engine.continueRun(run.runId, answers);
@@ -173,22 +189,25 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
 
   app.post<{ Params: { runId: string; name: string } }>("/runs/:runId/signals/:name", async (request, reply) => {
     const params = parseInput(SignalParams, request.params, "signal request");
+    deps.permissions.act(request.principal, await visibleRun(deps, request.principal, params.runId));
     const { run, delivered } = await deps.engine.signal(params.runId, params.name, request.body ?? null);
     return reply.status(202).send({ run_id: run.runId, name: params.name, delivered, message: delivered ? "The run's wait for this signal ended." : "Kept for the run's next wait for this signal." });
   });
 
   app.get("/runs", async (request) => {
     const query = parseInput(ListAllRunsQuery, request.query, "run list query");
-    return listRuns(deps, query.workflow_id, query);
+    return listRuns(deps, request.principal, query.workflow_id, query);
   });
 
   app.delete<{ Params: { runId: string } }>("/runs/:runId", async (request) => {
     const { runId } = request.params;
+    deps.permissions.delete(request.principal, await visibleRun(deps, request.principal, runId));
     await deps.pruner.deleteRun(runId);
     return { run_id: runId, deleted: true, message: `Run ${runId} and everything stored of it are deleted.` };
   });
 
   app.post("/runs/prune", async (request) => {
+    deps.permissions.administer(request.principal, "prune runs");
     const body = parseInput(PruneBody, request.body, "prune request");
     if (body.older_than === undefined && !deps.pruner.hasRules) {
       throw Errors.invalidRequest("Nothing says which runs to prune: give older_than (e.g. \"7d\"), or set FLOWD_RETENTION or a workflow's retention.");
@@ -202,10 +221,29 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
     };
   });
 
-  app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => toRunJson(await findRun(deps, request.params.runId)));
+  app.get<{ Params: { runId: string } }>("/runs/:runId", async (request) => {
+    const run = await visibleRun(deps, request.principal, request.params.runId);
+    deps.permissions.readRow(request.principal, run);
+    return toRunJson(run);
+  });
+
+  app.post<{ Params: { runId: string } }>("/runs/:runId/read-token", async (request) => {
+    const run = await visibleRun(deps, request.principal, request.params.runId);
+    deps.permissions.readRow(request.principal, run);
+    const body = parseInput(ReadTokenBody, request.body ?? {}, "read-token request");
+    const { token, expiresAt } = await deps.auth.tokens.issueReadToken(run.runId, request.principal.userId, Math.round(body.expires_in / 1000));
+    return {
+      run_id: run.runId,
+      token,
+      expires_at: expiresAt,
+      events_url: `/runs/${encodeURIComponent(run.runId)}/events?token=${token}`,
+    };
+  });
 
   app.get<{ Params: { runId: string } }>("/runs/:runId/events", async (request, reply) => {
-    const run = withEvents(await findRun(deps, request.params.runId));
+    const run = await visibleRun(deps, request.principal, request.params.runId);
+    deps.permissions.read(request.principal, run);
+    withEvents(run);
     const query = parseInput(EventsQuery, request.query, "events query");
     const after = resumePoint(request, query.after);
     if (!wantsJson(request)) {

@@ -7,8 +7,9 @@ import { CLIENT_ACTION_NAMES, parseClientAction, type ClientAction } from "../..
 import { parseStepRequirements } from "../../protocol/hitl.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import { CANCEL_REQUESTED_MESSAGE, type ServerFrame } from "../../protocol/server-frames.ts";
-import type { RunLog, RunRecords } from "../../store/store.ts";
-import type { AuthGuard } from "../auth.ts";
+import type { RunLog, RunRecords, RunRow } from "../../store/store.ts";
+import type { AuthGuard } from "../../auth/guard.ts";
+import { ANYONE, type Permissions, type Principal } from "../../auth/principal.ts";
 import { Outbound, type OutboundLimits, type OutboundOwner, type Outbounds } from "../outbound.ts";
 import { RunFeed, type FeedOptions } from "../run-feed.ts";
 import { SocketSink, frameBytes, tcpSocketOf } from "./socket-sink.ts";
@@ -28,6 +29,7 @@ export interface WorkflowSocketDeps {
   runStore: RunRecords;
   eventLog: RunLog;
   auth: AuthGuard;
+  permissions: Permissions;
   logger: Logger;
   feed: FeedOptions & OutboundLimits;
   /** Deepest JSON nesting accepted in a frame. */
@@ -42,7 +44,8 @@ export interface WorkflowSocketDeps {
  * follow many runs; closing it only stops delivery, never the runs (I4).
  */
 export class WorkflowSocket implements OutboundOwner {
-  private authenticated: boolean;
+  /** Who the socket's last accepted token says it is; null until then (when a key or JWTs are required). */
+  private principal: Principal | null;
   /** Runs this socket follows, by run id. */
   private readonly following = new Map<string, RunFeed>();
   private authFailures = 0;
@@ -59,7 +62,7 @@ export class WorkflowSocket implements OutboundOwner {
     private readonly socket: WebSocket,
     private readonly deps: WorkflowSocketDeps,
   ) {
-    this.authenticated = !deps.auth.required;
+    this.principal = deps.auth.required ? null : ANYONE;
     this.tcp = tcpSocketOf(socket);
     this.out = new Outbound(this.tcp, deps.feed, this);
     deps.outbounds.add(this.out);
@@ -72,13 +75,13 @@ export class WorkflowSocket implements OutboundOwner {
     });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
     this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
-    if (!this.authenticated) this.startAuthDeadline();
+    if (this.principal === null) this.startAuthDeadline();
   }
 
   /** A socket that holds a connection without authenticating gives it back after FLOWD_AUTH_TIMEOUT_MS. */
   private startAuthDeadline(): void {
     this.authDeadline = setTimeout(() => {
-      if (this.authenticated) return;
+      if (this.principal !== null) return;
       this.closeForPolicy(`not authenticated within ${this.deps.authTimeoutMs} ms; reconnect and authenticate first`);
     }, this.deps.authTimeoutMs);
   }
@@ -155,10 +158,11 @@ export class WorkflowSocket implements OutboundOwner {
   }
 
   private dispatch(msg: ClientAction): void | Promise<void> {
-    if (!this.authenticated && msg.action !== "authenticate" && msg.action !== "ping") {
+    const principal = this.principal;
+    if (principal === null && msg.action !== "authenticate" && msg.action !== "ping") {
       this.send({
         event: "auth_required",
-        error: `Authenticate first: send {"action":"authenticate","token":"<security key>"} before "${msg.action}".`,
+        error: `Authenticate first: send {"action":"authenticate","token":"<security key or JWT>"} before "${msg.action}".`,
         code: "AUTH_REQUIRED",
       });
       return;
@@ -169,19 +173,15 @@ export class WorkflowSocket implements OutboundOwner {
       case "ping":
         return this.send({ event: "pong" });
       case "start-workflow":
-        return this.start(msg);
+        return this.start(principal!, msg);
       case "reconnect":
-        return this.reconnect(msg.run_id, msg.last_event_index ?? -1);
+        return this.reconnect(principal!, msg.run_id, msg.last_event_index ?? -1);
       case "cancel-workflow":
-        return this.cancel(msg.run_id);
+        return this.cancel(principal!, msg.run_id);
       case "continue-workflow":
-        return this.continueRun(msg);
-      case "signal-workflow": {
-        const { run_id: runId, name } = msg;
-        return this.deps.engine.signal(runId, name, msg.payload ?? null).then(({ delivered }) => {
-          this.send({ event: "signal_accepted", run_id: runId, name, delivered });
-        });
-      }
+        return this.continueRun(principal!, msg);
+      case "signal-workflow":
+        return this.signal(principal!, msg);
       default: {
         const unreachable: never = msg;
         throw Errors.unknownAction(JSON.stringify(unreachable), CLIENT_ACTION_NAMES);
@@ -189,56 +189,73 @@ export class WorkflowSocket implements OutboundOwner {
     }
   }
 
-  private async start(msg: Extract<ClientAction, { action: "start-workflow" }>): Promise<void> {
-    {
-        const run = await this.deps.engine.start({
-          workflowId: msg.workflow_id,
-          message: msg.message,
-          sessionId: msg.session_id,
-          userId: msg.user_id,
-          additionalData: msg.additional_data,
-          idempotencyKey: msg.idempotency_key,
-        });
-        this.follow(run.runId, -1);
-    }
+  private async start(principal: Principal, msg: Extract<ClientAction, { action: "start-workflow" }>): Promise<void> {
+    this.deps.permissions.start(principal, msg.workflow_id);
+    const run = await this.deps.engine.start({
+      workflowId: msg.workflow_id,
+      message: msg.message,
+      sessionId: msg.session_id,
+      userId: this.deps.permissions.startedBy(principal, msg.user_id),
+      additionalData: msg.additional_data,
+      idempotencyKey: msg.idempotency_key,
+    });
+    this.follow(run.runId, -1);
   }
 
-  private async cancel(runId: string): Promise<void> {
+  /** The run, if this socket's principal may know of it (RUN_NOT_FOUND as for an unknown one otherwise). */
+  private async visibleRun(principal: Principal, runId: string): Promise<RunRow> {
+    return this.deps.permissions.see(principal, runId, await this.deps.runStore.get(runId));
+  }
+
+  private async cancel(principal: Principal, runId: string): Promise<void> {
+    this.deps.permissions.act(principal, await this.visibleRun(principal, runId));
     const run = await this.deps.engine.cancel(runId);
     this.send({ event: "cancel_requested", run_id: run.runId, message: CANCEL_REQUESTED_MESSAGE });
   }
 
-  private async continueRun(msg: Extract<ClientAction, { action: "continue-workflow" }>): Promise<void> {
-    const run = await this.deps.runStore.get(msg.run_id);
-    if (!run) throw Errors.runNotFound(msg.run_id);
+  private async signal(principal: Principal, msg: Extract<ClientAction, { action: "signal-workflow" }>): Promise<void> {
+    const { run_id: runId, name } = msg;
+    this.deps.permissions.act(principal, await this.visibleRun(principal, runId));
+    const { delivered } = await this.deps.engine.signal(runId, name, msg.payload ?? null);
+    this.send({ event: "signal_accepted", run_id: runId, name, delivered });
+  }
+
+  private async continueRun(principal: Principal, msg: Extract<ClientAction, { action: "continue-workflow" }>): Promise<void> {
+    const run = await this.visibleRun(principal, msg.run_id);
+    this.deps.permissions.act(principal, run);
     if (run.workflowId !== msg.workflow_id) throw Errors.runOfOtherWorkflow(run.runId, msg.workflow_id, run.workflowId);
     const before = await this.deps.engine.continueRun(run.runId, parseStepRequirements(run.runId, msg.step_requirements));
     // What follows (StepContinued on) comes on this socket, through its feed of the run if it has one.
     if (!this.following.has(run.runId)) this.follow(run.runId, before.lastEventIndex);
   }
 
-  private authenticate(token: string): void {
+  private async authenticate(token: string): Promise<void> {
     if (!this.deps.auth.required) {
-      this.authenticated = true;
+      this.principal = ANYONE;
       this.send({ event: "authenticated", message: "No security key is configured; no authentication is needed." });
       return;
     }
-    const outcome = this.deps.auth.check(token, this.remoteAddress);
-    if (!outcome.ok) {
+    let principal: Principal;
+    try {
+      principal = await this.deps.auth.authenticate(token, this.remoteAddress);
+    } catch (error) {
+      if (!(error instanceof FlowdError)) throw error;
       // A socket is as authenticated as the last token it sent.
-      if (this.authenticated) this.startAuthDeadline();
-      this.authenticated = false;
+      if (this.principal !== null) this.startAuthDeadline();
+      this.principal = null;
       this.stopFollowingAll();
-      this.send({ event: "auth_error", error: outcome.error.message, code: outcome.error.code });
+      this.send({ event: "auth_error", error: error.message, code: error.code });
       this.authFailures += 1;
       if (this.authFailures >= MAX_AUTH_FAILURES_PER_SOCKET) {
         this.closeForPolicy(`${this.authFailures} failed authentications; reconnect with the right key`);
       }
       return;
     }
-    this.authenticated = true;
+    // Another token, another caller: what the socket followed as the one before stops.
+    if (this.principal !== null && !samePrincipal(this.principal, principal)) this.stopFollowingAll();
+    this.principal = principal;
     clearTimeout(this.authDeadline);
-    this.send({ event: "authenticated", message: "Authenticated." });
+    this.send({ event: "authenticated", message: "Authenticated.", ...(principal.userId !== null ? { user_id: principal.userId } : {}) });
   }
 
   /**
@@ -247,9 +264,9 @@ export class WorkflowSocket implements OutboundOwner {
    * The counts it announces are the row's at the read; the feed delivers from `after`
    * whatever was committed since, with nothing lost or repeated (see RunLog.follow).
    */
-  private async reconnect(runId: string, lastEventIndex: number): Promise<void> {
-    const run = await this.deps.runStore.get(runId);
-    if (!run) throw Errors.runNotFound(runId);
+  private async reconnect(principal: Principal, runId: string, lastEventIndex: number): Promise<void> {
+    const run = await this.visibleRun(principal, runId);
+    this.deps.permissions.read(principal, run);
     if (run.prunedAt !== null) {
       const expired = Errors.runExpired(runId, run.prunedAt);
       this.send({ event: "error", error: expired.message, code: expired.code, run_id: runId });
@@ -310,4 +327,12 @@ export class WorkflowSocket implements OutboundOwner {
     for (const feed of this.following.values()) feed.stop();
     this.following.clear();
   }
+}
+
+/** Whether two principals are the same caller with the same rights. */
+function samePrincipal(a: Principal, b: Principal): boolean {
+  if (a.kind !== b.kind || a.userId !== b.userId) return false;
+  if (a.kind === "reader" && b.kind === "reader") return a.runId === b.runId;
+  if (a.kind === "user" && b.kind === "user") return a.scopes.size === b.scopes.size && [...a.scopes].every((scope) => b.scopes.has(scope));
+  return true;
 }

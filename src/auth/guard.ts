@@ -1,13 +1,7 @@
-import { timingSafeEqual } from "node:crypto";
 import { isIPv6 } from "node:net";
 import { Errors, FlowdError } from "../errors.ts";
-
-/** Compares a client's token with the security key in constant time. */
-export function tokenMatches(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
+import { ANYONE, type Principal } from "./principal.ts";
+import type { TokenVerifier } from "./tokens.ts";
 
 const WINDOW_MS = 60_000;
 /** Addresses remembered at most: a flood of addresses cannot grow the table without bound. */
@@ -29,44 +23,39 @@ export function addressKey(address: string | undefined): string {
   return `${groups.slice(0, 4).map((group) => Number.parseInt(group, 16).toString(16)).join(":")}::/64`;
 }
 
-/** What checking a token says. */
-export type AuthOutcome = { ok: true } | { ok: false; error: FlowdError };
-
 /**
- * Checks tokens against the security key, and throttles guessing: an address that
- * fails `failuresPerMinute` times is refused (AUTH_THROTTLED) for the rest of that
- * minute, right token or not, so a key cannot be guessed at the speed of the network.
+ * Checks tokens (see TokenVerifier), and throttles guessing: an address that fails
+ * `failuresPerMinute` times is refused (AUTH_THROTTLED) for the rest of that minute,
+ * right token or not, so a key cannot be guessed at the speed of the network.
  */
 export class AuthGuard {
   private readonly failures = new Map<string, { count: number; since: number }>();
 
   constructor(
-    readonly securityKey: string | null,
+    readonly tokens: TokenVerifier,
     private readonly failuresPerMinute: number,
   ) {}
 
   /** Whether clients must authenticate at all. */
   get required(): boolean {
-    return this.securityKey !== null;
+    return this.tokens.required;
   }
 
-  /** Checks a token given from `address`; a wrong one counts against that address. */
-  check(token: string, address: string | undefined): AuthOutcome {
-    const key = this.securityKey;
-    if (key === null) return { ok: true };
+  /** Who presents `token` from `address`; a refused one counts against that address. */
+  async authenticate(token: string, address: string | undefined): Promise<Principal> {
+    if (!this.required) return ANYONE;
     const now = Date.now();
     const where = addressKey(address);
     const record = this.failures.get(where);
     if (record && now - record.since < WINDOW_MS && record.count >= this.failuresPerMinute) {
-      const seconds = Math.ceil((record.since + WINDOW_MS - now) / 1000);
-      return {
-        ok: false,
-        error: Errors.authThrottled(where, seconds),
-      };
+      throw Errors.authThrottled(where, Math.ceil((record.since + WINDOW_MS - now) / 1000));
     }
-    if (tokenMatches(token, key)) return { ok: true };
-    this.recordFailure(where, record, now);
-    return { ok: false, error: Errors.authFailed() };
+    try {
+      return await this.tokens.verify(token);
+    } catch (error) {
+      if (error instanceof FlowdError) this.recordFailure(where, this.failures.get(where), Date.now());
+      throw error;
+    }
   }
 
   private recordFailure(address: string, record: { count: number; since: number } | undefined, now: number): void {

@@ -1,0 +1,1 @@
+CREATE INDEX "runs_user_created_idx" ON "runs" USING btree ("user_id","created_at");

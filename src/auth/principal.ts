@@ -1,0 +1,101 @@
+import { Errors } from "../errors.ts";
+import type { RunRow } from "../store/store.ts";
+
+/** The scopes a token can carry (DESIGN §12); `workflows:<id>:run` names one workflow. */
+export const SCOPES = {
+  runAny: "workflows:run",
+  runEvery: "workflows:*:run",
+  runOne: (workflowId: string) => `workflows:${workflowId}:run`,
+  read: "runs:read",
+  admin: "flowd:admin",
+} as const;
+
+/** Who is calling, as their credentials say. */
+export type Principal =
+  /** The security key, a token with `flowd:admin`, or anyone when the server has no authentication: everything. */
+  | { kind: "admin"; userId: string | null }
+  /** A JWT's subject and what its scopes let them do. */
+  | { kind: "user"; userId: string; scopes: ReadonlySet<string> }
+  /** A read token: the events of one run, nothing else. */
+  | { kind: "reader"; runId: string; userId: string | null };
+
+/** What a server without authentication treats every caller as. */
+export const ANYONE: Principal = { kind: "admin", userId: null };
+
+/**
+ * What a principal may do, by DESIGN §12. With isolation on, another user's run is
+ * answered as one that does not exist (RUN_NOT_FOUND, never FORBIDDEN: that would say it
+ * exists); a missing scope is FORBIDDEN, naming the scope.
+ */
+export class Permissions {
+  constructor(readonly isolation: boolean) {}
+
+  /** Starting a run of `workflowId`. */
+  start(principal: Principal, workflowId: string): void {
+    if (principal.kind === "admin") return;
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+    if (!mayRun(principal.scopes, workflowId)) throw Errors.forbidden(`start workflow ${workflowId}`, SCOPES.runOne(workflowId));
+  }
+
+  /** Whose run a start makes: a user's own, always (the token's `sub`, never the request's); an admin's as the request says. */
+  startedBy(principal: Principal, requested: string | undefined): string | undefined {
+    if (principal.kind === "admin") return requested ?? principal.userId ?? undefined;
+    return principal.userId ?? undefined;
+  }
+
+  /** The run, if the principal may know it exists: RUN_NOT_FOUND as for an unknown id otherwise. */
+  see(principal: Principal, runId: string, run: RunRow | undefined): RunRow {
+    if (!run) throw Errors.runNotFound(runId);
+    if (principal.kind === "reader" && principal.runId !== run.runId) throw Errors.readTokenOnly(principal.runId);
+    if (principal.kind === "user" && this.isolation && run.userId !== principal.userId) throw Errors.runNotFound(runId);
+    return run;
+  }
+
+  /** Reading a run it may see: its row and its events. */
+  read(principal: Principal, run: RunRow): void {
+    if (principal.kind !== "user") return;
+    if (run.userId === principal.userId || principal.scopes.has(SCOPES.read)) return;
+    throw Errors.forbidden(`read run ${run.runId} of another user`, SCOPES.read);
+  }
+
+  /** Reading a run's row (a read token reads only its events). */
+  readRow(principal: Principal, run: RunRow): void {
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+    this.read(principal, run);
+  }
+
+  /** Cancelling, continuing or signalling a run it may see: what running its workflow takes. */
+  act(principal: Principal, run: RunRow): void {
+    if (principal.kind === "admin") return;
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+    if (!mayRun(principal.scopes, run.workflowId)) throw Errors.forbidden(`act on run ${run.runId} of workflow ${run.workflowId}`, SCOPES.runOne(run.workflowId));
+  }
+
+  /** Deleting a run it may see: its owner with the workflow's scope, or an admin. */
+  delete(principal: Principal, run: RunRow): void {
+    this.act(principal, run);
+    if (principal.kind === "user" && run.userId !== principal.userId) throw Errors.forbidden(`delete run ${run.runId} of another user`, SCOPES.admin);
+  }
+
+  /** What is not about one run: pruning. */
+  administer(principal: Principal, what: string): void {
+    if (principal.kind === "admin") return;
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+    throw Errors.forbidden(what, SCOPES.admin);
+  }
+
+  /** Listing workflows and runs (a read token lists nothing). */
+  list(principal: Principal): void {
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+  }
+
+  /** Whose runs a list shows: everyone's (null), or only the caller's own. */
+  listedUser(principal: Principal): string | null {
+    if (principal.kind !== "user") return null;
+    return this.isolation || !principal.scopes.has(SCOPES.read) ? principal.userId : null;
+  }
+}
+
+function mayRun(scopes: ReadonlySet<string>, workflowId: string): boolean {
+  return scopes.has(SCOPES.runAny) || scopes.has(SCOPES.runEvery) || scopes.has(SCOPES.runOne(workflowId));
+}
