@@ -24,6 +24,7 @@ const BOTH_DATABASES = [
   "test/agents/tool-confirmation.test.ts",
   "test/recovery/durable-calls.test.ts",
   "test/transport/retention.test.ts",
+  "test/transport/users.test.ts",
 ];
 
 export default defineConfig({

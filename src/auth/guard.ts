@@ -34,6 +34,8 @@ export class AuthGuard {
   constructor(
     readonly tokens: TokenVerifier,
     private readonly failuresPerMinute: number,
+    /** Told of an address's first refused token in a minute, and of the one that gets it throttled: never the token. */
+    private readonly onRefused: (address: string, error: FlowdError, throttled: boolean) => void = () => {},
   ) {}
 
   /** Whether clients must authenticate at all. */
@@ -53,21 +55,27 @@ export class AuthGuard {
     try {
       return await this.tokens.verify(token);
     } catch (error) {
-      if (error instanceof FlowdError) this.recordFailure(where, this.failures.get(where), Date.now());
+      if (error instanceof FlowdError) {
+        const count = this.recordFailure(where, this.failures.get(where), Date.now());
+        if (count === 1 || count === this.failuresPerMinute) this.onRefused(where, error, count === this.failuresPerMinute);
+      }
       throw error;
     }
   }
 
-  private recordFailure(address: string, record: { count: number; since: number } | undefined, now: number): void {
+  /** Counts a refused token against `address`: how many in its current minute. */
+  private recordFailure(address: string, record: { count: number; since: number } | undefined, now: number): number {
     // Re-inserted, so the map's order is oldest-first and the oldest go first when it is full.
     this.failures.delete(address);
     const fresh = !record || now - record.since >= WINDOW_MS;
-    this.failures.set(address, fresh ? { count: 1, since: now } : { count: record.count + 1, since: record.since });
+    const counted = fresh ? { count: 1, since: now } : { count: record.count + 1, since: record.since };
+    this.failures.set(address, counted);
     if (this.failures.size > MAX_ADDRESSES) {
       for (const [old, { since }] of this.failures) {
         if (this.failures.size <= MAX_ADDRESSES && now - since < WINDOW_MS) break;
         this.failures.delete(old);
       }
     }
+    return counted.count;
   }
 }

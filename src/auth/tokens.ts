@@ -130,8 +130,8 @@ export class TokenVerifier {
     let type: string | undefined;
     try {
       type = decodeProtectedHeader(token).typ;
-    } catch (error) {
-      throw refusal(error);
+    } catch {
+      throw Errors.tokenRefused("it is not a well-formed JWT (header.payload.signature, base64url)");
     }
     if (type === READ_TOKEN_TYPE) return this.verifyReadToken(token);
     if (this.jwtKey === null) throw Errors.authFailed();

@@ -41,7 +41,12 @@ export function createTransport(deps: TransportDeps): Transport {
   const { config, logger } = deps;
   const shared: TransportShared = {
     access: new AccessPolicy(config),
-    auth: new AuthGuard(new TokenVerifier(config), config.authFailuresPerMinute),
+    auth: new AuthGuard(new TokenVerifier(config), config.authFailuresPerMinute, (address, error, throttled) =>
+      logger.warn(
+        { address, code: error.code, reason: error.message },
+        throttled ? "a token was refused; this address is now throttled for the rest of the minute" : "a token was refused (first from this address this minute)",
+      ),
+    ),
     permissions: new Permissions(config.userIsolation),
     outbounds: new Outbounds(),
     sseStreams: new Set(),

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { SignJWT } from "jose";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "../../src/client/index.ts";
@@ -106,8 +107,9 @@ describe.skipIf(!CHROMIUM_PATH)(`the web inspector in Chromium${CHROMIUM_PATH ? 
     await page.close();
   });
 
-  it("asks for the key when the server has one, loads nothing without it, and works once given", async () => {
-    const locked = await startServer({ securityKey: "inspector-key-0123456789" });
+  it("asks for the key when the server has one, loads nothing without it, and works once given a key or a user's JWT", async () => {
+    const secret = "inspector-jwt-secret-0123456789-0123456789";
+    const locked = await startServer({ securityKey: "inspector-key-0123456789", settings: { jwtSecret: secret, userIsolation: true } });
     try {
       const apiAnswers: number[] = [];
       const page = await browser.newPage();
@@ -132,6 +134,20 @@ describe.skipIf(!CHROMIUM_PATH)(`the web inspector in Chromium${CHROMIUM_PATH ? 
       await page.reload();
       await page.waitForSelector(".runs-page");
       await page.close();
+
+      // A user's JWT: the inspector shows that user's runs, and only theirs (FLOWD_USER_ISOLATION).
+      const jwt = (sub: string) =>
+        new SignJWT({ scopes: ["workflows:run"] }).setProtectedHeader({ alg: "HS256" }).setSubject(sub).setExpirationTime("1h").sign(new TextEncoder().encode(secret));
+      const mine = await createClient({ url: locked.url, token: await jwt("alice") }).start("ticker", "", { additionalData: { count: 3 } });
+      const theirs = await createClient({ url: locked.url, token: await jwt("bob") }).start("ticker", "", { additionalData: { count: 3 } });
+      const userPage = await browser.newPage();
+      await userPage.goto(`${locked.url}/`);
+      await userPage.waitForSelector(".key-prompt");
+      await userPage.fill(".key-prompt input", await jwt("alice"));
+      await userPage.click(".key-prompt button");
+      await userPage.waitForSelector(`a[href="#/runs/${mine.run_id}"]`);
+      expect(await userPage.$(`a[href="#/runs/${theirs.run_id}"]`)).toBeNull();
+      await userPage.close();
     } finally {
       await locked.close();
     }
