@@ -163,15 +163,21 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   } else {
     logger.info({ endpoint: models.endpoint, defaultModel: config.defaultModel }, "agents use an OpenAI-compatible endpoint");
   }
-  if (!isLoopback(address.address) && config.securityKey === null) {
+  const authenticates = config.securityKey !== null || config.jwtSecret !== null || config.jwtPublicKey !== null;
+  if (config.userIsolation && config.jwtSecret === null && config.jwtPublicKey === null) {
+    logger.warn(
+      "FLOWD_USER_ISOLATION is on, but no users' JWTs are accepted: every caller holds the key (or needs none) and sees every run. Set FLOWD_JWT_SECRET or FLOWD_JWT_PUBLIC_KEY.",
+    );
+  }
+  if (!isLoopback(address.address) && !authenticates) {
     logger.warn(
       { host: config.host },
       "flowd listens beyond this machine without authentication: anyone who can reach the port can start and read runs. " +
-        "Set FLOWD_SECURITY_KEY, or listen on 127.0.0.1.",
+        "Set FLOWD_SECURITY_KEY (or FLOWD_JWT_SECRET / FLOWD_JWT_PUBLIC_KEY), or listen on 127.0.0.1.",
     );
   }
   logger.info(
-    { url, port: address.port, db: store.location, workflows: registry.list().map((w) => w.id), auth: config.securityKey !== null },
+    { url, port: address.port, db: store.location, workflows: registry.list().map((w) => w.id), auth: authenticates, userIsolation: config.userIsolation },
     "flowd listening",
   );
 
