@@ -43,6 +43,11 @@ export class Permissions {
     return principal.userId ?? undefined;
   }
 
+  /** A start's idempotency key as stored: a user's own keys never find another user's run. */
+  idempotencyKey(principal: Principal, key: string | undefined): string | undefined {
+    return key === undefined || principal.kind !== "user" ? key : `user:${principal.userId}:${key}`;
+  }
+
   /** The run, if the principal may know it exists: RUN_NOT_FOUND as for an unknown id otherwise. */
   see(principal: Principal, runId: string, run: RunRow | undefined): RunRow {
     if (!run) throw Errors.runNotFound(runId);

@@ -145,6 +145,16 @@ describe("users: isolation and scopes", () => {
     expect((await fetch(`${t.url}${eventsUrl}`)).status).toBe(200);
   });
 
+  it("an idempotency key is each user's own: the same key from another user starts another run, theirs", async () => {
+    const start = (bearer: string) => call(t, "POST", "/workflows/ticker/runs", bearer, { background: true, additional_data: { count: 1 } }, { "idempotency-key": "order-42" });
+    const first = await start(alice);
+    expect((await start(alice)).body!.run_id).toBe(first.body!.run_id);
+    const others = await start(bob);
+    expect(others.status).toBe(202);
+    expect(others.body!.run_id).not.toBe(first.body!.run_id);
+    expect(others.body!.user_id).toBe("bob");
+  });
+
   it("a scope for one workflow starts that one and no other; a read-only token starts nothing", async () => {
     const onlyTicker = await token({ sub: "carol", scopes: ["workflows:ticker:run"] });
     expect((await call(t, "POST", "/workflows/ticker/runs", onlyTicker, { background: true, additional_data: { count: 1 } })).status).toBe(202);

@@ -131,7 +131,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
       sessionId: body.session_id,
       userId: deps.permissions.startedBy(request.principal, body.user_id),
       additionalData: body.additional_data,
-      idempotencyKey: headers["idempotency-key"],
+      idempotencyKey: deps.permissions.idempotencyKey(request.principal, headers["idempotency-key"]),
     });
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.

@@ -197,7 +197,7 @@ export class WorkflowSocket implements OutboundOwner {
       sessionId: msg.session_id,
       userId: this.deps.permissions.startedBy(principal, msg.user_id),
       additionalData: msg.additional_data,
-      idempotencyKey: msg.idempotency_key,
+      idempotencyKey: this.deps.permissions.idempotencyKey(principal, msg.idempotency_key),
     });
     this.follow(run.runId, -1);
   }
