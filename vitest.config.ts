@@ -25,6 +25,7 @@ const BOTH_DATABASES = [
   "test/recovery/durable-calls.test.ts",
   "test/transport/retention.test.ts",
   "test/transport/users.test.ts",
+  "test/ops/metrics.test.ts",
 ];
 
 export default defineConfig({

@@ -15,6 +15,8 @@ export interface FlowdConfig {
   readonly jwtAudience: string | null;
   /** FLOWD_USER_ISOLATION: a non-admin sees only their own runs. */
   readonly userIsolation: boolean;
+  /** FLOWD_METRICS_OPEN_ON_LOOPBACK: GET /metrics from 127.0.0.1 or ::1 needs no token (a scraper on the same host). */
+  readonly metricsOpenOnLoopback: boolean;
   /** A module whose default export is a workflow or a list of them; null serves the built-ins. */
   readonly workflowsPath: string | null;
   /** Delay between chunks of the built-in offline demo content. */
@@ -86,6 +88,7 @@ export interface ConfigFlags {
   jwtPublicKey?: string | null | undefined;
   jwtAudience?: string | null | undefined;
   userIsolation?: boolean | string | undefined;
+  metricsOpenOnLoopback?: boolean | string | undefined;
   workflows?: string | undefined;
   demoPaceMs?: number | string | undefined;
   maxCrashResumes?: number | string | undefined;
@@ -259,6 +262,11 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     jwtPublicKey: secret(flags.jwtPublicKey, "FLOWD_JWT_PUBLIC_KEY"),
     jwtAudience: secret(flags.jwtAudience, "FLOWD_JWT_AUDIENCE"),
     userIsolation: booleanSetting("FLOWD_USER_ISOLATION", flags.userIsolation ?? nonEmpty(env.FLOWD_USER_ISOLATION), false),
+    metricsOpenOnLoopback: booleanSetting(
+      "FLOWD_METRICS_OPEN_ON_LOOPBACK",
+      flags.metricsOpenOnLoopback ?? nonEmpty(env.FLOWD_METRICS_OPEN_ON_LOOPBACK),
+      false,
+    ),
     workflowsPath: flags.workflows ?? null,
     demoPaceMs: demoPace === undefined ? DEFAULTS.demoPaceMs : wholeNumber("FLOWD_DEMO_PACE_MS", demoPace, 0, 60_000),
     maxCrashResumes:

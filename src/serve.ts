@@ -5,6 +5,10 @@ import { Errors } from "./errors.ts";
 import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openStore } from "./store/open-store.ts";
+import { isLoopback } from "./transport/access.ts";
+import { Metrics } from "./ops/metrics.ts";
+import type { Store } from "./store/store.ts";
+import type { RunFeed } from "./transport/run-feed.ts";
 import { Pruner } from "./store/pruner.ts";
 import { createTransport } from "./transport/server.ts";
 import { contentCreationWorkflow } from "./workflows/content-creation.ts";
@@ -50,11 +54,6 @@ export function modelProvider(config: FlowdConfig): ModelProvider {
   });
 }
 
-/** Whether an address the server is bound to is reachable only from this machine. */
-function isLoopback(address: string): boolean {
-  return address === "::1" || address.startsWith("127.") || address === "::ffff:127.0.0.1";
-}
-
 /** Unsent bytes above which a subscriber leaves live delivery and reads the log at its own pace (I6). */
 export const SUBSCRIBER_HIGH_WATER_BYTES = 1024 * 1024;
 /**
@@ -83,12 +82,24 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
 
   // The log reports a failed commit to the engine, which stops that run (it resumes at the next start).
   let engine: Engine | null = null;
+  let opened: Store | null = null;
+  const feeds = new Set<RunFeed>();
+  const metrics = new Metrics({
+    feeds: () => feeds,
+    suspendedRuns: async () => (opened ? opened.runs.suspendedCounts() : { paused: 0, waiting: 0 }),
+    storageBytes: async () => (opened ? opened.storageBytes() : { database: 0, wal: null }),
+  });
   const store = await openStore(config, {
-    onAppendError: (error, runId) => engine?.onStorageFailure(runId, error),
+    onAppendError: (error, runId) => {
+      metrics.storageFailed();
+      engine?.onStorageFailure(runId, error);
+    },
+    onCommitted: (events, seconds) => metrics.committed(events, seconds),
     onListenerError: (error, runId) => logger.error({ err: error, runId }, "live listener failed"),
     onBackgroundError: (error, what) => logger.error({ err: error }, what),
     onLost: (runId, error) => engine?.onLost(runId, error),
   });
+  opened = store;
   const models = modelProvider(config);
   engine = new Engine(registry, store, logger, {
     maxCrashResumes: config.maxCrashResumes,
@@ -113,10 +124,12 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     eventLog: store.log,
     retention: store.retention,
     pruner,
+    metrics,
     workflows: registry,
     config,
     logger,
     feed: {
+      census: feeds,
       pageSize: FEED_PAGE_SIZE,
       stallTimeoutMs: config.stallTimeoutMs,
       highWaterBytes: SUBSCRIBER_HIGH_WATER_BYTES,
@@ -137,6 +150,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     address = await transport.listen(config.port, config.host, async () => {
       const started = performance.now();
       const { waiting, elsewhere: _elsewhere, ...acted } = await engine.recover();
+      metrics.resumed(acted.resumed.length + acted.restarted.length);
       const total = Object.values(acted).reduce((n, ids) => n + ids.length, 0);
       // Runs that wait are only counted: there may be many, and nothing was done to them.
       if (total + waiting.length > 0) {

@@ -7,6 +7,7 @@ export const SCOPES = {
   runEvery: "workflows:*:run",
   runOne: (workflowId: string) => `workflows:${workflowId}:run`,
   read: "runs:read",
+  metrics: "metrics:read",
   admin: "flowd:admin",
 } as const;
 
@@ -87,6 +88,13 @@ export class Permissions {
     if (principal.kind === "admin") return;
     if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
     throw Errors.forbidden(what, SCOPES.admin);
+  }
+
+  /** Reading the server's metrics: an admin, or a scraper's token with `metrics:read`. */
+  metrics(principal: Principal): void {
+    if (principal.kind === "admin") return;
+    if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
+    if (!principal.scopes.has(SCOPES.metrics)) throw Errors.forbidden("read the server's metrics", SCOPES.metrics);
   }
 
   /** Listing workflows and runs (a read token lists nothing). */

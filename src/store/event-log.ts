@@ -7,7 +7,7 @@ import { BatchWriter, type Checkpoint, type IdempotentStart, type PendingWrite }
 import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
-import type { NewRun, RunLog } from "./store.ts";
+import type { CommitObserver, NewRun, RunLog } from "./store.ts";
 
 export type { Checkpoint, IdempotentStart, LogPage, NewRun, RunFollower };
 
@@ -142,6 +142,8 @@ export class EventLog implements RunLog {
     db: Db,
     private readonly onAppendError: (error: unknown, runId: string) => void,
     onListenerError: (error: unknown, runId: string) => void = onAppendError,
+    /** Told of each commit: the events it stored, and how long it took (metrics). */
+    private readonly onCommitted: CommitObserver = () => {},
   ) {
     const { sqlite } = db;
     this.notifier = new Notifier(onListenerError);
@@ -277,6 +279,7 @@ export class EventLog implements RunLog {
       if (!failed.has(write.runId)) failed.set(write.runId, { cause, error: storageFailure(write, cause) });
     };
     let wholeDatabase = false;
+    const started = performance.now();
     try {
       committed = this.writer.commit(batch);
       this.storageFault = null;
@@ -305,6 +308,7 @@ export class EventLog implements RunLog {
       }
     }
     this.commits += 1;
+    this.onCommitted(committed, (performance.now() - started) / 1000);
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();

@@ -1,4 +1,4 @@
-import { and, desc, eq, gte, sql, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, gte, inArray, sql, type SQL } from "drizzle-orm";
 import { Errors } from "../errors.ts";
 import type { Db } from "./db.ts";
 import { idempotencyKeys, runs, signals, type RunRow } from "./schema.ts";
@@ -23,6 +23,17 @@ export class RunStore implements RunRecords {
   }
 
   /** Newest first. */
+  async suspendedCounts(): Promise<{ paused: number; waiting: number }> {
+    const rows = await this.db.orm
+      .select({ status: runs.status, count: count() })
+      .from(runs)
+      .where(inArray(runs.status, ["paused", "waiting"]))
+      .groupBy(runs.status)
+      .all();
+    const of = (status: string): number => Number(rows.find((row) => row.status === status)?.count ?? 0);
+    return { paused: of("paused"), waiting: of("waiting") };
+  }
+
   async list(filter: RunFilter = {}): Promise<RunRow[]> {
     const conditions: SQL[] = [];
     if (filter.workflowId) conditions.push(eq(runs.workflowId, filter.workflowId));

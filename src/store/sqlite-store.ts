@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import { Errors, type FlowdError } from "../errors.ts";
 import { openDb } from "./db.ts";
 import { EventLog } from "./event-log.ts";
@@ -5,7 +6,7 @@ import { EventReader } from "./event-reader.ts";
 import { ResumeStateReader } from "./resume-state.ts";
 import { SqliteRetention } from "./retention.ts";
 import { RunStore } from "./run-store.ts";
-import type { ReadOnlyStore, RunOwnership, Store } from "./store.ts";
+import type { CommitObserver, ReadOnlyStore, RunOwnership, Store } from "./store.ts";
 
 /** What the server's store reports back. */
 export interface StoreHooks {
@@ -17,6 +18,13 @@ export interface StoreHooks {
   onBackgroundError(error: unknown, what: string): void;
   /** Another node took the run over after this node's lease lapsed (PostgreSQL): its writes here were refused. */
   onLost(runId: string, error: FlowdError): void;
+  /** A batch was committed (metrics). */
+  onCommitted?: CommitObserver;
+}
+
+/** A file's size in bytes; 0 if it is not there (a WAL between checkpoints' truncations). */
+function fileSize(path: string): number {
+  return statSync(path, { throwIfNoEntry: false })?.size ?? 0;
 }
 
 /** One process owns the whole file (ServerLock): every run is its own. */
@@ -32,7 +40,7 @@ const SOLE_OWNER: RunOwnership = {
 /** The server's store on one SQLite file, held with the server lock. */
 export function openSqliteStore(path: string, sync: "FULL" | "NORMAL", hooks: StoreHooks): Store {
   const db = openDb(path, { exclusive: true, sync, checkpointInBackground: (error) => hooks.onBackgroundError(error, "the WAL checkpointer failed; commits checkpoint by themselves") });
-  const log = new EventLog(db, hooks.onAppendError, hooks.onListenerError);
+  const log = new EventLog(db, hooks.onAppendError, hooks.onListenerError, hooks.onCommitted);
   const lock = db.lock;
   return {
     location: path,
@@ -52,6 +60,7 @@ export function openSqliteStore(path: string, sync: "FULL" | "NORMAL", hooks: St
         return Errors.databaseUnreadable(error);
       }
     },
+    storageBytes: async () => ({ database: fileSize(path), wal: fileSize(`${path}-wal`) }),
     get runsStoppedByStorage() {
       return log.runsStoppedByStorage;
     },

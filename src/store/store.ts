@@ -93,6 +93,8 @@ export interface RunReads {
   get(runId: string): Promise<RunRow | undefined>;
   /** Newest first. */
   list(filter?: RunFilter): Promise<RunRow[]>;
+  /** How many runs are paused (for a person) and waiting (for a timer or signal). */
+  suspendedCounts(): Promise<{ paused: number; waiting: number }>;
 }
 
 /** An idempotency key to take for a run about to be created (see RunRecords.reserveIdempotencyKey). */
@@ -189,6 +191,9 @@ export interface CompactStep {
   next: number | null;
   tailBytes: number;
 }
+
+/** Told of each commit: the events it stored, and how long it took (seconds). */
+export type CommitObserver = (events: readonly CommittedEvent[], seconds: number) => void;
 
 /** A stored checkpoint, as a resumed run reads it. */
 export interface StoredCheckpoint {
@@ -292,6 +297,8 @@ export interface Store {
   storageProblem(): FlowdError | null;
   /** Unfinished runs stopped because their events could not be stored. */
   readonly runsStoppedByStorage: number;
+  /** Bytes the database takes: the SQLite file and its WAL, or PostgreSQL's database (no WAL figure). */
+  storageBytes(): Promise<{ database: number; wal: number | null }>;
   close(): Promise<void>;
 }
 

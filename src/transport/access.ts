@@ -2,6 +2,11 @@ import { isIP } from "node:net";
 import type { IncomingHttpHeaders } from "node:http";
 import { Errors, FlowdError } from "../errors.ts";
 
+/** Whether an address (one the server is bound to, or a client's) is this machine's own. */
+export function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (address === "::1" || address.startsWith("127.") || address.startsWith("::ffff:127."));
+}
+
 /** Who may address the server, and from which web pages. */
 export interface AccessSettings {
   /** The address or name the server listens on: a name there is answered too. */

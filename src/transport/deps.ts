@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { FlowdConfig } from "../config.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { FlowdError } from "../errors.ts";
+import type { Metrics } from "../ops/metrics.ts";
 import type { Pruner } from "../store/pruner.ts";
 import type { RunLog, RunRecords, RunRetention } from "../store/store.ts";
 import type { WorkflowRegistry } from "../workflows/registry.ts";
@@ -19,6 +20,8 @@ export interface TransportDeps {
   eventLog: RunLog;
   retention: RunRetention;
   pruner: Pruner;
+  /** What GET /metrics answers. */
+  metrics: Metrics;
   workflows: WorkflowRegistry;
   config: FlowdConfig;
   logger: Logger;

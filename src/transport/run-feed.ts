@@ -27,6 +27,8 @@ export interface FeedOptions {
   pageSize: number;
   /** How long a subscriber may stay backed up before it is closed. */
   stallTimeoutMs: number;
+  /** Every open feed of the server, for its metrics (live, or reading from the log). */
+  census?: Set<RunFeed>;
 }
 
 /** What a feed reports to its owner. */
@@ -77,15 +79,22 @@ export class RunFeed {
 
   /** Starts delivery (the catch-up runs as far as the sink keeps up). */
   start(): void {
+    this.options.census?.add(this);
     void this.pump();
   }
 
   /** Stops delivery for good (the subscriber went away). */
   stop(): void {
+    this.options.census?.delete(this);
     this.closed = true;
     clearTimeout(this.stallTimer);
     this.stopLive?.();
     this.stopLive = null;
+  }
+
+  /** Whether it is fed live now (rather than reading the log: catching up, or backed up). */
+  get live(): boolean {
+    return this.stopLive !== null;
   }
 
   /** The index of the last event written to the sink. */

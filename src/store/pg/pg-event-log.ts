@@ -6,7 +6,7 @@ import type { Checkpoint, PendingWrite } from "../batch-plan.ts";
 import type { LogPage } from "../event-reader.ts";
 import type { RunFollower } from "../notifier.ts";
 import type { RunRow } from "../schema.ts";
-import type { NewRun, RunLog } from "../store.ts";
+import type { CommitObserver, NewRun, RunLog } from "../store.ts";
 import type { PgBatchWriter } from "./pg-batch-writer.ts";
 import type { PgFollowers } from "./pg-followers.ts";
 import { readPgPage } from "./pg-page-read.ts";
@@ -88,6 +88,8 @@ export class PgEventLog implements RunLog {
     readonly followers: PgFollowers,
     private readonly onAppendError: (error: unknown, runId: string) => void,
     private readonly onLost: (runId: string, error: FlowdError) => void,
+    /** Told of each commit: the events it stored, and how long it took (metrics). */
+    private readonly onCommitted: CommitObserver = () => {},
   ) {}
 
   createRun(run: NewRun): RunRow {
@@ -263,6 +265,7 @@ export class PgEventLog implements RunLog {
     const failed = new Map<string, unknown>();
     let committed: CommittedEvent[] = [];
     let wholeDatabase = false;
+    const started = performance.now();
     try {
       committed = await this.writer.commit(batch);
       if (firstSeq > this.storageFaultSeq) this.storageFault = null;
@@ -289,6 +292,7 @@ export class PgEventLog implements RunLog {
         }
       }
     }
+    this.onCommitted(committed, (performance.now() - started) / 1000);
     const now = Date.now();
     for (const write of batch) {
       if (write.kind !== "run") continue;

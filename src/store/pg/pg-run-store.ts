@@ -1,4 +1,4 @@
-import { and, count, desc, eq, gte, getTableColumns, sql, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, getTableColumns, gte, inArray, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { Errors } from "../../errors.ts";
 import type { RunRow } from "../schema.ts";
@@ -15,6 +15,16 @@ export class PgRunStore implements RunRecords {
   async get(runId: string): Promise<RunRow | undefined> {
     const [row] = await this.orm.select(RUN_COLUMNS).from(runs).where(eq(runs.runId, runId));
     return row;
+  }
+
+  async suspendedCounts(): Promise<{ paused: number; waiting: number }> {
+    const rows = await this.orm
+      .select({ status: runs.status, count: count() })
+      .from(runs)
+      .where(inArray(runs.status, ["paused", "waiting"]))
+      .groupBy(runs.status);
+    const of = (status: string): number => Number(rows.find((row) => row.status === status)?.count ?? 0);
+    return { paused: of("paused"), waiting: of("waiting") };
   }
 
   async list(filter: RunFilter = {}): Promise<RunRow[]> {

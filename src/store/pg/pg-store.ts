@@ -53,10 +53,17 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
   let log: PgEventLog | null = null;
   const ownership = new PgOwnership(pool, leases, (runId) => log?.regained(runId), (error, what) => hooks.onBackgroundError(error, what));
   const followers = new PgFollowers(pool, hooks.onListenerError);
-  const eventLog = new PgEventLog(pool, new PgBatchWriter(pool, Date.now, ownership), followers, hooks.onAppendError, (runId, error) => {
-    ownership.lost(runId);
-    hooks.onLost(runId, error);
-  });
+  const eventLog = new PgEventLog(
+    pool,
+    new PgBatchWriter(pool, Date.now, ownership),
+    followers,
+    hooks.onAppendError,
+    (runId, error) => {
+      ownership.lost(runId);
+      hooks.onLost(runId, error);
+    },
+    hooks.onCommitted,
+  );
   log = eventLog;
   ownership.flushed = () => eventLog.flushed();
   let listening = true;
@@ -93,6 +100,10 @@ export async function openPgStore(url: string, leaseMs: number, hooks: StoreHook
     resume: new PgResumeStateReader(pool, orm),
     ownership,
     retention: new PgRetention(pool, orm),
+    storageBytes: async () => {
+      const { rows } = await pool.query<{ bytes: string }>("SELECT pg_database_size(current_database()) AS bytes");
+      return { database: Number(rows[0]!.bytes), wal: null };
+    },
     storageProblem: () => eventLog.storageFault ?? (listening ? null : Errors.databaseUnreadable(new Error("the LISTEN connection to PostgreSQL is down; reconnecting"))),
     get runsStoppedByStorage() {
       return eventLog.runsStoppedByStorage;

@@ -16,7 +16,7 @@ import { CancelAnswer, ErrorBody, EventsPage, HealthBody, PruneAnswer, ReadToken
 import { RunJson } from "../../protocol/run-json.ts";
 
 /** One answer of a route: JSON of a schema, an SSE stream of run events, or nothing. */
-type Answer = { description: string; json?: z.ZodType; sse?: true; html?: true };
+type Answer = { description: string; json?: z.ZodType; sse?: true; html?: true; text?: true };
 
 /** A route of the HTTP API, described from the same zod schemas its handler validates with. */
 export interface RouteDescription {
@@ -133,6 +133,15 @@ export const ROUTES: readonly RouteDescription[] = [
     answers: { 200: { ...sse, description: `${sse.description} With Accept: application/json, a page of them.`, json: EventsPage }, 204: { description: "A finished run has nothing after the index." } },
   },
   { method: "GET", path: "/", tag: "server", summary: "The web inspector: runs, live", answers: { 200: { description: "An HTML page; it asks for the key when the server has one.", html: true } }, open: true },
+  {
+    method: "GET",
+    path: "/metrics",
+    tag: "server",
+    summary: "Prometheus metrics",
+    description:
+      "Runs started and finished, events appended, commit batch sizes and latencies, subscribers, paused and waiting runs, resumes, storage failures, database size, process metrics. Needs an admin or a token with `metrics:read`; with FLOWD_METRICS_OPEN_ON_LOOPBACK=true, none from this machine.",
+    answers: { 200: { description: "The Prometheus text format.", text: true } },
+  },
   { method: "GET", path: "/openapi.json", tag: "server", summary: "This document", answers: { 200: { description: "OpenAPI 3.1." } }, open: true },
   { method: "GET", path: "/docs", tag: "server", summary: "This document, to read and try", answers: { 200: { description: "An HTML page.", html: true } }, open: true },
 ];
@@ -233,6 +242,7 @@ export function openApiDocument(version: string): JsonSchema {
       if (answer.json) content["application/json"] = { schema: schemaOf(answer.json, answers, "output") };
       if (answer.sse) content["text/event-stream"] = { schema: { type: "string" } };
       if (answer.html) content["text/html"] = { schema: { type: "string" } };
+      if (answer.text) content["text/plain"] = { schema: { type: "string" } };
       responses[status] = { description: answer.description, ...(Object.keys(content).length > 0 ? { content } : {}) };
     }
     responses.default = { description: "An error: what is wrong and what to do (`detail`), and a stable `code`.", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } };

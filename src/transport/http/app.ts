@@ -9,6 +9,7 @@ import type { TransportDeps, TransportShared } from "../deps.ts";
 import { rawErrorResponse } from "./raw-error.ts";
 import { checkDescribed, ROUTES } from "./api-description.ts";
 import { registerDocsRoutes } from "./docs-routes.ts";
+import { isLoopback } from "../access.ts";
 import { registerInspectorRoutes } from "./inspector-routes.ts";
 import { registerRunRoutes } from "./run-routes.ts";
 import { registerWorkflowRoutes } from "./workflow-routes.ts";
@@ -149,6 +150,8 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     // CORS preflights carry no credentials, by the browser's rules; what they precede does.
     if (!deps.auth.required || open.has(request.routeOptions.url ?? "") || request.method === "OPTIONS") return;
     const route = request.routeOptions.url ?? "";
+    // A scraper on this machine, if the operator opened the metrics to it.
+    if (route === "/metrics" && deps.config.metricsOpenOnLoopback && isLoopback(request.socket.remoteAddress)) return;
     try {
       const token = presentedToken(request.headers.authorization, QUERY_TOKEN_ROUTES.has(route) && request.method === "GET" ? queryToken(request.url) : null);
       request.principal = await deps.auth.authenticate(token, request.socket.remoteAddress);
@@ -201,6 +204,11 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   });
   registerWorkflowRoutes(app, deps);
   registerRunRoutes(app, deps);
+  app.get("/metrics", async (request, reply) => {
+    deps.permissions.metrics(request.principal);
+    const { contentType, body } = await deps.metrics.text();
+    return reply.type(contentType).send(body);
+  });
   registerDocsRoutes(app);
   registerInspectorRoutes(app);
   return app;
