@@ -13,6 +13,8 @@ export interface FlowdConfig {
   readonly jwtPublicKey: string | null;
   /** FLOWD_JWT_AUDIENCE: the `aud` users' JWTs must carry; null checks none. */
   readonly jwtAudience: string | null;
+  /** FLOWD_JWT_ISSUER: the `iss` users' JWTs must carry; null checks none. */
+  readonly jwtIssuer: string | null;
   /** FLOWD_USER_ISOLATION: a non-admin sees only their own runs. */
   readonly userIsolation: boolean;
   /** FLOWD_METRICS_OPEN_ON_LOOPBACK: GET /metrics from 127.0.0.1 or ::1 needs no token (a scraper on the same host). */
@@ -87,6 +89,7 @@ export interface ConfigFlags {
   jwtSecret?: string | null | undefined;
   jwtPublicKey?: string | null | undefined;
   jwtAudience?: string | null | undefined;
+  jwtIssuer?: string | null | undefined;
   userIsolation?: boolean | string | undefined;
   metricsOpenOnLoopback?: boolean | string | undefined;
   workflows?: string | undefined;
@@ -261,6 +264,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     jwtSecret: secret(flags.jwtSecret, "FLOWD_JWT_SECRET"),
     jwtPublicKey: secret(flags.jwtPublicKey, "FLOWD_JWT_PUBLIC_KEY"),
     jwtAudience: secret(flags.jwtAudience, "FLOWD_JWT_AUDIENCE"),
+    jwtIssuer: secret(flags.jwtIssuer, "FLOWD_JWT_ISSUER"),
     userIsolation: booleanSetting("FLOWD_USER_ISOLATION", flags.userIsolation ?? nonEmpty(env.FLOWD_USER_ISOLATION), false),
     metricsOpenOnLoopback: booleanSetting(
       "FLOWD_METRICS_OPEN_ON_LOOPBACK",

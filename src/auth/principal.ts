@@ -12,13 +12,17 @@ export const SCOPES = {
 } as const;
 
 /** Who is calling, as their credentials say. */
-export type Principal =
+export type Principal = (
   /** The security key, a token with `flowd:admin`, or anyone when the server has no authentication: everything. */
   | { kind: "admin"; userId: string | null }
   /** A JWT's subject and what its scopes let them do. */
   | { kind: "user"; userId: string; scopes: ReadonlySet<string> }
   /** A read token: the events of one run, nothing else. */
-  | { kind: "reader"; runId: string; userId: string | null };
+  | { kind: "reader"; runId: string; userId: string | null }
+) & {
+  /** When the token stops being valid (epoch ms): a socket authenticated with it is told, and must authenticate again. Null: never (the security key). */
+  expiresAt?: number | null;
+};
 
 /** What a server without authentication treats every caller as. */
 export const ANYONE: Principal = { kind: "admin", userId: null };
@@ -46,13 +50,15 @@ export class Permissions {
 
   /** A start's idempotency key as stored: a user's own keys never find another user's run. */
   idempotencyKey(principal: Principal, key: string | undefined): string | undefined {
-    return key === undefined || principal.kind !== "user" ? key : `user:${principal.userId}:${key}`;
+    // As JSON, so that no user id and key can spell another's ("a" + "b:c" against "a:b" + "c").
+    return key === undefined || principal.kind !== "user" ? key : `user:${JSON.stringify([principal.userId, key])}`;
   }
 
   /** The run, if the principal may know it exists: RUN_NOT_FOUND as for an unknown id otherwise. */
   see(principal: Principal, runId: string, run: RunRow | undefined): RunRow {
+    // Before the lookup: a read token tells nothing of other runs, not even whether they exist.
+    if (principal.kind === "reader" && principal.runId !== runId) throw Errors.readTokenOnly(principal.runId);
     if (!run) throw Errors.runNotFound(runId);
-    if (principal.kind === "reader" && principal.runId !== run.runId) throw Errors.readTokenOnly(principal.runId);
     if (principal.kind === "user" && this.isolation && run.userId !== principal.userId) throw Errors.runNotFound(runId);
     return run;
   }
@@ -70,11 +76,15 @@ export class Permissions {
     this.read(principal, run);
   }
 
-  /** Cancelling, continuing or signalling a run it may see: what running its workflow takes. */
+  /**
+   * Cancelling, continuing or signalling a run it may see: what running its workflow
+   * takes, and reading the run (the answers show it, and continue streams its events).
+   */
   act(principal: Principal, run: RunRow): void {
     if (principal.kind === "admin") return;
     if (principal.kind === "reader") throw Errors.readTokenOnly(principal.runId);
     if (!mayRun(principal.scopes, run.workflowId)) throw Errors.forbidden(`act on run ${run.runId} of workflow ${run.workflowId}`, SCOPES.runOne(run.workflowId));
+    this.read(principal, run);
   }
 
   /** Deleting a run it may see: its owner with the workflow's scope, or an admin. */

@@ -11,6 +11,8 @@ export interface TokenSettings {
   /** A PEM (RS256 or ES256 public key), or the path of a file that holds one. */
   jwtPublicKey: string | null;
   jwtAudience: string | null;
+  /** The `iss` users' JWTs must carry; null checks none. */
+  jwtIssuer: string | null;
 }
 
 /** The `typ` of flowd's own read tokens, so that they are never taken for a user's JWT. */
@@ -74,6 +76,8 @@ function refusal(error: unknown): FlowdError {
     if (error.claim === "aud") return Errors.tokenRefused("its audience (aud) is not this server's FLOWD_JWT_AUDIENCE");
     if (error.claim === "nbf") return Errors.tokenRefused("it is not valid yet (its nbf is in the future)");
     if (error.claim === "typ") return Errors.tokenRefused("its typ header is not a read token's");
+    if (error.claim === "iss") return Errors.tokenRefused("its issuer (iss) is not this server's FLOWD_JWT_ISSUER");
+    if (error.claim === "exp" && error.reason === "missing") return Errors.tokenRefused("it has no exp: tokens must expire");
     return Errors.tokenRefused(`its ${error.claim} claim is not acceptable: ${error.reason}`);
   }
   if (error instanceof jose.JOSEAlgNotAllowed) return Errors.tokenRefused("it is signed with an algorithm this server does not accept for its key");
@@ -121,9 +125,13 @@ export class TokenVerifier {
     return this.jwtKey?.algorithm ?? null;
   }
 
-  /** Who presents `token`; AUTH_FAILED (saying why, never with the key) if nobody. */
-  async verify(token: string): Promise<Principal> {
-    if (this.settings.securityKey !== null && secretsEqual(token, this.settings.securityKey)) return { kind: "admin", userId: null };
+  /**
+   * Who presents `token`; AUTH_FAILED (saying why, never with the key) if nobody. Without
+   * `keyAllowed`, the security key is not tried (an address throttled for guessing may
+   * still use a signed token, which cannot be guessed).
+   */
+  async verify(token: string, keyAllowed = true): Promise<Principal> {
+    if (keyAllowed && this.settings.securityKey !== null && secretsEqual(token, this.settings.securityKey)) return { kind: "admin", userId: null, expiresAt: null };
     if (token.split(".").length !== 3) {
       throw this.jwtKey === null ? Errors.authFailed() : Errors.tokenRefused("it is neither the server's security key nor a JWT (header.payload.signature)");
     }
@@ -138,11 +146,14 @@ export class TokenVerifier {
     try {
       const { payload } = await jwtVerify(token, this.jwtKey.key, {
         algorithms: [this.jwtKey.algorithm],
+        requiredClaims: ["exp"],
         ...(this.settings.jwtAudience !== null ? { audience: this.settings.jwtAudience } : {}),
+        ...(this.settings.jwtIssuer !== null ? { issuer: this.settings.jwtIssuer } : {}),
       });
-      if (typeof payload.sub !== "string" || payload.sub === "") throw Errors.tokenRefused("it has no sub claim (the user it speaks for)");
+      if (typeof payload.sub !== "string" || payload.sub.trim() === "") throw Errors.tokenRefused("it has no sub claim (the user it speaks for)");
       const scopes = scopesOf(payload);
-      return scopes.has(SCOPES.admin) ? { kind: "admin", userId: payload.sub } : { kind: "user", userId: payload.sub, scopes };
+      const expiresAt = payload.exp! * 1000;
+      return scopes.has(SCOPES.admin) ? { kind: "admin", userId: payload.sub, expiresAt } : { kind: "user", userId: payload.sub, scopes, expiresAt };
     } catch (error) {
       throw refusal(error);
     }
@@ -152,7 +163,7 @@ export class TokenVerifier {
     try {
       const { payload } = await jwtVerify(token, this.readKey, { algorithms: ["HS256"], audience: READ_TOKEN_AUDIENCE, typ: READ_TOKEN_TYPE });
       if (typeof payload.run_id !== "string") throw Errors.tokenRefused("it names no run");
-      return { kind: "reader", runId: payload.run_id, userId: typeof payload.sub === "string" ? payload.sub : null };
+      return { kind: "reader", runId: payload.run_id, userId: typeof payload.sub === "string" ? payload.sub : null, expiresAt: (payload.exp ?? 0) * 1000 };
     } catch (error) {
       throw refusal(error);
     }

@@ -364,3 +364,101 @@ describe("secrets stay out of logs; the CLI takes a token", () => {
     for (const secret of tried) expect(log.includes(secret), `the log holds ${secret.slice(0, 12)}…`).toBe(false);
   });
 });
+
+describe("the edges of tokens", () => {
+  let open: TestServer;
+  let strict: TestServer;
+  const ISSUER = "https://id.example.com";
+  beforeAll(async () => {
+    // Isolation off: runs:read decides who reads another's run.
+    open = await startServer({ securityKey: "edge-shared-key", settings: { jwtSecret: SECRET, jwtAudience: AUDIENCE, authFailuresPerMinute: 2 } });
+    strict = await startServer({ settings: { jwtSecret: SECRET, jwtAudience: AUDIENCE, jwtIssuer: ISSUER, userIsolation: true, authFailuresPerMinute: 10_000 } });
+  });
+  afterAll(async () => {
+    await open.close();
+    await strict.close();
+  });
+
+  it("a socket's token that expires stops its actions and its feeds until it authenticates again; an SSE stream ends with it", async () => {
+    const brief = await token({ sub: "alice", scopes: ["workflows:run"], exp: Math.floor(Date.now() / 1000) + 2 });
+    const socket = await authenticated(open, brief);
+    const runId = (await call(open, "POST", "/workflows/ticker/runs", "edge-shared-key", { background: true, additional_data: { count: 100_000, delayMs: 20 } })).body!.run_id as string;
+    // The SSE stream of a read token that lives a second.
+    const reading = (await call(open, "POST", `/runs/${runId}/read-token`, "edge-shared-key", { expires_in: "1s" })).body!.token as string;
+    const sse = await fetch(`${open.url}/runs/${runId}/events?token=${reading}`);
+    const opened = Date.now();
+    await sse.text();
+    expect(Date.now() - opened).toBeLessThan(5000);
+    // The socket: told when its token expires.
+    for (;;) {
+      const frame = await socket.next(5000);
+      if (frame.event === "auth_error") {
+        expect(frame).toMatchObject({ code: "AUTH_FAILED" });
+        expect(String(frame.error)).toMatch(/expired/);
+        break;
+      }
+    }
+    expect(await socket.request({ action: "start-workflow", workflow_id: "ticker", message: "x" })).toMatchObject({ code: "AUTH_REQUIRED" });
+    await socket.close();
+    await call(open, "POST", `/workflows/ticker/runs/${runId}/cancel`, "edge-shared-key", {});
+  });
+
+  it("acting on another user's run needs runs:read too (the answer shows the run); a read token says the same of every other run, there or not", async () => {
+    const alices = (await call(open, "POST", "/workflows/signalled/runs", await token({ sub: "alice", scopes: ["workflows:run"] }), { background: true })).body!.run_id as string;
+    const bob = await token({ sub: "bob", scopes: ["workflows:run"] });
+    for (const [method, path, body] of [
+      ["POST", `/workflows/signalled/runs/${alices}/cancel`, {}],
+      ["POST", `/workflows/signalled/runs/${alices}/continue`, { step_requirements: [], stream: true }],
+      ["POST", `/runs/${alices}/signals/approved`, { by: "bob" }],
+    ] as const) {
+      const refused = await call(open, method, path, bob, body);
+      expect(refused.status, path).toBe(403);
+      expect(refused.text).toContain("runs:read");
+      expect(refused.text).not.toContain("input");
+    }
+    const reader = (await call(open, "POST", `/runs/${alices}/read-token`, "edge-shared-key", {})).body!.token as string;
+    const other = (await call(open, "POST", "/workflows/ticker/runs", "edge-shared-key", { stream: false, additional_data: { count: 1 } })).body!.run_id as string;
+    const existing = await call(open, "GET", `/runs/${other}/events`, reader, undefined, { accept: "application/json" });
+    const missing = await call(open, "GET", "/runs/no-such-run/events", reader, undefined, { accept: "application/json" });
+    expect([existing.status, missing.status]).toEqual([403, 403]);
+    expect(existing.text).toBe(missing.text);
+  });
+
+  it("takes only read tokens as ?token=; an address throttled for wrong tokens may still use a signed one, not the key", async () => {
+    const user = await token({ sub: "alice", scopes: ["workflows:run"] });
+    const runId = (await call(open, "POST", "/workflows/ticker/runs", user, { stream: false, additional_data: { count: 1 } })).body!.run_id as string;
+    for (const credential of [user, "edge-shared-key"]) {
+      const answer = await call(open, "GET", `/runs/${runId}/events?token=${credential}`, null, undefined, { accept: "application/json" });
+      expect(answer.status).toBe(401);
+      expect(answer.body?.detail).toMatch(/only a read token/);
+    }
+    // Two wrong keys, and this address is throttled (2 a minute here).
+    expect((await call(open, "GET", "/runs", "wrong-key")).status).toBe(401);
+    expect((await call(open, "GET", "/runs", "wrong-key")).status).toBe(401);
+    expect((await call(open, "GET", "/runs", "wrong-key")).status).toBe(429);
+    expect((await call(open, "GET", "/runs", "edge-shared-key")).status).toBe(429);
+    expect((await call(open, "GET", "/runs", user)).status).toBe(200);
+  });
+
+  it("refuses JWTs without exp, with a blank sub or another issuer; keeps users' idempotency keys apart however they are spelt", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (claims: Record<string, unknown>) => new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET));
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ["no exp", { sub: "u", aud: AUDIENCE, iss: ISSUER, scopes: ["workflows:run"] }, /no exp/],
+      ["a blank sub", { sub: "  ", aud: AUDIENCE, iss: ISSUER, exp: now + 600 }, /sub/],
+      ["another issuer", { sub: "u", aud: AUDIENCE, iss: "https://evil.example.com", exp: now + 600 }, /issuer/],
+    ];
+    for (const [what, claims, reason] of cases) {
+      const answer = await call(strict, "GET", "/runs", await sign(claims));
+      expect(answer.status, what).toBe(401);
+      expect(answer.body?.detail, what).toMatch(reason);
+    }
+    const as = async (sub: string) => sign({ sub, aud: AUDIENCE, iss: ISSUER, exp: now + 600, scopes: ["workflows:run"] });
+    const start = async (bearer: string, key: string) =>
+      (await call(strict, "POST", "/workflows/ticker/runs", bearer, { background: true, additional_data: { count: 1 } }, { "idempotency-key": key })).body!;
+    const first = await start(await as("a"), "b:c");
+    const second = await start(await as("a:b"), "c");
+    expect(second.run_id).not.toBe(first.run_id);
+    expect(second.user_id).toBe("a:b");
+  });
+});

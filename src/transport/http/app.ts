@@ -153,8 +153,11 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     // A scraper on this machine, if the operator opened the metrics to it.
     if (route === "/metrics" && deps.config.metricsOpenOnLoopback && isLoopback(request.socket.remoteAddress)) return;
     try {
-      const token = presentedToken(request.headers.authorization, QUERY_TOKEN_ROUTES.has(route) && request.method === "GET" ? queryToken(request.url) : null);
+      const fromQuery = request.headers.authorization === undefined && QUERY_TOKEN_ROUTES.has(route) && request.method === "GET" ? queryToken(request.url) : null;
+      const token = presentedToken(request.headers.authorization, fromQuery);
       request.principal = await deps.auth.authenticate(token, request.socket.remoteAddress);
+      // A URL ends up in proxy logs, history and Referer headers: only a read token (short-lived, one run's events) goes there.
+      if (fromQuery !== null && request.principal.kind !== "reader") throw Errors.tokenRefused("only a read token (POST /runs/{run_id}/read-token) is taken as ?token=; send other tokens as Authorization: Bearer");
     } catch (error) {
       if (error instanceof FlowdError) return sendError(reply, error);
       throw error;

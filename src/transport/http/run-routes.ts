@@ -54,8 +54,9 @@ function withEvents(run: RunRow): RunRow {
   return run;
 }
 
-/** Hands the raw response to an SSE stream of the run from `afterIndex`, with the headers set so far (CORS). */
+/** Hands the raw response to an SSE stream of the run from `afterIndex`, with the headers set so far (CORS); it ends when the caller's token expires. */
 function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: number): void {
+  const expiresAt = reply.request.principal.expiresAt ?? null;
   reply.hijack();
   const context = {
     eventLog: deps.eventLog,
@@ -65,7 +66,7 @@ function sse(deps: HttpDeps, reply: FastifyReply, runId: string, afterIndex: num
     heartbeatMs: deps.config.sseHeartbeatMs,
     logger: deps.logger,
   };
-  streamRunAsSse(reply.raw, reply.getHeaders(), context, runId, afterIndex);
+  streamRunAsSse(reply.raw, reply.getHeaders(), context, runId, afterIndex, expiresAt);
 }
 
 /**

@@ -56,6 +56,9 @@ class ResponseSink implements FeedSink {
   }
 }
 
+/** The longest delay a Node timer takes (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Streams a run's events after `afterIndex` as SSE on a raw response: the backlog at the
  * client's pace, then live events (the same catch-up → live handoff as the WebSocket,
@@ -68,6 +71,8 @@ export function streamRunAsSse(
   ctx: SseContext,
   runId: string,
   afterIndex: number,
+  /** When the token the stream was opened with expires (epoch ms): the stream ends then, and a reconnect must bring a valid one. */
+  tokenExpiresAt: number | null = null,
 ): void {
   const routeHeaders: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
@@ -97,12 +102,14 @@ export function streamRunAsSse(
   out.answer("retry: 1000\n\n");
   ctx.streams.add(res);
   const heartbeat = setInterval(() => out.answer(SSE_HEARTBEAT), ctx.heartbeatMs);
+  const expiry = tokenExpiresAt === null ? undefined : setTimeout(endStream, Math.min(MAX_TIMER_MS, Math.max(0, tokenExpiresAt - Date.now())));
   const feed = new RunFeed(ctx.eventLog, runId, afterIndex, new ResponseSink(res, out, endStream), ctx.feed, {
     onEnd: endStream,
   });
   res.on("close", () => {
     clearInterval(heartbeat);
     clearTimeout(cutTimer);
+    clearTimeout(expiry);
     feed.stop();
     ctx.outbounds.delete(out);
     ctx.streams.delete(res);

@@ -51,6 +51,8 @@ export class WorkflowSocket implements OutboundOwner {
   private authFailures = 0;
   /** While a key is set and the socket has not authenticated: it is closed when this fires. */
   private authDeadline: NodeJS.Timeout | undefined;
+  /** Fires when the token the socket authenticated with expires. */
+  private tokenExpiry: NodeJS.Timeout | undefined;
   private readonly tcp: Socket;
   private readonly out: Outbound;
   private readonly sink: SocketSink;
@@ -70,12 +72,27 @@ export class WorkflowSocket implements OutboundOwner {
     socket.on("message", (data, isBinary) => this.onMessage(data, isBinary));
     socket.on("close", () => {
       clearTimeout(this.authDeadline);
+      clearTimeout(this.tokenExpiry);
       deps.outbounds.delete(this.out);
       this.stopFollowingAll();
     });
     socket.on("error", (error) => deps.logger.debug({ err: error }, "websocket error"));
     this.send({ event: "connected", message: "Connected to flowd.", requires_auth: deps.auth.required });
     if (this.principal === null) this.startAuthDeadline();
+  }
+
+  /** When the token expires, the socket is as if it had never authenticated: told so, its runs no longer followed. */
+  private watchExpiry(expiresAt: number | null): void {
+    clearTimeout(this.tokenExpiry);
+    if (expiresAt === null) return;
+    this.tokenExpiry = setTimeout(() => {
+      if (Date.now() < expiresAt) return this.watchExpiry(expiresAt);
+      this.principal = null;
+      this.stopFollowingAll();
+      const expired = Errors.tokenRefused("it has expired (its exp is past); authenticate again with a new one");
+      this.send({ event: "auth_error", error: expired.message, code: expired.code });
+      this.startAuthDeadline();
+    }, Math.min(2 ** 31 - 1, Math.max(0, expiresAt - Date.now())));
   }
 
   /** A socket that holds a connection without authenticating gives it back after FLOWD_AUTH_TIMEOUT_MS. */
@@ -243,6 +260,7 @@ export class WorkflowSocket implements OutboundOwner {
       // A socket is as authenticated as the last token it sent.
       if (this.principal !== null) this.startAuthDeadline();
       this.principal = null;
+      clearTimeout(this.tokenExpiry);
       this.stopFollowingAll();
       this.send({ event: "auth_error", error: error.message, code: error.code });
       this.authFailures += 1;
@@ -255,6 +273,7 @@ export class WorkflowSocket implements OutboundOwner {
     if (this.principal !== null && !samePrincipal(this.principal, principal)) this.stopFollowingAll();
     this.principal = principal;
     clearTimeout(this.authDeadline);
+    this.watchExpiry(principal.expiresAt ?? null);
     this.send({ event: "authenticated", message: "Authenticated.", ...(principal.userId !== null ? { user_id: principal.userId } : {}) });
   }
 
