@@ -4,7 +4,7 @@ import { FlowdError, errorMessage } from "../errors.ts";
 import { serve } from "../serve.ts";
 import { openDb } from "../store/db.ts";
 import { loadWorkflows } from "./load-workflows.ts";
-import { pruneCommand, vacuumCommand } from "./maintenance-commands.ts";
+import { backupCommand, pruneCommand, vacuumCommand } from "./maintenance-commands.ts";
 import { runsCommand } from "./runs-commands.ts";
 
 /** Prints the error the CLI way: stderr and exit 1, or a JSON object on stdout with --json. */
@@ -81,6 +81,7 @@ program
 program.addCommand(runsCommand());
 program.addCommand(pruneCommand());
 program.addCommand(vacuumCommand());
+program.addCommand(backupCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,5 @@
 import { existsSync, statSync } from "node:fs";
+import Database from "better-sqlite3";
 import { Command, Option } from "commander";
 import { DURATION_FORMAT, parseDuration, resolveClientConfig, resolveConfig } from "../config.ts";
 import { Errors } from "../errors.ts";
@@ -83,4 +84,75 @@ export function vacuumCommand(): Command {
         db.close();
       }
     });
+}
+
+/** Files below this size are copied without progress lines. */
+const BACKUP_PROGRESS_FROM_BYTES = 64 * 1024 * 1024;
+
+/** `flowd backup <file>`: a consistent copy of the live SQLite file, taken beside the server. */
+export function backupCommand(): Command {
+  return new Command("backup")
+    .description("Copy the database while the server runs: a consistent snapshot that opens as a normal flowd database (SQLite; on PostgreSQL, use pg_dump).")
+    .argument("<file>", "where to write the copy (a new file)")
+    .addOption(new Option("--db <path>", "SQLite database file (env FLOWD_DB, default ./data/flowd.db)"))
+    .action(async (file: string, flags: { db?: string }) => {
+      const config = resolveConfig({ db: flags.db });
+      if (/^postgres(ql)?:\/\//i.test(config.dbPath)) {
+        throw Errors.invalidArgument(
+          "flowd backup copies a SQLite file. On PostgreSQL, use pg_dump, which takes a consistent snapshot while flowd writes: " +
+            "pg_dump --format=custom --file=flowd.dump \"$FLOWD_DB\" (and pg_restore --dbname=<new database> flowd.dump to bring it back).",
+        );
+      }
+      if (!existsSync(config.dbPath)) throw Errors.invalidArgument(`There is no database at ${config.dbPath}: pass --db (or set FLOWD_DB) to the file the server uses.`);
+      if (existsSync(file)) throw Errors.invalidArgument(`${file} exists already: give a new file name (a backup never overwrites).`);
+      const started = performance.now();
+      const copied = await backupSqlite(config.dbPath, file, (done, total) => process.stderr.write(`backup: ${Math.floor((done / total) * 100)}% (${megabytes(done)} of ${megabytes(total)})…\n`));
+      const check = new Database(file, { readonly: true, fileMustExist: true });
+      try {
+        const runs = (check.prepare("SELECT count(*) AS n FROM runs").get() as { n: number }).n;
+        const events = (check.prepare("SELECT count(*) AS n FROM events").get() as { n: number }).n;
+        print(`${file}: ${megabytes(copied)}, ${runs} runs and ${events} events, in ${((performance.now() - started) / 1000).toFixed(1)} s. Serve it with --db ${file}.`);
+      } finally {
+        check.close();
+      }
+    });
+}
+
+/**
+ * SQLite's online backup of a live file, through a read connection of its own: the server
+ * goes on writing. A write during a step-wise copy makes SQLite start it over; then the rest
+ * is copied in one step, which reads one snapshot and so always ends. The bytes copied.
+ */
+export async function backupSqlite(
+  source: string,
+  target: string,
+  progress: (done: number, total: number) => void,
+  progressFromBytes = BACKUP_PROGRESS_FROM_BYTES,
+): Promise<number> {
+  const db = new Database(source, { readonly: true, fileMustExist: true });
+  try {
+    const pageSize = db.pragma("page_size", { simple: true }) as number;
+    let lastRemaining = Number.POSITIVE_INFINITY;
+    let startedOver = false;
+    let reported = -1;
+    let copiedPages = 0;
+    await db.backup(target, {
+      progress: ({ totalPages, remainingPages }) => {
+        if (remainingPages > lastRemaining) startedOver = true;
+        lastRemaining = remainingPages;
+        copiedPages = totalPages;
+        const total = totalPages * pageSize;
+        const tenth = Math.floor(((totalPages - remainingPages) / totalPages) * 10);
+        if (total >= progressFromBytes && tenth > reported) {
+          reported = tenth;
+          progress((totalPages - remainingPages) * pageSize, total);
+        }
+        return startedOver ? totalPages : Math.max(256, Math.ceil(totalPages / 20));
+      },
+    });
+    if (reported >= 0) progress(copiedPages * pageSize, copiedPages * pageSize);
+    return copiedPages * pageSize;
+  } finally {
+    db.close();
+  }
 }
