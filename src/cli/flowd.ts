@@ -6,6 +6,7 @@ import { openDb } from "../store/db.ts";
 import { loadWorkflows } from "./load-workflows.ts";
 import { backupCommand, pruneCommand, vacuumCommand } from "./maintenance-commands.ts";
 import { runsCommand } from "./runs-commands.ts";
+import { verifyCommand } from "./verify-command.ts";
 
 /** Prints the error the CLI way: stderr and exit 1, or a JSON object on stdout with --json. */
 function fail(error: unknown): never {
@@ -82,6 +83,7 @@ program.addCommand(runsCommand());
 program.addCommand(pruneCommand());
 program.addCommand(vacuumCommand());
 program.addCommand(backupCommand());
+program.addCommand(verifyCommand());
 
 try {
   await program.parseAsync(process.argv);
