@@ -26,6 +26,7 @@ const BOTH_DATABASES = [
   "test/transport/retention.test.ts",
   "test/transport/users.test.ts",
   "test/ops/metrics.test.ts",
+  "test/ops/tracing.test.ts",
 ];
 
 export default defineConfig({

@@ -1,3 +1,5 @@
+import type { Context } from "@opentelemetry/api";
+import { endSpan, endsSpan, startChildSpan } from "../ops/tracing.ts";
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { AgentDefinition, ToolDefinition } from "../agents/agent.ts";
@@ -82,7 +84,7 @@ function addUsage(total: TokenUsage | null, more: TokenUsage | null): TokenUsage
  * for (concurrently when it asks for several), feeds their results back, and repeats
  * until it answers without tools. Returns the final content, the step's output.
  */
-export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput, attempt = 1): Promise<string> {
+export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc: StepLocation, input: StepInput, attempt = 1, trace: Context = ctx.trace): Promise<string> {
   // A retried step's agent starts its conversation afresh: its stored state and approvals are per attempt.
   const keyBase = attempt === 1 ? loc.step_path : `${loc.step_path}@a${attempt}`;
   const { model, name: modelName } = ctx.models.resolve(agent);
@@ -104,21 +106,34 @@ export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc:
         calls = pending;
         pending = null;
       } else {
-        const turn = await model.complete(
-          { model: modelName, messages, tools, signal: ctx.signal },
-          {
-            onContent: (text) => {
-              firstToken ??= elapsed(started);
-              ctx.emit({ event: "RunContent", ...base, content: text });
+        const call = startChildSpan(trace, `flowd.model_call ${modelName}`, {
+          "flowd.run_id": ctx.runId,
+          "flowd.step_path": loc.step_path,
+          "flowd.attempt": attempt,
+          "flowd.agent_run_id": agentRunId,
+          "flowd.agent_name": agent.name,
+          "gen_ai.request.model": modelName,
+          "flowd.round": round,
+        });
+        const turn = await endsSpan(
+          call,
+          model.complete(
+            { model: modelName, messages, tools, signal: ctx.signal },
+            {
+              onContent: (text) => {
+                firstToken ??= elapsed(started);
+                ctx.emit({ event: "RunContent", ...base, content: text });
+              },
+              onRetry: (notice) =>
+                ctx.emit({
+                  event: "CustomEvent",
+                  ...loc,
+                  name: "model_retry",
+                  data: { agent_run_id: agentRunId, attempt: notice.attempt, status: notice.status, delay_ms: notice.delayMs, error: notice.error },
+                }),
             },
-            onRetry: (notice) =>
-              ctx.emit({
-                event: "CustomEvent",
-                ...loc,
-                name: "model_retry",
-                data: { agent_run_id: agentRunId, attempt: notice.attempt, status: notice.status, delay_ms: notice.delayMs, error: notice.error },
-              }),
-          },
+          ),
+          () => ctx.signal.aborted,
         );
         usage = addUsage(usage, turn.usage);
         if (turn.toolCalls.length === 0) {
@@ -143,7 +158,7 @@ export async function runAgentStep(ctx: RunContext, agent: AgentDefinition, loc:
       }
       const state: AgentState = { agentRunId, round, messages, toolCalls: calls, usage, firstToken };
       const approvals = approveCalls(ctx, agent, loc, keyBase, state);
-      const results = await Promise.all(calls.map((call) => runTool(ctx, agent, base, call, approvals.get(call.id) ?? true)));
+      const results = await Promise.all(calls.map((call) => runTool(ctx, agent, base, call, approvals.get(call.id) ?? true, trace)));
       calls.forEach((call, i) => messages.push({ role: "tool", tool_call_id: call.id, content: results[i] ?? "" }));
     }
     throw new Error(`agent "${agent.name}" was still calling tools after ${agent.maxToolRounds} rounds (maxToolRounds)`);
@@ -195,6 +210,7 @@ async function runTool(
   base: StepLocation & { agent_run_id: string },
   call: ToolCall,
   approved: boolean,
+  trace: Context,
 ): Promise<string> {
   let args: unknown = call.arguments;
   try {
@@ -204,6 +220,13 @@ async function runTool(
   }
   const common = { ...base, tool_call_id: call.id, tool_name: call.name, tool_args: toJsonSafe(args) };
   ctx.emit({ event: "ToolCallStarted", ...common });
+  const span = startChildSpan(trace, `flowd.tool_call ${call.name}`, {
+    "flowd.run_id": ctx.runId,
+    "flowd.step_path": base.step_path,
+    "flowd.agent_run_id": base.agent_run_id,
+    "flowd.tool_call_id": call.id,
+    "gen_ai.tool.name": call.name,
+  });
   const started = performance.now();
   let result: unknown = null;
   let failure: string | null = null;
@@ -227,6 +250,7 @@ async function runTool(
       }
     }
   }
+  endSpan(span, failure === null ? undefined : new Error(failure));
   ctx.emit({ event: "ToolCallCompleted", ...common, result, error: failure, duration_ms: elapsed(started) });
   return failure === null ? asText(result) : `Error: ${failure}`;
 }

@@ -1,3 +1,5 @@
+import type { Span } from "@opentelemetry/api";
+import { endSpan, markFailed, startRunSpan, traceparentOf, within } from "../ops/tracing.ts";
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify as stableStringify } from "safe-stable-stringify";
@@ -42,6 +44,8 @@ export interface StartRunRequest {
   additionalData?: unknown;
   /** A repeat of a start with this key (same workflow, within the TTL) returns the run the first one started. */
   idempotencyKey?: string | undefined;
+  /** The caller's W3C traceparent: the run's span continues that trace (a malformed one is ignored). */
+  traceparent?: string | undefined;
 }
 
 /** Engine settings. */
@@ -150,6 +154,8 @@ export class Engine {
       // A repeat of this start after the shutdown waits for the run, then takes the key over.
       if (this.draining) throw Errors.shuttingDown();
     }
+    // The first attempt's span: stored with the run, so that a resumed attempt links to it.
+    const span = startRunSpan({ runId, workflowId: workflow.id, attempt: 1 }, request.traceparent ?? null, null);
     const run = this.eventLog.createRun({
       runId,
       workflowId: workflow.id,
@@ -158,9 +164,10 @@ export class Engine {
       userId: request.userId ?? null,
       input: request.message,
       additionalData: request.additionalData ?? null,
+      traceParent: traceparentOf(span),
       idempotency,
     });
-    this.launch(workflow, run, null);
+    this.launch(workflow, run, null, span);
     this.logger.info({ runId: run.runId, workflowId: workflow.id }, "run started");
     return run;
   }
@@ -480,11 +487,11 @@ export class Engine {
    * Executes a run: a new one (`resume` null), a resumed one, or (`resume` a function,
    * read once what ended its wait is committed) one that goes on after a wait.
    */
-  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null | (() => Promise<ResumeState>)): void {
+  private launch(workflow: WorkflowDefinition, run: RunRow, resume: ResumeState | null | (() => Promise<ResumeState>), span?: Span): void {
     const controller = new AbortController();
     const entry: ActiveRun = { controller, done: Promise.resolve() };
     this.active.set(run.runId, entry);
-    entry.done = this.execute(workflow, run, controller.signal, resume).finally(() => {
+    entry.done = this.execute(workflow, run, controller.signal, resume, span).finally(() => {
       if (this.active.get(run.runId) === entry) this.active.delete(run.runId);
       if (this.goOnAfter.delete(run.runId)) void this.goOn(run.runId);
       else if (this.store.ownership.shared && !this.draining && this.store.ownership.holds(run.runId)) {
@@ -500,6 +507,25 @@ export class Engine {
     run: RunRow,
     signal: AbortSignal,
     resumeFrom: ResumeState | null | (() => Promise<ResumeState>),
+    given?: Span,
+  ): Promise<void> {
+    // This attempt's span (a run that goes on after a wait or a crash links to its first one).
+    const span = given ?? startRunSpan({ runId: run.runId, workflowId: run.workflowId, attempt: run.attempt }, null, run.traceParent);
+    try {
+      await this.executeTraced(workflow, run, signal, resumeFrom, span);
+      endSpan(span);
+    } catch (error) {
+      endSpan(span, error);
+      throw error;
+    }
+  }
+
+  private async executeTraced(
+    workflow: WorkflowDefinition,
+    run: RunRow,
+    signal: AbortSignal,
+    resumeFrom: ResumeState | null | (() => Promise<ResumeState>),
+    span: Span,
   ): Promise<void> {
     const startedAt = run.startedAt ?? Date.now();
     const outputs: Record<string, unknown> = {};
@@ -518,6 +544,7 @@ export class Engine {
       outputs,
       restored,
       models: this.options.models,
+      trace: within(span),
       emit: (body: RunEventBody, checkpoint?: Checkpoint, consumesSignal?: number) => {
         if (this.closed) throw new RunInterrupted("shutdown");
         // Sent before the wait this run goes on after: not twice.
@@ -590,10 +617,13 @@ export class Engine {
       const output = await runSequence(ctx, workflow.steps, null, run.input);
       if (signal.aborted) throw signal.reason as RunInterrupted;
       ctx.emit({ event: "WorkflowCompleted", content: toJsonSafe(output), duration_ms: Date.now() - startedAt });
+      span.setAttribute("flowd.outcome", "completed");
       this.logger.info({ runId: run.runId }, "run completed");
     } catch (error) {
       if (error instanceof RunSuspended) await this.eventLog.flushed();
       // A cancel that came while the run was going to sleep is honoured here, not lost.
+      span.setAttribute("flowd.outcome", error instanceof RunSuspended && !signal.aborted ? "waiting" : error instanceof RunInterrupted ? `interrupted (${error.reason})` : "error");
+      if (!(error instanceof RunSuspended) && !(error instanceof RunInterrupted)) markFailed(span, error);
       if (error instanceof RunSuspended && !signal.aborted) {
         // Marked waiting before the run is let go: another node (or this one) woken then must not take a run whose row still
         // says running for one whose node died, and resume it as crashed.

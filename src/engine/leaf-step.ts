@@ -1,4 +1,5 @@
 /** A leaf step: a person's answer first if it asks for one, then its attempts (with retries), each its code from StepStarted to StepCompleted. */
+import { endSpan, startChildSpan, within } from "../ops/tracing.ts";
 import { performance } from "node:perf_hooks";
 import { errorMessage } from "../errors.ts";
 import type { StepLocation } from "../protocol/run-events.ts";
@@ -144,15 +145,25 @@ async function runAttempt(
   ctx.emit({ event: "StepStarted", ...loc });
   await settle(ctx);
   timing.started = performance.now();
+  const span = startChildSpan(ctx.trace, `flowd.step ${loc.step_name}`, {
+    "flowd.run_id": ctx.runId,
+    "flowd.step_name": loc.step_name,
+    "flowd.step_path": loc.step_path,
+    "flowd.attempt": attempt,
+  });
   const execution = new StepExecution(resuming ? lastReachedCall(ctx, loc.step_path) : -1);
   const input = stepInput(ctx, loc, previousOutput, execution, userInput);
-  const result = node.agent ? runAgentStep(ctx, node.agent, loc, input, attempt) : node.executor(input);
   let output: unknown;
   try {
+    const result = node.agent ? runAgentStep(ctx, node.agent, loc, input, attempt, within(span)) : node.executor(input);
     output = isAsyncGenerator(result) ? await drainGenerator(ctx, loc, result, execution) : await result;
   } catch (error) {
-    throw execution.suspension ?? error;
+    const thrown = execution.suspension ?? error;
+    // A wait (or a stop) is not the step's failure.
+    endSpan(span, thrown instanceof RunSuspended || thrown instanceof RunInterrupted ? undefined : thrown);
+    throw thrown;
   }
+  endSpan(span);
   // The step's code caught the suspension and went on: the run waits all the same.
   if (execution.suspension) throw execution.suspension;
   output = toJsonSafe(output);

@@ -1,3 +1,4 @@
+import type { Context } from "@opentelemetry/api";
 import type { ModelProvider } from "../agents/model-provider.ts";
 import type { RunEventBody } from "../protocol/run-events.ts";
 import type { StepRequirement } from "../protocol/hitl.ts";
@@ -11,6 +12,8 @@ export interface RunContext {
   readonly sessionId: string;
   readonly message: string;
   readonly additionalData: unknown;
+  /** The run's span (OpenTelemetry): its steps' spans are its children. */
+  readonly trace: Context;
   /** 1 for a fresh run, 2 after the first resume, … */
   readonly attempt: number;
   /** Aborted to stop the run at its next content boundary (cancel, or a shutdown that ran out of patience). */

@@ -7,7 +7,14 @@ import { nestsDeeperThan } from "./json-depth.ts";
 export const ClientAction = z.discriminatedUnion("action", [
   z.object({ action: z.literal("authenticate"), token: z.string() }),
   z.object({ action: z.literal("ping") }),
-  z.object({ action: z.literal("start-workflow"), workflow_id: Id, ...RunStartFields, idempotency_key: IdempotencyKey.optional() }),
+  z.object({
+    action: z.literal("start-workflow"),
+    workflow_id: Id,
+    ...RunStartFields,
+    idempotency_key: IdempotencyKey.optional(),
+    /** W3C traceparent: the run's spans continue the caller's trace (ignored if it does not parse). */
+    traceparent: z.string().max(256).optional(),
+  }),
   z.object({
     action: z.literal("reconnect"),
     run_id: Id,

@@ -23,7 +23,13 @@ export const StartRunBody = z.object({
 export type StartRunBody = z.infer<typeof StartRunBody>;
 
 /** The headers of `POST /workflows/{id}/runs` that flowd reads. */
-export const StartRunHeaders = z.object({ "idempotency-key": IdempotencyKey.optional() });
+/** A W3C traceparent (OpenTelemetry): the run's span continues the caller's trace; one that does not parse is ignored, as the spec says. */
+const Traceparent = z.string().max(256).describe("W3C Trace Context: the run's spans continue this trace (e.g. 00-<trace id>-<span id>-01).");
+
+export const StartRunHeaders = z.object({
+  "idempotency-key": IdempotencyKey.optional(),
+  traceparent: Traceparent.optional(),
+});
 export type StartRunHeaders = z.infer<typeof StartRunHeaders>;
 
 /** `POST /workflows/{id}/runs/{run_id}/resume` */

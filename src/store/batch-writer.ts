@@ -58,7 +58,7 @@ class EventRowInserter {
  */
 export class BatchWriter {
   private readonly selectEnvelope: Statement<[string], RunEnvelopeRow>;
-  private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number]>;
+  private readonly insertRun: Statement<[string, string, string, string, string | null, string, string | null, number, number, string | null]>;
   private readonly eventRows: EventRowInserter;
   private readonly updateRun: Statement<[RunUpdate]>;
   private readonly advanceRun: Statement<[number, number, string]>;
@@ -81,8 +81,8 @@ export class BatchWriter {
       "SELECT attempt, workflow_id, workflow_name, session_id, status, last_event_index FROM runs WHERE run_id = ?",
     );
     this.insertRun = sqlite.prepare(
-      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, trace_parent)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.eventRows = new EventRowInserter(sqlite);
     this.updateRun = sqlite.prepare(
@@ -130,7 +130,7 @@ export class BatchWriter {
   private write(batch: readonly PendingWrite[]): BatchPlan {
     const plan = planBatch(batch, (runId) => this.envelopes.get(runId) ?? this.selectEnvelope.get(runId), this.clock());
     for (const { runId, row, additionalData, idempotency } of plan.newRuns) {
-      this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt);
+      this.insertRun.run(runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt, row.traceParent);
       if (idempotency) this.insertIdempotencyKey.run(row.workflowId, idempotency.key, idempotency.requestHash, runId, row.createdAt);
     }
     for (const { update, rows, checkpoints, consumedSignals } of plan.runs.values()) {

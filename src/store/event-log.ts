@@ -17,6 +17,7 @@ export function newRunRow(run: NewRun, now: number): RunRow {
   return {
     ...fields,
     additionalData: run.additionalData ?? null,
+    traceParent: run.traceParent ?? null,
     status: "pending",
     output: null,
     error: null,

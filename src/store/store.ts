@@ -25,6 +25,8 @@ export interface NewRun {
   userId: string | null;
   input: string;
   additionalData: unknown;
+  /** The traceparent of the run's first span (see ops/tracing.ts), if it is traced. */
+  traceParent?: string | null;
   /** Set for a start with an idempotency key: stored with the run's row. */
   idempotency?: IdempotentStart | undefined;
 }

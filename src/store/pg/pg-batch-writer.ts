@@ -74,19 +74,19 @@ function batchStatement(parts: BatchParts, fence: Fencing | null, now: number): 
   if (parts.newRuns.length > 0) {
     name += "-runs";
     const r = p.unnest(
-      parts.newRuns.map(({ runId, row, additionalData }) => [runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt, row.status, row.attempt, row.lastEventIndex]),
-      ["text", "text", "text", "text", "text", "text", "text", "bigint", "bigint", "text", "integer", "integer"],
+      parts.newRuns.map(({ runId, row, additionalData }) => [runId, row.workflowId, row.workflowName, row.sessionId, row.userId, row.input, additionalData, row.createdAt, row.updatedAt, row.status, row.attempt, row.lastEventIndex, row.traceParent]),
+      ["text", "text", "text", "text", "text", "text", "text", "bigint", "bigint", "text", "integer", "integer", "text"],
     );
     // With fencing, a node holds the runs it creates (epoch 1) from their first commit.
     ctes.push(`created AS (INSERT INTO runs (run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at,
         updated_at, status, attempt, last_event_index, started_at, finished_at, output, error, crash_resumes, wait_kind, wait_name, wait_until,
-        owner_node, lease_until, lease_epoch)
+        owner_node, lease_until, lease_epoch, trace_parent)
       SELECT r.run_id, r.workflow_id, r.workflow_name, r.session_id, r.user_id, r.input, r.additional_data::jsonb, r.created_at,
         coalesce(u.updated_at, r.updated_at), coalesce(u.status, r.status), coalesce(u.attempt, r.attempt), coalesce(u.last_index, r.last_event_index),
         u.started_at, u.finished_at, u.output::jsonb, u.error, coalesce(u.crash_increment, 0),
         CASE WHEN u.wait_set = 1 THEN u.wait_kind END, CASE WHEN u.wait_set = 1 THEN u.wait_name END, CASE WHEN u.wait_set = 1 THEN u.wait_until END,
-        ${owner}, ${p.add(fence ? now + fence.leaseMs : null, "bigint")}, CASE WHEN ${owner} IS NULL THEN 0 ELSE 1 END
-      FROM ${r} AS r(run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, status, attempt, last_event_index)
+        ${owner}, ${p.add(fence ? now + fence.leaseMs : null, "bigint")}, CASE WHEN ${owner} IS NULL THEN 0 ELSE 1 END, r.trace_parent
+      FROM ${r} AS r(run_id, workflow_id, workflow_name, session_id, user_id, input, additional_data, created_at, updated_at, status, attempt, last_event_index, trace_parent)
       LEFT JOIN u ON u.run_id = r.run_id
       RETURNING run_id, last_event_index)`);
     held = `SELECT run_id, last_event_index FROM created UNION ALL ${held}`;

@@ -42,6 +42,8 @@ export const runs = pgTable(
     finishedAt: millis("finished_at"),
     /** When retention (or `flowd prune`) began removing the finished run's events: from then on reading them answers RUN_EXPIRED. */
     prunedAt: millis("pruned_at"),
+    /** The W3C traceparent of the run's first span (OpenTelemetry), which a resumed attempt links to; null if nothing traced it. */
+    traceParent: text("trace_parent"),
     /** A removal under way, finished after a crash: "events" (a prune) or "run" (a delete, which ends with this row). */
     removing: text("removing", { enum: ["events", "run"] }),
     /** When a finished run's streamed deltas were folded into RunContentCompacted events (FLOWD_COMPACT_AFTER). */

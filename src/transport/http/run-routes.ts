@@ -133,6 +133,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: HttpDeps): void {
       userId: deps.permissions.startedBy(request.principal, body.user_id),
       additionalData: body.additional_data,
       idempotencyKey: deps.permissions.idempotencyKey(request.principal, headers["idempotency-key"]),
+      traceparent: headers.traceparent,
     });
     if (body.background) {
       // Answer with the run as started (WorkflowStarted committed), not as merely created.

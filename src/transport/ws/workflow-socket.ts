@@ -215,6 +215,7 @@ export class WorkflowSocket implements OutboundOwner {
       userId: this.deps.permissions.startedBy(principal, msg.user_id),
       additionalData: msg.additional_data,
       idempotencyKey: this.deps.permissions.idempotencyKey(principal, msg.idempotency_key),
+      traceparent: msg.traceparent,
     });
     this.follow(run.runId, -1);
   }

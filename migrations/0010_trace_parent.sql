@@ -1,0 +1,1 @@
+ALTER TABLE `runs` ADD `trace_parent` text;
