@@ -523,6 +523,48 @@ const benches: Record<string, Bench> = {
     });
   },
 
+  // What observability costs: B1 and B2 with metrics kept and an OpenTelemetry SDK registered (spans batched to an exporter that drops them), beside the same with metrics off and no SDK, in turn.
+  B16: async () => {
+    const runs = 100;
+    const perRun = n(2000);
+    const events = n(100_000);
+    const ingest = (env: Record<string, string>) =>
+      withServer(async (url) => {
+        const started = performance.now();
+        await Promise.all(Array.from({ length: runs }, () => post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count: perRun, bytes: BYTES } })));
+        await waitUntilIdle(url);
+        return (runs * (perRun + 4)) / ((performance.now() - started) / 1000);
+      }, env);
+    const stream = (env: Record<string, string>) =>
+      withServer(async (_url, wsUrl) => {
+        const result = await runClients<{ events: number; elapsedMs: number }>({ kind: "start", url: wsUrl, clients: 1, workflow: "emit", data: { count: events, bytes: BYTES } });
+        return result.events / (result.elapsedMs / 1000);
+      }, env);
+    const bare = { FLOWD_METRICS: "false" };
+    const observed = { FLOWD_METRICS: "true", NODE_OPTIONS: `--import=${new URL("./lib/register-tracer.mjs", import.meta.url).href}` };
+    const best = await bestInTurn(5, {
+      ingestBare: () => ingest(bare),
+      ingestObserved: () => ingest(observed),
+      streamBare: () => stream(bare),
+      streamObserved: () => stream(observed),
+    });
+    const ratio = (a: number, b: number): number => Math.round((a / b) * 1000) / 1000;
+    report({
+      bench: "B16",
+      workload: `B1 (${runs} runs × ${perRun} events, ingest) and B2 (1 run of ${events} events → 1 WebSocket client), each with metrics and a registered tracer and without, best of 5 in turn; synchronous=${SYNC}`,
+      figure: ratio(best.ingestObserved, best.ingestBare),
+      unit: "× without (B1)",
+      b1_observed_events_per_s: Math.round(best.ingestObserved),
+      b1_bare_events_per_s: Math.round(best.ingestBare),
+      b2_ratio: ratio(best.streamObserved, best.streamBare),
+      b2_observed_events_per_s: Math.round(best.streamObserved),
+      b2_bare_events_per_s: Math.round(best.streamBare),
+      limit: 1,
+      limit_is: "the same server with FLOWD_METRICS=false and no OpenTelemetry SDK, measured in turn",
+      target: "≥ 0.95 for B1 and B2 (cost ≤ 5%)",
+    });
+  },
+
   // Short durable workflows: three trivial steps, each started only once the previous one's outcome is committed (I8).
   B15: async () => {
     const sequential = n(1000);

@@ -17,6 +17,8 @@ export interface FlowdConfig {
   readonly jwtIssuer: string | null;
   /** FLOWD_USER_ISOLATION: a non-admin sees only their own runs. */
   readonly userIsolation: boolean;
+  /** FLOWD_METRICS: whether the server keeps metrics and serves GET /metrics (default true). */
+  readonly metrics: boolean;
   /** FLOWD_METRICS_OPEN_ON_LOOPBACK: GET /metrics from 127.0.0.1 or ::1 needs no token (a scraper on the same host). */
   readonly metricsOpenOnLoopback: boolean;
   /** A module whose default export is a workflow or a list of them; null serves the built-ins. */
@@ -91,6 +93,7 @@ export interface ConfigFlags {
   jwtAudience?: string | null | undefined;
   jwtIssuer?: string | null | undefined;
   userIsolation?: boolean | string | undefined;
+  metrics?: boolean | string | undefined;
   metricsOpenOnLoopback?: boolean | string | undefined;
   workflows?: string | undefined;
   demoPaceMs?: number | string | undefined;
@@ -266,6 +269,7 @@ export function resolveConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = 
     jwtAudience: secret(flags.jwtAudience, "FLOWD_JWT_AUDIENCE"),
     jwtIssuer: secret(flags.jwtIssuer, "FLOWD_JWT_ISSUER"),
     userIsolation: booleanSetting("FLOWD_USER_ISOLATION", flags.userIsolation ?? nonEmpty(env.FLOWD_USER_ISOLATION), false),
+    metrics: booleanSetting("FLOWD_METRICS", flags.metrics ?? nonEmpty(env.FLOWD_METRICS), true),
     metricsOpenOnLoopback: booleanSetting(
       "FLOWD_METRICS_OPEN_ON_LOOPBACK",
       flags.metricsOpenOnLoopback ?? nonEmpty(env.FLOWD_METRICS_OPEN_ON_LOOPBACK),

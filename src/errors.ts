@@ -135,6 +135,7 @@ export const Errors = {
   tokenRefused: (reason: string) => new FlowdError("AUTH_FAILED", `Invalid token: ${reason}.`),
   forbidden: (what: string, scope: string) =>
     new FlowdError("FORBIDDEN", `Your token may not ${what}: that needs the scope "${scope}" (or "flowd:admin"). Ask for a token that has it.`),
+  metricsOff: () => new FlowdError("NOT_FOUND", "This server keeps no metrics (FLOWD_METRICS=false): set FLOWD_METRICS=true (the default) to serve GET /metrics."),
   readTokenOnly: (runId: string) =>
     new FlowdError(
       "FORBIDDEN",

@@ -6,6 +6,7 @@ import { Engine } from "./engine/engine.ts";
 import { createLogger } from "./log.ts";
 import { openStore } from "./store/open-store.ts";
 import { isLoopback } from "./transport/access.ts";
+import type { CommittedEvent } from "./protocol/run-events.ts";
 import { Metrics } from "./ops/metrics.ts";
 import type { Store } from "./store/store.ts";
 import type { RunFeed } from "./transport/run-feed.ts";
@@ -84,17 +85,19 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
   let engine: Engine | null = null;
   let opened: Store | null = null;
   const feeds = new Set<RunFeed>();
-  const metrics = new Metrics({
-    feeds: () => feeds,
-    suspendedRuns: async () => (opened ? opened.runs.suspendedCounts() : { paused: 0, waiting: 0 }),
-    storageBytes: async () => (opened ? opened.storageBytes() : { database: 0, wal: null }),
-  });
+  const metrics = config.metrics
+    ? new Metrics({
+        feeds: () => feeds,
+        suspendedRuns: async () => (opened ? opened.runs.suspendedCounts() : { paused: 0, waiting: 0 }),
+        storageBytes: async () => (opened ? opened.storageBytes() : { database: 0, wal: null }),
+      })
+    : null;
   const store = await openStore(config, {
     onAppendError: (error, runId) => {
-      metrics.storageFailed();
+      metrics?.storageFailed();
       engine?.onStorageFailure(runId, error);
     },
-    onCommitted: (events, seconds) => metrics.committed(events, seconds),
+    ...(metrics ? { onCommitted: (events: readonly CommittedEvent[], seconds: number) => metrics.committed(events, seconds) } : {}),
     onListenerError: (error, runId) => logger.error({ err: error, runId }, "live listener failed"),
     onBackgroundError: (error, what) => logger.error({ err: error }, what),
     onLost: (runId, error) => engine?.onLost(runId, error),
@@ -150,7 +153,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     address = await transport.listen(config.port, config.host, async () => {
       const started = performance.now();
       const { waiting, elsewhere: _elsewhere, ...acted } = await engine.recover();
-      metrics.resumed(acted.resumed.length + acted.restarted.length);
+      metrics?.resumed(acted.resumed.length + acted.restarted.length);
       const total = Object.values(acted).reduce((n, ids) => n + ids.length, 0);
       // Runs that wait are only counted: there may be many, and nothing was done to them.
       if (total + waiting.length > 0) {

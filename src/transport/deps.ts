@@ -20,8 +20,8 @@ export interface TransportDeps {
   eventLog: RunLog;
   retention: RunRetention;
   pruner: Pruner;
-  /** What GET /metrics answers. */
-  metrics: Metrics;
+  /** What GET /metrics answers; null with FLOWD_METRICS=false. */
+  metrics: Metrics | null;
   workflows: WorkflowRegistry;
   config: FlowdConfig;
   logger: Logger;

@@ -209,6 +209,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   registerRunRoutes(app, deps);
   app.get("/metrics", async (request, reply) => {
     deps.permissions.metrics(request.principal);
+    if (!deps.metrics) throw Errors.metricsOff();
     const { contentType, body } = await deps.metrics.text();
     return reply.type(contentType).send(body);
   });
