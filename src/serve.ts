@@ -153,7 +153,7 @@ export async function serve(options: ServeOptions = {}): Promise<FlowdServer> {
     address = await transport.listen(config.port, config.host, async () => {
       const started = performance.now();
       const { waiting, elsewhere: _elsewhere, ...acted } = await engine.recover();
-      metrics?.resumed(acted.resumed.length + acted.restarted.length);
+      metrics?.resumed(acted.resumed.length);
       const total = Object.values(acted).reduce((n, ids) => n + ids.length, 0);
       // Runs that wait are only counted: there may be many, and nothing was done to them.
       if (total + waiting.length > 0) {

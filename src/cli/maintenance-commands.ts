@@ -1,4 +1,5 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, renameSync, rmSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { Command, Option } from "commander";
 import { DURATION_FORMAT, parseDuration, resolveClientConfig, resolveConfig } from "../config.ts";
@@ -105,8 +106,19 @@ export function backupCommand(): Command {
       }
       if (!existsSync(config.dbPath)) throw Errors.invalidArgument(`There is no database at ${config.dbPath}: pass --db (or set FLOWD_DB) to the file the server uses.`);
       if (existsSync(file)) throw Errors.invalidArgument(`${file} exists already: give a new file name (a backup never overwrites).`);
+      if (!existsSync(dirname(resolve(file)))) throw Errors.invalidArgument(`The folder of ${file} (${dirname(resolve(file))}) does not exist: create it, or give a path in an existing one.`);
       const started = performance.now();
-      const copied = await backupSqlite(config.dbPath, file, (done, total) => process.stderr.write(`backup: ${Math.floor((done / total) * 100)}% (${megabytes(done)} of ${megabytes(total)})…\n`));
+      // Written under another name and renamed when whole: an interrupted backup leaves no file that looks like one.
+      const partial = `${file}.partial`;
+      rmSync(partial, { force: true });
+      try {
+        await backupSqlite(config.dbPath, partial, (done, total) => process.stderr.write(`backup: ${Math.floor((done / total) * 100)}% (${megabytes(done)} of ${megabytes(total)})…\n`));
+        renameSync(partial, file);
+      } catch (error) {
+        rmSync(partial, { force: true });
+        throw error;
+      }
+      const copied = statSync(file).size;
       const check = new Database(file, { readonly: true, fileMustExist: true });
       try {
         const runs = (check.prepare("SELECT count(*) AS n FROM runs").get() as { n: number }).n;
@@ -138,7 +150,8 @@ export async function backupSqlite(
     let copiedPages = 0;
     await db.backup(target, {
       progress: ({ totalPages, remainingPages }) => {
-        if (remainingPages > lastRemaining) startedOver = true;
+        // No step forward since the last call: a write made SQLite start over (the file may not have grown).
+        if (remainingPages >= lastRemaining) startedOver = true;
         lastRemaining = remainingPages;
         copiedPages = totalPages;
         const total = totalPages * pageSize;

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { Errors } from "../errors.ts";
-import { failed, runTrial, type TrialReport, type VerifyOptions } from "../ops/verify.ts";
+import { cleanUpTrials, failed, runTrial, type TrialReport, type VerifyOptions } from "../ops/verify.ts";
 import { CONTENT_CREATION_WORKFLOW_ID } from "../workflows/content-creation.ts";
 import { loadWorkflows } from "./load-workflows.ts";
 
@@ -72,8 +72,22 @@ export function verifyCommand(): Command {
           kills: flags.kills,
           workflowId,
           message: flags.message,
-          // The built-in demo model paces its tokens for people to watch; here, fast.
-          server: { command: command!, args, env: { FLOWD_LOG_LEVEL: "warn", FLOWD_DEMO_PACE_MS: process.env.FLOWD_DEMO_PACE_MS ?? "5" } },
+          server: {
+            command: command!,
+            args,
+            env: {
+              FLOWD_LOG_LEVEL: "warn",
+              // The built-in demo model paces its tokens for people to watch; here, fast.
+              FLOWD_DEMO_PACE_MS: process.env.FLOWD_DEMO_PACE_MS ?? "5",
+              // The scratch server is the clients' own: on this machine, with no authentication to meet,
+              // and (for the built-in workflows) the offline model rather than a paid API, trial after trial.
+              HOST: "127.0.0.1",
+              FLOWD_SECURITY_KEY: "",
+              FLOWD_JWT_SECRET: "",
+              FLOWD_JWT_PUBLIC_KEY: "",
+              ...(flags.workflows === undefined ? { OPENAI_API_KEY: "" } : {}),
+            },
+          },
           finishTimeoutMs: 120_000,
           random: seeded(seed),
           progress: ({ trial, phase, received }) => {
@@ -86,6 +100,13 @@ export function verifyCommand(): Command {
         if (!flags.json) {
           out(`flowd verify: ${flags.trials} trials × ${flags.runs} runs of ${workflowId}, ${flags.kills} SIGKILLs each (seed ${seed})`);
           out(line("trial", Object.fromEntries(COLUMNS.map((column) => [column, HEADINGS[column]])) as unknown as TrialReport));
+        }
+        // Ctrl-C: the trial's server and scratch database go with it.
+        for (const signal of ["SIGINT", "SIGTERM"] as const) {
+          process.once(signal, () => {
+            cleanUpTrials();
+            process.exit(130);
+          });
         }
         const reports: TrialReport[] = [];
         // Where the first trial's kills fall; then over how long the runs took the trial before.

@@ -245,7 +245,10 @@ async function runTool(
       try {
         result = toJsonSafe(await tool.execute(parsed.data, { signal: ctx.signal, runId: ctx.runId }));
       } catch (error) {
-        if (ctx.signal.aborted) throw error;
+        if (ctx.signal.aborted) {
+          endSpan(span);
+          throw error;
+        }
         failure = errorMessage(error);
       }
     }

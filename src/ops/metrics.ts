@@ -51,7 +51,7 @@ export class Metrics {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
-    this.resumes = new Counter({ name: "flowd_run_resumes_total", help: "Runs resumed after a crash or restart (here, or taken over from a node that died).", registers });
+    this.resumes = new Counter({ name: "flowd_run_resumes_total", help: "Runs this process resumed at its start, after a crash or a restart.", registers });
     this.storageFailures = new Counter({ name: "flowd_storage_failures_total", help: "Runs stopped because their events could not be stored.", registers });
     new Gauge({
       name: "flowd_subscribers",
@@ -75,9 +75,10 @@ export class Metrics {
       labelNames: ["status"],
       registers,
       async collect() {
-        const { paused, waiting } = await sources.suspendedRuns();
-        this.set({ status: "paused" }, paused);
-        this.set({ status: "waiting" }, waiting);
+        const counts = await readOrKeep(sources.suspendedRuns);
+        if (!counts) return;
+        this.set({ status: "paused" }, counts.paused);
+        this.set({ status: "waiting" }, counts.waiting);
       },
     });
     new Gauge({
@@ -86,9 +87,10 @@ export class Metrics {
       labelNames: ["part"],
       registers,
       async collect() {
-        const { database, wal } = await sources.storageBytes();
-        this.set({ part: "database" }, database);
-        if (wal !== null) this.set({ part: "wal" }, wal);
+        const bytes = await readOrKeep(sources.storageBytes);
+        if (!bytes) return;
+        this.set({ part: "database" }, bytes.database);
+        if (bytes.wal !== null) this.set({ part: "wal" }, bytes.wal);
       },
     });
   }
@@ -120,6 +122,25 @@ export class Metrics {
   /** The Prometheus text exposition. */
   async text(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+/** How long a scrape waits for the database's figures before it answers with the last ones. */
+const READ_TIMEOUT_MS = 2000;
+
+/**
+ * A gauge's reading from the database, or null if it fails or takes too long: the gauge
+ * keeps its last value, and the scrape still answers (with the counters that say what failed).
+ */
+async function readOrKeep<T>(read: () => Promise<T>): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), READ_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([read().catch(() => null), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

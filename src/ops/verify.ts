@@ -68,6 +68,15 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Servers and scratch folders of trials under way: what an interrupted verification (Ctrl-C) cleans up. */
+const live = { servers: new Set<ChildProcess>(), folders: new Set<string>() };
+
+/** Kills every server a trial started and removes every scratch folder (on SIGINT/SIGTERM of `flowd verify`). */
+export function cleanUpTrials(): void {
+  for (const child of live.servers) child.kill("SIGKILL");
+  for (const folder of live.folders) rmSync(folder, { recursive: true, force: true });
+}
+
 /** The server under test, as a child process this verification kills and starts again. */
 class ServerUnderTest {
   private child: ChildProcess | null = null;
@@ -91,6 +100,8 @@ class ServerUnderTest {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;
+    live.servers.add(child);
+    child.once("exit", () => live.servers.delete(child));
     const keep = (chunk: Buffer): void => {
       this.output = (this.output + chunk.toString()).slice(-4000);
     };
@@ -98,7 +109,7 @@ class ServerUnderTest {
     child.stderr?.on("data", keep);
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`the server exited (${child.exitCode}) before it listened:\n${this.output}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the server exited (${child.exitCode ?? child.signalCode}) before it listened:\n${this.output}`);
       if (await answers(this.wsUrl)) return;
       if (Date.now() > deadline) throw new Error(`the server did not listen on port ${this.port} within 30 s:\n${this.output}`);
       await sleep(50);
@@ -151,6 +162,8 @@ class WatchingClient {
   finished = false;
   /** The server answered that it does not know the run (any more): nothing more will come. */
   gone = false;
+  /** The first error the server answered this client with, to say why a run did not start. */
+  firstError: string | null = null;
   private socket: WebSocket | null = null;
   /** Set while a finished run's replay (from index 0) comes: its indices are the ones had already. */
   private replaying = false;
@@ -174,7 +187,7 @@ class WatchingClient {
   async started(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.runId === null) {
-      if (Date.now() > deadline) throw new Error("a start-workflow got no event within its time");
+      if (Date.now() > deadline) throw new Error(`a start-workflow got no event within ${timeoutMs / 1000} s${this.firstError ? `; the server answered: ${this.firstError}` : ""}`);
       await sleep(10);
     }
   }
@@ -195,8 +208,9 @@ class WatchingClient {
       this.replaying = true;
       return;
     }
-    if (frame.event === "error" && (frame as { code?: unknown }).code === "RUN_NOT_FOUND") {
-      this.gone = true;
+    if (frame.event === "error" || frame.event === "auth_required" || frame.event === "auth_error") {
+      this.firstError ??= text;
+      if ((frame as { code?: unknown }).code === "RUN_NOT_FOUND") this.gone = true;
       return;
     }
     if (typeof frame.event_index !== "number" || typeof frame.run_id !== "string") return;
@@ -231,7 +245,12 @@ async function replay(url: string, runId: string, timeoutMs: number): Promise<Ma
       socket.once("error", reject);
       socket.on("message", (data) => {
         const text = data.toString();
-        const frame = JSON.parse(text) as { event?: unknown; event_index?: unknown };
+        let frame: { event?: unknown; event_index?: unknown };
+        try {
+          frame = JSON.parse(text) as typeof frame;
+        } catch {
+          return;
+        }
         if (typeof frame.event_index === "number") frames.set(frame.event_index, text);
         if (TERMINAL.has(String(frame.event))) {
           clearTimeout(timer);
@@ -255,6 +274,7 @@ async function replay(url: string, runId: string, timeoutMs: number): Promise<Ma
  */
 export async function runTrial(trial: number, options: VerifyOptions, expectedMs: number): Promise<TrialReport> {
   const dir = mkdtempSync(join(tmpdir(), "flowd-verify-"));
+  live.folders.add(dir);
   const server = new ServerUnderTest(options.server, await freePort(), join(dir, "flowd.db"));
   let received = 0;
   const clients = Array.from({ length: options.runs }, () => new WatchingClient(() => received++));
@@ -325,5 +345,6 @@ export async function runTrial(trial: number, options: VerifyOptions, expectedMs
     for (const client of clients) client.close();
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
+    live.folders.delete(dir);
   }
 }

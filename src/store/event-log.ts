@@ -7,7 +7,7 @@ import { BatchWriter, type Checkpoint, type IdempotentStart, type PendingWrite }
 import { EventReader, type LogPage } from "./event-reader.ts";
 import { ProducerTurns } from "./producer-turns.ts";
 import type { RunRow } from "./schema.ts";
-import type { CommitObserver, NewRun, RunLog } from "./store.ts";
+import { observe, type CommitObserver, type NewRun, type RunLog } from "./store.ts";
 
 export type { Checkpoint, IdempotentStart, LogPage, NewRun, RunFollower };
 
@@ -309,7 +309,7 @@ export class EventLog implements RunLog {
       }
     }
     this.commits += 1;
-    this.onCommitted(committed, (performance.now() - started) / 1000);
+    observe(this.onCommitted, committed, (performance.now() - started) / 1000);
     for (const [runId, { cause }] of failed) this.onAppendError(cause, runId);
     // Committed (or failed for good): from here on a run's row is found, or it is not.
     if (this.pendingRuns.size > 0) this.pendingRuns = new Set();

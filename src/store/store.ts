@@ -197,6 +197,15 @@ export interface CompactStep {
 /** Told of each commit: the events it stored, and how long it took (seconds). */
 export type CommitObserver = (events: readonly CommittedEvent[], seconds: number) => void;
 
+/** Tells an observer of a commit; what it throws never reaches the commit's waiters or followers. */
+export function observe(observer: CommitObserver, events: readonly CommittedEvent[], seconds: number): void {
+  try {
+    observer(events, seconds);
+  } catch {
+    // Metrics are not worth a run.
+  }
+}
+
 /** A stored checkpoint, as a resumed run reads it. */
 export interface StoredCheckpoint {
   path: string;

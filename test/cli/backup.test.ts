@@ -80,6 +80,30 @@ describe("flowd backup", () => {
     expect(lines.at(-1)![0]).toBe(lines.at(-1)![1]);
     for (let i = 1; i < lines.length; i++) expect(lines[i]![0]).toBeGreaterThanOrEqual(lines[i - 1]![0]);
 
+    // A write between every step that does not grow the file (an UPDATE in place): SQLite starts the copy
+    // over each time with as much left as before; the backup sees no progress and copies the rest in one step.
+    const writer = new Database(files.db);
+    writer.exec("CREATE TABLE counter (n INTEGER); INSERT INTO counter VALUES (0)");
+    const bump = writer.prepare("UPDATE counter SET n = n + 1");
+    let writing = true;
+    const writes = (async () => {
+      while (writing) {
+        bump.run();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    try {
+      await backupSqlite(files.db, join(files.dir, "busy.db"), () => {}, 0);
+    } finally {
+      writing = false;
+      await writes;
+      writer.close();
+    }
+    const busy = new Database(join(files.dir, "busy.db"), { readonly: true });
+    expect(busy.pragma("integrity_check", { simple: true })).toBe("ok");
+    expect((busy.prepare("SELECT count(*) AS n FROM filler").get() as { n: number }).n).toBe(3000);
+    busy.close();
+
     const again = runFlowd(["backup", join(files.dir, "progress.db"), "--db", files.db]);
     expect(await again.exited).toBe(1);
     expect(again.output()).toContain("exists already");
@@ -89,5 +113,8 @@ describe("flowd backup", () => {
     const missing = runFlowd(["backup", join(files.dir, "y.db"), "--db", join(files.dir, "none.db")]);
     expect(await missing.exited).toBe(1);
     expect(missing.output()).toContain("There is no database");
+    const nowhere = runFlowd(["backup", join(files.dir, "no-such-folder", "z.db"), "--db", files.db]);
+    expect(await nowhere.exited).toBe(1);
+    expect(nowhere.output()).toContain("does not exist: create it");
   });
 });

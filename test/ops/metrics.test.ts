@@ -74,8 +74,10 @@ describe("GET /metrics", () => {
     await client.request({ action: "cancel-workflow", run_id: slow });
     await client.close();
     await waitFor("the socket's feed to be gone", async () => (value(await scrape(t), "flowd_subscribers", { state: "live" }) === 0 ? true : undefined));
-    const after = await scrape(t);
-    expect(value(after, "flowd_runs_finished_total", { workflow: "ticker", status: "cancelled" })).toBe(1);
+    const after = await waitFor("the cancel to be counted", async () => {
+      const scraped = await scrape(t);
+      return value(scraped, "flowd_runs_finished_total", { workflow: "ticker", status: "cancelled" }) === 1 ? scraped : undefined;
+    });
     const total = (await t.query<{ total: number }>("SELECT count(*) AS total FROM events"))[0]!.total;
     expect(value(after, "flowd_events_appended_total")).toBe(Number(total));
   });

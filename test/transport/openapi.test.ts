@@ -45,7 +45,7 @@ describe("GET /openapi.json", () => {
     // The check itself can fail: a route nobody registered is "no route".
     expect(((await (await fetch(`${t.url}/runs/r1/nothing`, { headers })).json()) as { code: string }).code).toBe("NOT_FOUND");
     expect(document.paths["/runs"]!.get!.parameters.map((p) => `${p.in}:${p.name}`).sort()).toEqual(["query:limit", "query:offset", "query:session_id", "query:status", "query:workflow_id"]);
-    expect(document.paths["/workflows/{workflow_id}/runs"]!.post!.parameters.map((p) => `${p.in}:${p.name}`)).toEqual(["path:workflow_id", "header:idempotency-key"]);
+    expect(document.paths["/workflows/{workflow_id}/runs"]!.post!.parameters.map((p) => `${p.in}:${p.name}`)).toEqual(["path:workflow_id", "header:idempotency-key", "header:traceparent"]);
   });
 
   it("a server with a route the description lacks refuses to start, naming it", () => {

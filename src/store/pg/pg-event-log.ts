@@ -6,7 +6,7 @@ import type { Checkpoint, PendingWrite } from "../batch-plan.ts";
 import type { LogPage } from "../event-reader.ts";
 import type { RunFollower } from "../notifier.ts";
 import type { RunRow } from "../schema.ts";
-import type { CommitObserver, NewRun, RunLog } from "../store.ts";
+import { observe, type CommitObserver, type NewRun, type RunLog } from "../store.ts";
 import type { PgBatchWriter } from "./pg-batch-writer.ts";
 import type { PgFollowers } from "./pg-followers.ts";
 import { readPgPage } from "./pg-page-read.ts";
@@ -292,7 +292,7 @@ export class PgEventLog implements RunLog {
         }
       }
     }
-    this.onCommitted(committed, (performance.now() - started) / 1000);
+    observe(this.onCommitted, committed, (performance.now() - started) / 1000);
     const now = Date.now();
     for (const write of batch) {
       if (write.kind !== "run") continue;
