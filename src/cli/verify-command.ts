@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { Errors } from "../errors.ts";
+import { seededRandom } from "../ops/seeded-random.ts";
 import { cleanUpTrials, failed, runTrial, type TrialReport, type VerifyOptions } from "../ops/verify.ts";
 import { CONTENT_CREATION_WORKFLOW_ID } from "../workflows/content-creation.ts";
 import { loadWorkflows } from "./load-workflows.ts";
@@ -9,18 +10,6 @@ function count(name: string, min: number, max: number): (value: string) => numbe
     const parsed = Number(value);
     if (!Number.isInteger(parsed) || parsed < min || parsed > max) throw Errors.invalidArgument(`${name} must be a whole number from ${min} to ${max}; got "${value}".`);
     return parsed;
-  };
-}
-
-/** A small seeded generator (mulberry32), so that a failing trial's kill moments can be had again with --seed. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
@@ -89,7 +78,7 @@ export function verifyCommand(): Command {
             },
           },
           finishTimeoutMs: 120_000,
-          random: seeded(seed),
+          random: seededRandom(seed),
           progress: ({ trial, phase, received }) => {
             if (!tty) return;
             const done = Math.round(((trial - 1) / flags.trials) * 20);

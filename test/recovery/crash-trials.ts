@@ -11,17 +11,9 @@ const FIXTURES = join(REPO_ROOT, "test/fixtures/workflows.ts");
 const MESSAGE = "crash test";
 const TERMINAL = new Set(["WorkflowCompleted", "WorkflowError", "WorkflowCancelled"]);
 
-/** A small seeded PRNG (mulberry32), so a failing trial can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../src/ops/seeded-random.ts";
+
+export { seededRandom };
 
 /** The output of `nested-crash` run start to finish with no crash (the reference a crashed run must match). */
 export async function referenceOutput(): Promise<unknown> {
