@@ -27,6 +27,7 @@ const BOTH_DATABASES = [
   "test/transport/users.test.ts",
   "test/ops/metrics.test.ts",
   "test/ops/tracing.test.ts",
+  "test/transport/durable-streams.test.ts",
 ];
 
 export default defineConfig({

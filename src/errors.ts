@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   RUN_NOT_PAUSED: 409,
   RUN_EXPIRED: 410,
   RUN_NOT_FINISHED: 409,
+  METHOD_NOT_ALLOWED: 405,
+  INVALID_OFFSET: 400,
   INVALID_REQUIREMENT: 422,
   INVALID_SIGNAL: 422,
   TOO_MANY_SIGNALS: 429,
@@ -135,6 +137,12 @@ export const Errors = {
   tokenRefused: (reason: string) => new FlowdError("AUTH_FAILED", `Invalid token: ${reason}.`),
   forbidden: (what: string, scope: string) =>
     new FlowdError("FORBIDDEN", `Your token may not ${what}: that needs the scope "${scope}" (or "flowd:admin"). Ask for a token that has it.`),
+  invalidOffset: (detail: string) => new FlowdError("INVALID_OFFSET", detail),
+  streamReadOnly: (method: string) =>
+    new FlowdError(
+      "METHOD_NOT_ALLOWED",
+      `${method} is not allowed on a run's stream: flowd serves the read side of the Durable Streams protocol (GET, HEAD), and only the engine writes a run's log. Start, continue or signal the run through /workflows/{workflow_id}/runs instead.`,
+    ),
   metricsOff: () => new FlowdError("NOT_FOUND", "This server keeps no metrics (FLOWD_METRICS=false): set FLOWD_METRICS=true (the default) to serve GET /metrics."),
   readTokenOnly: (runId: string) =>
     new FlowdError(

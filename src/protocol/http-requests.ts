@@ -96,6 +96,14 @@ export const PruneBody = z.object({
 });
 export type PruneBody = z.infer<typeof PruneBody>;
 
+/** `GET /streams/runs/{run_id}`: the Durable Streams protocol's read parameters. */
+export const StreamQuery = z.object({
+  offset: z.string().optional().describe("Where to read from: -1 (the start), or a Stream-Next-Offset this stream gave (the next event_index, 16 digits)."),
+  live: z.enum(["long-poll", "sse"]).optional().describe("Left out: what there is, up to the end. long-poll: at the end, wait for the next events. sse: a stream of data and control events."),
+  cursor: z.string().optional().describe("The protocol's cursor (ignored: flowd sends none)."),
+  token: z.string().optional().describe("A read token (POST /runs/{run_id}/read-token), for clients that cannot send headers."),
+});
+
 /** The longest a read token lives: it is meant for one page in one browser. */
 export const READ_TOKEN_MAX_MS = 3_600_000;
 

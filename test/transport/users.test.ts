@@ -89,12 +89,15 @@ describe("users: isolation and scopes", () => {
       ["POST", (id) => `/runs/${id}/signals/go`, { value: 1 }],
       ["DELETE", (id) => `/runs/${id}`],
       ["POST", (id) => `/runs/${id}/read-token`, {}],
+      ["GET", (id) => `/streams/runs/${id}?offset=-1`],
+      ["HEAD", (id) => `/streams/runs/${id}`],
     ];
     for (const [method, path, body, headers] of routes) {
       const hidden = await call(t, method, path(runId), bob, body, headers);
       const missing = await call(t, method, path(unknown), bob, body, headers);
       expect(hidden.status, `${method} ${path("…")}`).toBe(404);
-      expect(hidden.body?.code).toBe("RUN_NOT_FOUND");
+      // HEAD answers with headers only.
+      if (method !== "HEAD") expect(hidden.body?.code).toBe("RUN_NOT_FOUND");
       expect(shape(hidden.body, runId), `${method} ${path("…")}`).toBe(shape(missing.body, unknown));
     }
     // The WebSocket: the same frames as for an unknown run.
@@ -279,6 +282,11 @@ describe("read tokens", () => {
     expect((page.body!.events as unknown[]).length).toBe(9);
     // As a bearer token too.
     expect((await call(t, "GET", `/runs/${runId}/events`, readToken, undefined, { accept: "application/json" })).status).toBe(200);
+    // And the run's Durable Stream.
+    const streamed = await call(t, "GET", `/streams/runs/${runId}?offset=-1&token=${readToken}`, null);
+    expect(streamed.status).toBe(200);
+    expect((streamed.body as unknown as unknown[]).length).toBe(9);
+    expect((await call(t, "GET", `/streams/runs/${other}?offset=-1&token=${readToken}`, null)).status).toBe(403);
 
     // Another run, the run's row, lists, and anything that writes: refused.
     for (const [method, path, body] of [

@@ -8,6 +8,7 @@ import {
   ListRunsQuery,
   PruneBody,
   ReadTokenBody,
+  StreamQuery,
   ResumeRunBody,
   StartRunBody,
   StartRunHeaders,
@@ -20,7 +21,7 @@ type Answer = { description: string; json?: z.ZodType; sse?: true; html?: true; 
 
 /** A route of the HTTP API, described from the same zod schemas its handler validates with. */
 export interface RouteDescription {
-  method: "GET" | "POST" | "DELETE";
+  method: "GET" | "POST" | "DELETE" | "PUT" | "PATCH";
   /** OpenAPI form: `/workflows/{workflow_id}/runs`. */
   path: string;
   summary: string;
@@ -132,6 +133,27 @@ export const ROUTES: readonly RouteDescription[] = [
     query: EventsQuery,
     answers: { 200: { ...sse, description: `${sse.description} With Accept: application/json, a page of them.`, json: EventsPage }, 204: { description: "A finished run has nothing after the index." } },
   },
+  {
+    method: "GET",
+    path: "/streams/runs/{run_id}",
+    tag: "runs",
+    summary: "A run's events as a Durable Stream (read side)",
+    description:
+      "ElectricSQL's Durable Streams protocol: one JSON message per event (the stored frame), offsets as `Stream-Next-Offset` (the next event_index, zero-padded), `Stream-Up-To-Date`, and `Stream-Closed` once the run's terminal event is read. HEAD gives the headers. A pruned run is 410.",
+    query: StreamQuery,
+    answers: {
+      200: { description: "A JSON array of the run's events after the offset; with live=sse, `event: data` and `event: control` events.", json: z.array(z.record(z.string(), z.unknown())), sse: true },
+      204: { description: "live=long-poll: nothing came within 20 s; ask again from the same offset." },
+    },
+  },
+  ...(["PUT", "POST", "DELETE", "PATCH"] as const).map((method) => ({
+    method,
+    path: "/streams/runs/{run_id}",
+    tag: "runs" as const,
+    summary: "Refused: a run's stream is read-only",
+    description: "405 METHOD_NOT_ALLOWED: only the engine writes a run's log.",
+    answers: { 405: { description: "Not allowed (see `detail`)." } },
+  })),
   { method: "GET", path: "/", tag: "server", summary: "The web inspector: runs, live", answers: { 200: { description: "An HTML page; it asks for the key when the server has one.", html: true } }, open: true },
   {
     method: "GET",

@@ -9,6 +9,7 @@ import type { TransportDeps, TransportShared } from "../deps.ts";
 import { rawErrorResponse } from "./raw-error.ts";
 import { checkDescribed, ROUTES } from "./api-description.ts";
 import { registerDocsRoutes } from "./docs-routes.ts";
+import { registerStreamRoutes, STREAM_PATH } from "./stream-routes.ts";
 import { isLoopback } from "../access.ts";
 import { registerInspectorRoutes } from "./inspector-routes.ts";
 import { registerRunRoutes } from "./run-routes.ts";
@@ -30,7 +31,7 @@ declare module "fastify" {
 }
 
 /** Routes that take a token as `?token=` too (a browser's EventSource cannot send headers); read tokens are for these. */
-const QUERY_TOKEN_ROUTES: ReadonlySet<string> = new Set(["/runs/:runId/events"]);
+const QUERY_TOKEN_ROUTES: ReadonlySet<string> = new Set(["/runs/:runId/events", STREAM_PATH]);
 
 /** The token a request presents: `Authorization: Bearer <token>`, or else `?token=` where a route takes it. */
 function presentedToken(header: string | undefined, fromQuery: string | null): string {
@@ -207,6 +208,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   });
   registerWorkflowRoutes(app, deps);
   registerRunRoutes(app, deps);
+  registerStreamRoutes(app, deps);
   app.get("/metrics", async (request, reply) => {
     deps.permissions.metrics(request.principal);
     if (!deps.metrics) throw Errors.metricsOff();
