@@ -38,6 +38,7 @@ import {
   type WorkflowRounds,
 } from "./lib/harness.ts";
 import { percentile } from "./lib/percentile.ts";
+import { durableCatchUp, durableTail, sseCatchUp, sseTail } from "./lib/durable-streams.ts";
 import { busyWhileStreaming, launch as launchChromium, openFinishedRun, rawReceive, type Opened } from "./lib/inspector.ts";
 import { handoffLatency, sleepingRuns } from "./lib/waits.ts";
 import { postgresBenches } from "./postgres.ts";
@@ -520,6 +521,38 @@ const benches: Record<string, Bench> = {
       streaming_main_thread_busy: Math.round(result.busy.busy * 100) / 100,
       streaming_events_shown: result.busy.events,
       target: "first paint and fully interactive ≤ 1 s; main thread busy < 0.5 while streaming 2,000 events/s",
+    });
+  },
+
+  // A Durable Streams client (@durable-streams/client) reading runs, beside flowd's own SSE route: catching up a run of 100,000 events, and following one at 1,000 events/s.
+  B17: async () => {
+    const count = n(100_000);
+    const result = await withServer(async (url) => {
+      const stored = (await post(`${url}/workflows/emit/runs`, { background: true, additional_data: { count, bytes: BYTES } })) as { run_id: string };
+      await waitUntilIdle(url);
+      const catchUp = await bestInTurn(3, { durable: () => durableCatchUp(url, stored.run_id), sse: () => sseCatchUp(url, stored.run_id) });
+      const tail = async (read: (url: string, runId: string) => Promise<{ p50: number; p99: number }>) => {
+        const run = (await post(`${url}/workflows/paced/runs`, { background: true, additional_data: { rate: 1000, seconds: 3 } })) as { run_id: string };
+        return read(url, run.run_id);
+      };
+      const durableLive = [await tail(durableTail), await tail(durableTail)];
+      const sseLive = [await tail(sseTail), await tail(sseTail)];
+      return { catchUp, durableLive, sseLive };
+    });
+    const ms = (value: number): number => Math.round(value * 100) / 100;
+    report({
+      bench: "B17",
+      workload: `a finished run of ${count + 4} events read whole (Durable Streams catch-up, live: false; SSE to its end), best of 3 in turn; a run of 1,000 events/s for 3 s followed live (Durable Streams live: sse; SSE), twice each; synchronous=${SYNC}`,
+      figure: Math.round(result.catchUp.durable),
+      unit: "events/s (Durable Streams catch-up)",
+      limit: Math.round(result.catchUp.sse),
+      limit_is: "the same run through flowd's own SSE route (GET /runs/{id}/events), in the same process",
+      live_p50_ms: result.durableLive.map((w) => ms(w.p50)),
+      live_p99_ms: result.durableLive.map((w) => ms(w.p99)),
+      sse_live_p50_ms: result.sseLive.map((w) => ms(w.p50)),
+      sse_live_p99_ms: result.sseLive.map((w) => ms(w.p99)),
+      live_p50_ratio: Math.round((mean(result.durableLive.map((w) => w.p50)) / mean(result.sseLive.map((w) => w.p50))) * 100) / 100,
+      target: "beside flowd's own SSE (ratio)",
     });
   },
 
