@@ -100,7 +100,7 @@ export type PruneBody = z.infer<typeof PruneBody>;
 export const StreamQuery = z.object({
   offset: z.string().optional().describe("Where to read from: -1 (the start), or a Stream-Next-Offset this stream gave (the next event_index, 16 digits)."),
   live: z.enum(["long-poll", "sse"]).optional().describe("Left out: what there is, up to the end. long-poll: at the end, wait for the next events. sse: a stream of data and control events."),
-  cursor: z.string().optional().describe("The protocol's cursor (ignored: flowd sends none)."),
+  cursor: z.string().optional().describe("The protocol's cursor, as a live answer gave it: the next live answer's is newer."),
   token: z.string().optional().describe("A read token (POST /runs/{run_id}/read-token), for clients that cannot send headers."),
 });
 

@@ -143,6 +143,9 @@ describe("the protocol's read rules", () => {
     await fetch(`${t.url}/runs/${going}/signals/approved`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ by: "test" }) });
     const woken = await polled;
     expect(woken.status).toBe(200);
+    // A live answer's cursor moves past the one the client sent.
+    const cursor = woken.headers.get("stream-cursor")!;
+    expect(cursor).toMatch(/^\d+$/);
     expect(((await woken.json()) as Frame[])[0]!.event_index).toBe(Number(next));
     // Pruned: 410 Gone.
     expect((await fetch(`${t.url}/runs/prune`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ older_than: "1ms", workflow_id: "ticker" }) })).status).toBe(200);

@@ -24,6 +24,15 @@ const SSE_KEEPALIVE_MS = 15_000;
 /** Events per page read from the log while a response catches up. */
 const PAGE_EVENTS = 5000;
 
+/** Live answers' cursor: the 20-second interval they fall in, never the one the client sent (so a cache in front never serves an old answer to a new long-poll). */
+const CURSOR_INTERVAL_MS = 20_000;
+
+function cursorAfter(sent: unknown): string {
+  const now = Math.floor(Date.now() / CURSOR_INTERVAL_MS);
+  const previous = typeof sent === "string" && /^\d+$/.test(sent) ? Number(sent) : -1;
+  return String(Math.max(now, previous + 1));
+}
+
 function offsetOf(nextIndex: number): string {
   return String(nextIndex).padStart(OFFSET_DIGITS, "0");
 }
@@ -97,9 +106,10 @@ async function catchUp(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: 
 }
 
 /** Long-poll at the tail: the next commit's events as soon as they are stored, or 204 after LONG_POLL_MS. */
-async function longPoll(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number): Promise<void> {
+async function longPoll(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number, cursor: string): Promise<void> {
   const res = reply.raw;
   baseHeaders(res, reply);
+  res.setHeader("stream-cursor", cursor);
   await new Promise<void>((resolve) => {
     let done = false;
     const finish = (status: number, headers: Record<string, string>, body: string): void => {
@@ -144,6 +154,7 @@ class StreamSseSink implements FeedSink {
     private readonly res: ServerResponse,
     private readonly upToDate: (lastIndex: number) => boolean,
     private readonly end: () => void,
+    private readonly cursor: string,
   ) {}
 
   hasRoom(): boolean {
@@ -153,7 +164,12 @@ class StreamSseSink implements FeedSink {
   write(batch: EventBatch): boolean {
     const frames = framesOf(batch);
     const closed = batch.endsRun;
-    const control = { streamNextOffset: offsetOf(batch.last.index + 1), upToDate: closed || this.upToDate(batch.last.index), ...(closed ? { streamClosed: true } : {}) };
+    const control = {
+      streamNextOffset: offsetOf(batch.last.index + 1),
+      streamCursor: this.cursor,
+      upToDate: closed || this.upToDate(batch.last.index),
+      ...(closed ? { streamClosed: true } : {}),
+    };
     const data = frames.length > 0 ? `event: data\ndata: [${frames.join(",")}]\n\n` : "";
     const room = this.out.feed(`${data}event: control\ndata: ${JSON.stringify(control)}\n\n`);
     if (closed) {
@@ -166,7 +182,7 @@ class StreamSseSink implements FeedSink {
   /** Says the client is caught up, without events (the switch to live, or a run already over). */
   control(nextIndex: number, closed: boolean): void {
     if (this.closedSent) return;
-    this.out.answer(`event: control\ndata: ${JSON.stringify({ streamNextOffset: offsetOf(nextIndex), upToDate: true, ...(closed ? { streamClosed: true } : {}) })}\n\n`);
+    this.out.answer(`event: control\ndata: ${JSON.stringify({ streamNextOffset: offsetOf(nextIndex), streamCursor: this.cursor, upToDate: true, ...(closed ? { streamClosed: true } : {}) })}\n\n`);
     if (closed) {
       this.closedSent = true;
       this.end();
@@ -189,7 +205,7 @@ class StreamSseSink implements FeedSink {
   }
 }
 
-function sse(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number): void {
+function sse(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number, cursor: string): void {
   reply.hijack();
   const res = reply.raw;
   baseHeaders(res, reply);
@@ -203,7 +219,7 @@ function sse(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number): v
   const out = new Outbound(res, deps.feed, { accepting: () => true, overflowed: end });
   deps.outbounds.add(out);
   const tail = run.lastEventIndex;
-  const sink = new StreamSseSink(out, res, (lastIndex) => lastIndex >= tail, end);
+  const sink = new StreamSseSink(out, res, (lastIndex) => lastIndex >= tail, end, cursor);
   const keepalive = setInterval(() => out.answer(": keep-alive\n\n"), SSE_KEEPALIVE_MS);
   // A response lasts a while, then ends cleanly: the client comes back from its offset (and a proxy never holds one for ever).
   const lifetime = setTimeout(end, SSE_CONNECTION_MS);
@@ -256,10 +272,11 @@ export function registerStreamRoutes(app: FastifyInstance, deps: HttpDeps): void
     if (live !== undefined && live !== "long-poll" && live !== "sse") {
       throw Errors.invalidOffset(`live must be long-poll or sse (or left out for a catch-up); got ${JSON.stringify(live)}.`);
     }
-    if (live === "sse") return sse(deps, reply, run, after);
+    const cursor = cursorAfter(request.query.cursor);
+    if (live === "sse") return sse(deps, reply, run, after, cursor);
     reply.hijack();
     // At the end of a run still going, a long-poll waits for what comes next; otherwise what there is, up to the end.
-    if (live === "long-poll" && after >= run.lastEventIndex && !isFinished(run.status)) return longPoll(deps, reply, run, after);
+    if (live === "long-poll" && after >= run.lastEventIndex && !isFinished(run.status)) return longPoll(deps, reply, run, after, cursor);
     return catchUp(deps, reply, run, after);
   });
   for (const method of ["PUT", "POST", "DELETE", "PATCH"] as const) {
