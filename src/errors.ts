@@ -147,7 +147,7 @@ export const Errors = {
   readTokenOnly: (runId: string) =>
     new FlowdError(
       "FORBIDDEN",
-      `A read token reads only the events of run ${runId} (GET /runs/${runId}/events); use your own token for anything else.`,
+      `A read token reads only the events of run ${runId} (GET /runs/${runId}/events, or its stream /streams/runs/${runId}); use your own token for anything else.`,
     ),
   authThrottled: (address: string, seconds: number) =>
     new FlowdError(

@@ -137,7 +137,8 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
   void app.register(cors, {
     origin: (origin, callback) => callback(null, origin !== undefined && deps.access.originAllowed(origin)),
     methods: ["GET", "HEAD", "POST", "DELETE"],
-    exposedHeaders: ["retry-after"],
+    // The Durable Streams protocol's answers are in headers: a page of another allowed origin reads them.
+    exposedHeaders: ["retry-after", "stream-next-offset", "stream-up-to-date", "stream-closed", "stream-cursor"],
     maxAge: 600,
   });
 
@@ -154,7 +155,7 @@ export function createHttpApp(deps: HttpDeps): FastifyInstance {
     // A scraper on this machine, if the operator opened the metrics to it.
     if (route === "/metrics" && deps.config.metricsOpenOnLoopback && isLoopback(request.socket.remoteAddress)) return;
     try {
-      const fromQuery = request.headers.authorization === undefined && QUERY_TOKEN_ROUTES.has(route) && request.method === "GET" ? queryToken(request.url) : null;
+      const fromQuery = request.headers.authorization === undefined && QUERY_TOKEN_ROUTES.has(route) && (request.method === "GET" || request.method === "HEAD") ? queryToken(request.url) : null;
       const token = presentedToken(request.headers.authorization, fromQuery);
       request.principal = await deps.auth.authenticate(token, request.socket.remoteAddress);
       // A URL ends up in proxy logs, history and Referer headers: only a read token (short-lived, one run's events) goes there.

@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { Errors, type FlowdError } from "../../errors.ts";
+import { Errors, FlowdError } from "../../errors.ts";
 import type { EventBatch } from "../../protocol/run-events.ts";
 import { isFinished } from "../../protocol/run-status.ts";
 import type { RunRow } from "../../store/store.ts";
@@ -50,9 +50,13 @@ function afterIndex(offset: unknown, run: RunRow): number {
   return next - 1;
 }
 
-/** The run's frames in a batch, without compaction's gap notices (offsets are opaque: a hole needs no notice here). */
+/**
+ * The messages of a batch: the run's frames, and compaction's gap notices where folded
+ * indices are missing (a reader resuming inside a fold is told where its text went, as on
+ * flowd's other routes).
+ */
 function framesOf(batch: EventBatch): string[] {
-  return batch.events.filter((event) => event.event !== "gap").map((event) => event.frame);
+  return batch.events.map((event) => event.frame);
 }
 
 function baseHeaders(res: ServerResponse, reply: FastifyReply): void {
@@ -62,16 +66,21 @@ function baseHeaders(res: ServerResponse, reply: FastifyReply): void {
   res.setHeader("cache-control", "no-store");
 }
 
-/** Writes `chunk`, waiting for the socket to take it when its buffer is full. */
-async function send(res: ServerResponse, chunk: string): Promise<boolean> {
+/** Writes `chunk`, waiting for the socket to take it when its buffer is full; a reader stalled past `stallMs` is cut off. */
+async function send(res: ServerResponse, chunk: string, stallMs: number): Promise<boolean> {
   if (res.destroyed) return false;
   if (res.write(chunk)) return true;
   await new Promise<void>((resolve) => {
     const done = (): void => {
+      clearTimeout(timer);
       res.off("drain", done);
       res.off("close", done);
       resolve();
     };
+    const timer = setTimeout(() => {
+      res.destroy();
+      done();
+    }, stallMs);
     res.once("drain", done);
     res.once("close", done);
   });
@@ -82,6 +91,10 @@ async function send(res: ServerResponse, chunk: string): Promise<boolean> {
 async function catchUp(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number): Promise<void> {
   const res = reply.raw;
   const tail = run.lastEventIndex;
+  const stallMs = deps.feed.stallTimeoutMs;
+  // The first page before the headers: a read that fails (a prune began, the database) is still a plain error answer.
+  let page = after < tail ? await deps.eventLog.readPage(run.runId, after, PAGE_EVENTS) : null;
+  reply.hijack();
   baseHeaders(res, reply);
   res.writeHead(200, {
     "content-type": "application/json",
@@ -90,17 +103,24 @@ async function catchUp(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: 
     ...(isFinished(run.status) ? { "stream-closed": "true" } : {}),
   });
   let first = true;
-  if (!(await send(res, "["))) return;
-  for (let last = after; last < tail; ) {
-    const page = await deps.eventLog.readPage(run.runId, last, PAGE_EVENTS);
-    if (!page) break;
-    const kept = page.batch.filter((event) => event.index <= tail);
-    const frames = kept ? framesOf(kept) : [];
-    if (frames.length > 0) {
-      if (!(await send(res, `${first ? "" : ","}${frames.join(",")}`))) return;
-      first = false;
+  if (!(await send(res, "[", stallMs))) return;
+  try {
+    for (let last = after; last < tail; ) {
+      // Fewer events than the headers promised: the answer is cut off, never ended as if whole.
+      if (!page) throw new Error(`run ${run.runId}'s events ended at ${last}, before ${tail}`);
+      const kept = page.batch.filter((event) => event.index <= tail);
+      const frames = kept ? framesOf(kept) : [];
+      if (frames.length > 0) {
+        if (!(await send(res, `${first ? "" : ","}${frames.join(",")}`, stallMs))) return;
+        first = false;
+      }
+      last = page.batch.last.index;
+      page = last < tail ? await deps.eventLog.readPage(run.runId, last, PAGE_EVENTS) : null;
     }
-    last = page.batch.last.index;
+  } catch (error) {
+    deps.logger.warn({ err: error, runId: run.runId }, "a Durable Streams catch-up could not be read to its end; the reader was cut off and resumes from its offset");
+    res.destroy();
+    return;
   }
   res.end("]");
 }
@@ -110,44 +130,54 @@ async function longPoll(deps: HttpDeps, reply: FastifyReply, run: RunRow, after:
   const res = reply.raw;
   baseHeaders(res, reply);
   res.setHeader("stream-cursor", cursor);
+  deps.sseStreams.add(res);
   await new Promise<void>((resolve) => {
     let done = false;
-    const finish = (status: number, headers: Record<string, string>, body: string): void => {
-      if (done) return;
+    // Set once follow() returns: it may call back before (a run halted here).
+    let stop: (() => void) | null = null;
+    const settle = (): void => {
       done = true;
       clearTimeout(timer);
-      stop();
-      if (!res.destroyed) res.writeHead(status, { "content-type": "application/json", "stream-up-to-date": "true", ...headers }).end(body);
+      stop?.();
+      deps.sseStreams.delete(res);
       resolve();
     };
-    const timer = setTimeout(() => finish(204, { "stream-next-offset": offsetOf(after + 1) }, ""), LONG_POLL_MS);
-    const stop = deps.eventLog.follow(run.runId, after, {
-      events: (batch) => {
-        const frames = framesOf(batch);
-        finish(200, { "stream-next-offset": offsetOf(batch.last.index + 1), ...(batch.endsRun ? { "stream-closed": "true" } : {}) }, `[${frames.join(",")}]`);
-      },
-      ended: () => finish(200, { "stream-next-offset": offsetOf(after + 1), "stream-closed": "true" }, "[]"),
-      failed: (error) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        stop();
-        if (!res.destroyed) res.writeHead(error.httpStatus, { "content-type": "application/json" }).end(JSON.stringify({ detail: error.message, code: error.code }));
-        resolve();
-      },
-    });
+    const finish = (status: number, headers: Record<string, string>, body: string): void => {
+      if (done) return;
+      settle();
+      if (!res.destroyed) res.writeHead(status, { "content-type": "application/json", "stream-up-to-date": "true", ...headers }).end(body);
+    };
+    const fail = (error: FlowdError): void => {
+      if (done) return;
+      settle();
+      if (!res.destroyed) res.writeHead(error.httpStatus, { "content-type": "application/json" }).end(JSON.stringify({ detail: error.message, code: error.code }));
+    };
     res.once("close", () => {
-      done = true;
-      clearTimeout(timer);
-      stop();
-      resolve();
+      if (!done) settle();
     });
+    const timer = setTimeout(() => finish(204, { "stream-next-offset": offsetOf(after + 1) }, ""), LONG_POLL_MS);
+    try {
+      stop = deps.eventLog.follow(run.runId, after, {
+        events: (batch) => {
+          const frames = framesOf(batch);
+          finish(200, { "stream-next-offset": offsetOf(batch.last.index + 1), ...(batch.endsRun ? { "stream-closed": "true" } : {}) }, `[${frames.join(",")}]`);
+        },
+        ended: () => finish(200, { "stream-next-offset": offsetOf(after + 1), "stream-closed": "true" }, "[]"),
+        failed: fail,
+      });
+    } catch (error) {
+      fail(error instanceof FlowdError ? error : Errors.databaseUnreadable(error));
+      return;
+    }
+    if (done) stop();
   });
 }
 
 /** The protocol's SSE: `event: data` with a JSON array of frames, then `event: control` with the offset after them. */
 class StreamSseSink implements FeedSink {
   private closedSent = false;
+  /** Whether the last control event said up to date (the switch to live then needs no other). */
+  upToDateSent = false;
 
   constructor(
     private readonly out: Outbound,
@@ -155,6 +185,7 @@ class StreamSseSink implements FeedSink {
     private readonly upToDate: (lastIndex: number) => boolean,
     private readonly end: () => void,
     private readonly cursor: string,
+    private readonly logger: HttpDeps["logger"],
   ) {}
 
   hasRoom(): boolean {
@@ -170,6 +201,7 @@ class StreamSseSink implements FeedSink {
       upToDate: closed || this.upToDate(batch.last.index),
       ...(closed ? { streamClosed: true } : {}),
     };
+    this.upToDateSent = control.upToDate;
     const data = frames.length > 0 ? `event: data\ndata: [${frames.join(",")}]\n\n` : "";
     const room = this.out.feed(`${data}event: control\ndata: ${JSON.stringify(control)}\n\n`);
     if (closed) {
@@ -182,6 +214,7 @@ class StreamSseSink implements FeedSink {
   /** Says the client is caught up, without events (the switch to live, or a run already over). */
   control(nextIndex: number, closed: boolean): void {
     if (this.closedSent) return;
+    this.upToDateSent = true;
     this.out.answer(`event: control\ndata: ${JSON.stringify({ streamNextOffset: offsetOf(nextIndex), streamCursor: this.cursor, upToDate: true, ...(closed ? { streamClosed: true } : {}) })}\n\n`);
     if (closed) {
       this.closedSent = true;
@@ -199,9 +232,11 @@ class StreamSseSink implements FeedSink {
     this.end();
   }
 
-  failed(_runId: string, _error: FlowdError): void {
-    // The response ends; the client reconnects from its offset and is told then (a 4xx, or the events).
-    this.end();
+  failed(runId: string, error: FlowdError): void {
+    // No more of the run's events can come from here (it halted, or a read failed): cut off, not ended, so the
+    // client's stream fails with an error rather than take a clean end for the stream's.
+    this.logger.warn({ runId, code: error.code }, `a Durable Streams SSE reader was cut off: ${error.message}`);
+    this.res.destroy();
   }
 }
 
@@ -211,28 +246,33 @@ function sse(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number, cu
   baseHeaders(res, reply);
   res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "x-accel-buffering": "no", connection: "keep-alive" });
   let ended = false;
+  let cutTimer: NodeJS.Timeout | undefined;
+  /** Ends the response; a reader that does not read what is still unsent within the stall timeout is cut off. */
   const end = (): void => {
     if (ended) return;
     ended = true;
     if (!res.writableEnded) res.end();
+    cutTimer = setTimeout(() => res.destroy(), deps.feed.stallTimeoutMs);
   };
+  deps.sseStreams.add(res);
   const out = new Outbound(res, deps.feed, { accepting: () => true, overflowed: end });
   deps.outbounds.add(out);
   const tail = run.lastEventIndex;
-  const sink = new StreamSseSink(out, res, (lastIndex) => lastIndex >= tail, end, cursor);
+  const sink = new StreamSseSink(out, res, (lastIndex) => lastIndex >= tail, end, cursor, deps.logger);
   const keepalive = setInterval(() => out.answer(": keep-alive\n\n"), SSE_KEEPALIVE_MS);
   // A response lasts a while, then ends cleanly: the client comes back from its offset (and a proxy never holds one for ever).
   const lifetime = setTimeout(end, SSE_CONNECTION_MS);
   const feed = new RunFeed(deps.eventLog, run.runId, after, sink, deps.feed, {
     onLive: () => {
-      if (feed.lastIndex < tail) return;
-      sink.control(feed.lastIndex + 1, false);
+      if (!sink.upToDateSent) sink.control(feed.lastIndex + 1, false);
     },
     onEnd: end,
   });
   res.on("close", () => {
     clearInterval(keepalive);
     clearTimeout(lifetime);
+    clearTimeout(cutTimer);
+    deps.sseStreams.delete(res);
     feed.stop();
     deps.outbounds.delete(out);
   });
@@ -241,7 +281,6 @@ function sse(deps: HttpDeps, reply: FastifyReply, run: RunRow, after: number, cu
     sink.control(tail + 1, true);
     return;
   }
-  if (after >= tail) sink.control(after + 1, false);
   feed.start();
 }
 
@@ -274,9 +313,11 @@ export function registerStreamRoutes(app: FastifyInstance, deps: HttpDeps): void
     }
     const cursor = cursorAfter(request.query.cursor);
     if (live === "sse") return sse(deps, reply, run, after, cursor);
-    reply.hijack();
     // At the end of a run still going, a long-poll waits for what comes next; otherwise what there is, up to the end.
-    if (live === "long-poll" && after >= run.lastEventIndex && !isFinished(run.status)) return longPoll(deps, reply, run, after, cursor);
+    if (live === "long-poll" && after >= run.lastEventIndex && !isFinished(run.status)) {
+      reply.hijack();
+      return longPoll(deps, reply, run, after, cursor);
+    }
     return catchUp(deps, reply, run, after);
   });
   for (const method of ["PUT", "POST", "DELETE", "PATCH"] as const) {
