@@ -183,4 +183,33 @@ describe("across a SIGKILL of the server", () => {
       }
     }, 60_000);
   }
+
+  it("(catch-up) what there was before the SIGKILL, then the rest from the saved offset once the restarted server has finished the run", async () => {
+    const first = await startServerProcess(["--workflows", FIXTURES, "--db", files.db]);
+    let saved: Awaited<ReturnType<typeof leg>>;
+    let runId = "";
+    try {
+      runId = ((await (await fetch(`${first.url}/workflows/ticker/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ background: true, additional_data: { count: 400, delayMs: 5 } }) })).json()) as { run_id: string }).run_id;
+      await waitFor("some events", async () => {
+        const head = await fetch(`${first.url}/streams/runs/${runId}`, { method: "HEAD" });
+        return Number(head.headers.get("stream-next-offset")) > 50 ? true : undefined;
+      });
+      saved = await leg(`${first.url}/streams/runs/${runId}`, "-1", false);
+      expect(saved.closed).toBe(false);
+    } finally {
+      first.child.kill("SIGKILL");
+      await first.exited;
+    }
+    const second = await startServerProcess(["--workflows", FIXTURES, "--db", files.db]);
+    try {
+      await waitFor("the resumed run to end", async () => ((await fetch(`${second.url}/streams/runs/${runId}`, { method: "HEAD" })).headers.get("stream-closed") === "true" ? true : undefined), 30_000);
+      const rest = await leg(`${second.url}/streams/runs/${runId}`, saved.offset, false);
+      expect(rest.closed).toBe(true);
+      const all = [...saved.items, ...rest.items];
+      expect(all.map((item) => item.event_index)).toEqual(range(all.length));
+      expect(all.at(-1)!.event).toBe("WorkflowCompleted");
+    } finally {
+      await second.stop();
+    }
+  }, 60_000);
 });
