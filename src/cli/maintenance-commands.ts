@@ -89,6 +89,8 @@ export function vacuumCommand(): Command {
 
 /** Files below this size are copied without progress lines. */
 const BACKUP_PROGRESS_FROM_BYTES = 64 * 1024 * 1024;
+/** The most pages better-sqlite3 takes for a step: everything left. */
+const ALL_PAGES = 0x7fffffff;
 
 /** `flowd backup <file>`: a consistent copy of the live SQLite file, taken beside the server. */
 export function backupCommand(): Command {
@@ -160,7 +162,8 @@ export async function backupSqlite(
           reported = tenth;
           progress((totalPages - remainingPages) * pageSize, total);
         }
-        return startedOver ? totalPages : Math.max(256, Math.ceil(totalPages / 20));
+        // All that is left in one step (one snapshot): a step of totalPages would fall short of a file that grew meanwhile.
+        return startedOver ? ALL_PAGES : Math.max(256, Math.ceil(totalPages / 20));
       },
     });
     if (reported >= 0) progress(copiedPages * pageSize, copiedPages * pageSize);
